@@ -1,0 +1,334 @@
+//! The front ends. They differ only in how they read a command and report
+//! the answer; the decision itself is [`gate::decide`].
+
+use crate::config;
+use crate::gate::{self, Outcome};
+use anyhow::{Context as _, Result, bail};
+use holdpoint_shared::{Context, Decision, Policy, Verdict};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Largest hook input accepted, in bytes.
+const MAX_HOOK_INPUT: u64 = 4 * 1024 * 1024;
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(c.clamp(0, 255) as u8)
+}
+
+/// One line of `holdpoint check` output.
+#[derive(Serialize)]
+struct CheckLine<'a> {
+    command: &'a str,
+    decision: Decision,
+    risk: holdpoint_shared::Risk,
+    rules: Vec<&'a str>,
+    reasons: Vec<&'a str>,
+}
+
+fn check_line<'a>(command: &'a str, v: &'a Verdict) -> CheckLine<'a> {
+    CheckLine {
+        command,
+        decision: v.decision,
+        risk: v.risk,
+        rules: v.deciding_rules(),
+        reasons: v.deciding_reasons(),
+    }
+}
+
+pub fn check(policy: Option<&Path>, explain: bool, cwd: Option<String>, command: Option<String>) -> Result<ExitCode> {
+    let policy = config::load_policy(policy)?;
+    let mut ctx = Context::from_process();
+    if let Some(c) = cwd {
+        let abs = if c.starts_with('/') {
+            c
+        } else {
+            format!("{}/{c}", ctx.cwd.clone().unwrap_or_default())
+        };
+        ctx = ctx.with_cwd(abs);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut one = |line: &str, out: &mut dyn Write| -> Result<()> {
+        let v = policy.classify(line, &ctx);
+        if explain {
+            write_explanation(out, line, &v)?;
+        } else {
+            serde_json::to_writer(&mut *out, &check_line(line, &v))?;
+            writeln!(out)?;
+        }
+        Ok(())
+    };
+    match command {
+        Some(c) => one(&c, &mut out)?,
+        None => {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                let line = line.context("reading commands from stdin")?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                one(&line, &mut out)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_explanation(out: &mut dyn Write, line: &str, v: &Verdict) -> Result<()> {
+    writeln!(out, "command:  {line}")?;
+    writeln!(out, "decision: {} ({} risk)", v.decision, v.risk)?;
+    for h in &v.hits {
+        let mark = if h.decision == v.decision { "*" } else { " " };
+        writeln!(out, " {mark} {:<6} {:<8} {}", h.decision.as_str(), h.risk.as_str(), h.rule)?;
+        if !h.part.is_empty() {
+            writeln!(out, "       on:  {}", h.part)?;
+        }
+        writeln!(out, "       why: {}", h.reason)?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn policy_test(file: Option<&Path>) -> Result<ExitCode> {
+    let policy = match file {
+        Some(_) => config::load_policy(file),
+        None => config::load_policy(None),
+    };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("holdpoint: the policy does not load:\n{e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let failures = policy.check_examples(None);
+    let examples: usize = policy.len();
+    if failures.is_empty() {
+        println!("ok: {examples} rules, every example behaves as written");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            println!("FAIL {f}");
+        }
+        println!("{} example(s) failed", failures.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn load_or_refuse(policy: Option<&Path>) -> Result<Policy, ExitCode> {
+    config::load_policy(policy).map_err(|e| {
+        eprintln!("holdpoint: refusing to run anything: the policy does not load: {e:#}");
+        code(gate::EXIT_GATE_ERROR)
+    })
+}
+
+/// `holdpoint exec -- ARGV…`: the words are the command; no shell is involved.
+pub fn exec(argv: &[String], policy: Option<&Path>) -> ExitCode {
+    let policy = match load_or_refuse(policy) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let line = gate::shell_join(argv);
+    let ctx = Context::from_process();
+    let (_, outcome) = gate::decide(&policy, &line, &ctx);
+    match outcome {
+        Outcome::Run => {
+            let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+            eprintln!("holdpoint: cannot run {}: {err}", argv[0]);
+            code(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+        }
+        Outcome::Refuse { code: c, message } => {
+            eprintln!("{message}");
+            code(c)
+        }
+    }
+}
+
+/// Whether an argument is a shell's option word that includes `-c`.
+pub fn looks_like_shell_flag(a: &str) -> bool {
+    a.len() >= 2
+        && a.starts_with('-')
+        && !a.starts_with("--")
+        && a[1..].bytes().all(|b| b.is_ascii_alphabetic())
+        && a.contains('c')
+}
+
+/// `holdpoint sh -c STRING [NAME [ARGS…]]`, and holdpoint used as SHELL.
+pub fn sh(args: &[String], policy: Option<&Path>) -> ExitCode {
+    let mut flags: Vec<String> = Vec::new();
+    let mut i = 0;
+    let mut has_c = false;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        if a.starts_with('-') && a.len() > 1 && !a.starts_with("--") && a[1..].bytes().all(|b| b.is_ascii_alphabetic()) {
+            has_c |= a.contains('c');
+            flags.push(a.clone());
+            i += 1;
+            continue;
+        }
+        if a == "-o" || a == "+o" {
+            flags.push(a.clone());
+            if let Some(v) = args.get(i + 1) {
+                flags.push(v.clone());
+            }
+            i += 2;
+            continue;
+        }
+        if a.starts_with("--") {
+            flags.push(a.clone());
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    if !has_c {
+        eprintln!(
+            "holdpoint: only `-c STRING` is supported: an interactive shell or a script file would run commands the gate cannot see"
+        );
+        return code(gate::EXIT_NOT_APPROVED);
+    }
+    let Some(script) = args.get(i) else {
+        eprintln!("holdpoint: -c needs a command string");
+        return code(2);
+    };
+    let rest = &args[i + 1..];
+    let policy = match load_or_refuse(policy) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let ctx = Context::from_process();
+    let (_, outcome) = gate::decide(&policy, script, &ctx);
+    match outcome {
+        Outcome::Run => {
+            let shell = real_shell();
+            let err = std::process::Command::new(&shell)
+                .args(&flags)
+                .arg(script)
+                .args(rest)
+                .exec();
+            eprintln!("holdpoint: cannot start the shell {shell}: {err}");
+            code(126)
+        }
+        Outcome::Refuse { code: c, message } => {
+            eprintln!("{message}");
+            code(c)
+        }
+    }
+}
+
+/// The shell that really runs allowed commands: `HOLDPOINT_REAL_SHELL`, or
+/// bash (whose syntax the gate parses), or sh.
+fn real_shell() -> String {
+    if let Ok(s) = std::env::var("HOLDPOINT_REAL_SHELL")
+        && !s.is_empty()
+    {
+        return s;
+    }
+    for s in ["/bin/bash", "/usr/bin/bash", "/bin/sh"] {
+        if Path::new(s).exists() {
+            return s.to_string();
+        }
+    }
+    "/bin/sh".to_string()
+}
+
+/// The Claude Code PreToolUse input; fields we do not use are ignored.
+#[derive(Deserialize)]
+struct HookInput {
+    tool_name: String,
+    #[serde(default)]
+    tool_input: serde_json::Value,
+    #[serde(default)]
+    cwd: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    session_id: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HookAnswer<'a> {
+    hook_specific_output: HookDecision<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HookDecision<'a> {
+    hook_event_name: &'a str,
+    permission_decision: &'a str,
+    permission_decision_reason: String,
+}
+
+fn hook_answer(allow: bool, reason: String) -> ExitCode {
+    let answer = HookAnswer {
+        hook_specific_output: HookDecision {
+            hook_event_name: "PreToolUse",
+            permission_decision: if allow { "allow" } else { "deny" },
+            permission_decision_reason: reason,
+        },
+    };
+    match serde_json::to_string(&answer) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => hook_refuse(&format!("cannot write the answer: {e}")),
+    }
+}
+
+/// Refuses in the way Claude Code treats as blocking whatever the stdout:
+/// exit code 2 with the reason on stderr.
+fn hook_refuse(reason: &str) -> ExitCode {
+    eprintln!("holdpoint: {reason}");
+    code(2)
+}
+
+fn read_hook_input() -> Result<HookInput> {
+    let mut buf = String::new();
+    std::io::stdin()
+        .take(MAX_HOOK_INPUT + 1)
+        .read_to_string(&mut buf)
+        .context("reading the hook input")?;
+    if buf.len() as u64 > MAX_HOOK_INPUT {
+        bail!("the hook input is larger than {MAX_HOOK_INPUT} bytes");
+    }
+    serde_json::from_str(&buf).context("the hook input is not the expected JSON")
+}
+
+pub fn claude_code(policy: Option<&Path>) -> ExitCode {
+    let input = match read_hook_input() {
+        Ok(i) => i,
+        Err(e) => return hook_refuse(&format!("{e:#}; refusing the tool call")),
+    };
+    if input.tool_name != "Bash" {
+        // Not a shell command: pass through untouched (no output).
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = input.tool_input.get("command").and_then(|c| c.as_str()) else {
+        return hook_refuse("the Bash tool input has no `command` string; refusing the tool call");
+    };
+    let policy = match config::load_policy(policy) {
+        Ok(p) => p,
+        Err(e) => return hook_refuse(&format!("the policy does not load ({e:#}); refusing the tool call")),
+    };
+    let mut ctx = Context::from_process();
+    if let Some(cwd) = input.cwd.filter(|c| c.starts_with('/')) {
+        ctx = ctx.with_cwd(cwd);
+    }
+    let (verdict, outcome) = gate::decide(&policy, command, &ctx);
+    match outcome {
+        Outcome::Run => hook_answer(
+            true,
+            format!("holdpoint: allowed ({})", verdict.deciding_rules().join(", ")),
+        ),
+        Outcome::Refuse { message, .. } => hook_answer(false, message),
+    }
+}

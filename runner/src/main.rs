@@ -1,0 +1,129 @@
+//! `holdpoint`: the runner that sits next to an agent. Every command the agent
+//! wants to run is classified by the policy engine; allowed commands run at
+//! once, the rest are refused with the reason.
+//!
+//! It must never execute a command whose verdict it does not hold: every
+//! error (bad policy, bad input, a failure to classify) ends in a refusal.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod front;
+mod gate;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "holdpoint", version, about = "An approval gate for the commands autonomous agents run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify commands without running them. With no COMMAND, reads one
+    /// command per line on stdin and writes one JSON object per line.
+    Check {
+        /// A policy file layered over the built-in one (default: HOLDPOINT_POLICY,
+        /// then ~/.config/holdpoint/policy.toml).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Explain, in prose, which part of the line hit which rule.
+        #[arg(long)]
+        explain: bool,
+        /// Classify as if run from this directory (default: the current one).
+        #[arg(long)]
+        cwd: Option<String>,
+        /// The command line to classify.
+        command: Option<String>,
+    },
+    /// Check or show policies.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Run ARGV if the policy allows it; refuse it otherwise.
+    Exec {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The program and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// A shell for agents: `holdpoint sh -c STRING` runs STRING through the real
+    /// shell if the policy allows it (usable as an agent's SHELL).
+    Sh {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Agent hooks.
+    Hook {
+        #[command(subcommand)]
+        agent: HookAgent,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Check every rule's examples (the built-in policy plus FILE, or the
+    /// configured user policy).
+    Test { file: Option<PathBuf> },
+    /// Print the effective policy as TOML.
+    Show {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HookAgent {
+    /// The Claude Code PreToolUse hook: JSON on stdin, a decision on stdout.
+    ClaudeCode {
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // Used as SHELL, holdpoint is called as `holdpoint -c STRING` (or `-lc`).
+    if args.get(1).is_some_and(|a| front::looks_like_shell_flag(a)) {
+        return front::sh(&args[1..], None);
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("holdpoint: {e:#}");
+            ExitCode::from(gate::EXIT_GATE_ERROR as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            policy,
+            explain,
+            cwd,
+            command,
+        } => front::check(policy.as_deref(), explain, cwd, command),
+        Command::Policy { action } => match action {
+            PolicyAction::Test { file } => front::policy_test(file.as_deref()),
+            PolicyAction::Show { policy } => {
+                let p = config::load_policy(policy.as_deref())?;
+                print!("{}", p.to_toml());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Exec { policy, argv } => Ok(front::exec(&argv, policy.as_deref())),
+        Command::Sh { args } => Ok(front::sh(&args, None)),
+        Command::Hook {
+            agent: HookAgent::ClaudeCode { policy },
+        } => Ok(front::claude_code(policy.as_deref())),
+    }
+}

@@ -1,0 +1,226 @@
+//! A small glob matcher for program names, argument values and paths.
+//!
+//! `*` matches any run of characters (in path mode, not `/`), `**` matches
+//! anything including `/`, `?` one character, `[abc]`, `[a-z]` and `[!abc]`
+//! one character of a set. A path pattern ending in `/**` also matches the
+//! directory itself.
+
+/// A compiled glob pattern.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    source: String,
+    tokens: Vec<Tok>,
+    nocase: bool,
+    path: bool,
+    /// For path patterns ending in `/**`: the directory itself.
+    dir_itself: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Lit(char),
+    Any,
+    Star,
+    DoubleStar,
+    Class { negated: bool, items: Vec<(char, char)> },
+}
+
+impl Glob {
+    /// Compiles a pattern. `path` makes `*` stop at `/`; `nocase` compares
+    /// case-insensitively.
+    pub fn new(pattern: &str, path: bool, nocase: bool) -> Result<Glob, String> {
+        let src = if nocase {
+            pattern.to_lowercase()
+        } else {
+            pattern.to_string()
+        };
+        let chars: Vec<char> = src.chars().collect();
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '*' => {
+                    if chars.get(i + 1) == Some(&'*') {
+                        tokens.push(Tok::DoubleStar);
+                        i += 2;
+                    } else {
+                        tokens.push(if path { Tok::Star } else { Tok::DoubleStar });
+                        i += 1;
+                    }
+                }
+                '?' => {
+                    tokens.push(Tok::Any);
+                    i += 1;
+                }
+                '[' => {
+                    let mut j = i + 1;
+                    let negated = matches!(chars.get(j), Some('!') | Some('^'));
+                    if negated {
+                        j += 1;
+                    }
+                    let mut items = Vec::new();
+                    let mut first = true;
+                    while j < chars.len() && (chars[j] != ']' || first) {
+                        let c = chars[j];
+                        if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']') {
+                            items.push((c, chars[j + 2]));
+                            j += 3;
+                        } else {
+                            items.push((c, c));
+                            j += 1;
+                        }
+                        first = false;
+                    }
+                    if j >= chars.len() {
+                        return Err(format!("unclosed `[` in glob `{pattern}`"));
+                    }
+                    tokens.push(Tok::Class { negated, items });
+                    i = j + 1;
+                }
+                '\\' if i + 1 < chars.len() => {
+                    tokens.push(Tok::Lit(chars[i + 1]));
+                    i += 2;
+                }
+                c => {
+                    tokens.push(Tok::Lit(c));
+                    i += 1;
+                }
+            }
+        }
+        let dir_itself = (path && src.ends_with("/**") && !src[..src.len() - 3].contains(['*', '?', '[']))
+            .then(|| src[..src.len() - 3].to_string());
+        Ok(Glob {
+            source: pattern.to_string(),
+            tokens,
+            nocase,
+            path,
+            dir_itself,
+        })
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern has no wildcard at all.
+    pub fn literal(&self) -> Option<String> {
+        self.tokens
+            .iter()
+            .map(|t| match t {
+                Tok::Lit(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Matches a whole string.
+    pub fn matches(&self, text: &str) -> bool {
+        let lowered;
+        let text = if self.nocase && text.bytes().any(|b| b.is_ascii_uppercase()) || self.nocase && !text.is_ascii() {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        if let Some(d) = &self.dir_itself
+            && text == d
+        {
+            return true;
+        }
+        let chars: Vec<char> = text.chars().collect();
+        matches_at(&self.tokens, &chars, self.path)
+    }
+}
+
+/// NFA simulation over the tokens: linear in the text for any pattern, so a
+/// hostile argument cannot make matching slow.
+fn matches_at(toks: &[Tok], text: &[char], path: bool) -> bool {
+    let m = toks.len();
+    let mut cur = vec![false; m + 1];
+    let mut next = vec![false; m + 1];
+    cur[0] = true;
+    closure(toks, &mut cur);
+    for &c in text {
+        next.iter_mut().for_each(|x| *x = false);
+        let mut any = false;
+        for i in 0..m {
+            if !cur[i] {
+                continue;
+            }
+            let (stay, advance) = match &toks[i] {
+                Tok::Lit(x) => (false, *x == c),
+                Tok::Any => (false, !(path && c == '/')),
+                Tok::Class { negated, items } => {
+                    let inside = items.iter().any(|&(a, b)| a <= c && c <= b);
+                    (false, inside != *negated && !(path && c == '/'))
+                }
+                Tok::Star => (!(path && c == '/'), false),
+                Tok::DoubleStar => (true, false),
+            };
+            if stay {
+                next[i] = true;
+                any = true;
+            }
+            if advance {
+                next[i + 1] = true;
+                any = true;
+            }
+        }
+        if !any {
+            return false;
+        }
+        closure(toks, &mut next);
+        std::mem::swap(&mut cur, &mut next);
+    }
+    cur[m]
+}
+
+/// A star can match nothing: being before it means being after it too.
+fn closure(toks: &[Tok], states: &mut [bool]) {
+    for i in 0..toks.len() {
+        if states[i] && matches!(toks[i], Tok::Star | Tok::DoubleStar) {
+            states[i + 1] = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pat: &str, s: &str) -> bool {
+        Glob::new(pat, true, false).unwrap().matches(s)
+    }
+    fn t(pat: &str, s: &str) -> bool {
+        Glob::new(pat, false, false).unwrap().matches(s)
+    }
+
+    #[test]
+    fn path_globs() {
+        assert!(p("/var/backups/**", "/var/backups/pg_dump/daily_1.sql.gz"));
+        assert!(p("/var/backups/**", "/var/backups"));
+        assert!(p("**/.env", "/home/dev/project/.env"));
+        assert!(p("**/.env.*", "/home/dev/project/.env.local"));
+        assert!(!p("**/.env", "/home/dev/project/.envrc"));
+        assert!(p("~/.ssh/*", "~/.ssh/id_rsa"));
+        assert!(!p("~/.ssh/*", "~/.ssh/keys/id_rsa"));
+        assert!(p("~/.ssh/**", "~/.ssh/keys/id_rsa"));
+        assert!(p("/dev/sd[a-z]*", "/dev/sdb1"));
+        assert!(p("**/*.sql.gz", "/var/backups/pg_dump/daily_*.sql.gz"));
+        assert!(p("**/backup*/**", "/srv/backups/x/y"));
+        assert!(p("/*", "/etc"));
+        assert!(!p("/*", "/etc/x"));
+    }
+
+    #[test]
+    fn text_globs() {
+        assert!(t("*prod*", "prod-session-cache"));
+        assert!(t("delete-*", "delete-db-cluster"));
+        assert!(!t("delete-*", "describe-db"));
+        assert!(t("+*", "+main"));
+        assert!(Glob::new("core.sshcommand=*", false, true).unwrap().matches("core.sshCommand=evil"));
+        assert!(t("[!-]*", "x"));
+        assert!(!t("[!-]*", "-x"));
+    }
+}

@@ -1,0 +1,234 @@
+//! SQL given to a database client, parsed with a real SQL parser and reduced
+//! to what the policy needs: each statement's kind, the objects it touches,
+//! and whether an UPDATE or DELETE is unbounded.
+
+use sqlparser::ast::{AlterTableOperation, Expr, FromTable, ObjectType, Statement, Value};
+use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+use sqlparser::parser::Parser;
+
+/// One statement, reduced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stmt {
+    /// `select`, `insert`, `update`, `delete`, `drop`, `truncate`,
+    /// `alter-drop`, `alter`, `create`, `grant`, `revoke`, `copy`,
+    /// `copy-program`, `shell-escape`, `include-file`, `client-command`,
+    /// `set`, `show`, `explain`, `transaction`, or `other`.
+    pub kind: &'static str,
+    /// An UPDATE or DELETE without a WHERE (or with a WHERE that is always true).
+    pub unbounded: bool,
+    /// Tables and other objects named.
+    pub objects: Vec<String>,
+}
+
+/// Parses the SQL text a client would run. Client meta-commands (`\d`, `\!`,
+/// `\i`) are recognised before parsing.
+pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
+    let mut out = Vec::new();
+    let mut sql = String::with_capacity(text.len());
+    for line in text.lines() {
+        let l = line.trim_start();
+        if let Some(meta) = l.strip_prefix('\\') {
+            out.push(meta_command(meta));
+            continue;
+        }
+        let lower = l.to_ascii_lowercase();
+        if matches!(client, "mysql" | "mariadb") && (lower.starts_with("system ") || lower.starts_with("source ")) {
+            out.push(Stmt {
+                kind: if lower.starts_with("system") { "shell-escape" } else { "include-file" },
+                unbounded: false,
+                objects: Vec::new(),
+            });
+            continue;
+        }
+        if client == "sqlite3" && l.starts_with('.') {
+            let kind = if lower.starts_with(".shell") || lower.starts_with(".system") {
+                "shell-escape"
+            } else if lower.starts_with(".read") {
+                "include-file"
+            } else {
+                "client-command"
+            };
+            out.push(Stmt { kind, unbounded: false, objects: Vec::new() });
+            continue;
+        }
+        sql.push_str(line);
+        sql.push('\n');
+    }
+    if sql.trim().is_empty() {
+        return Ok(out);
+    }
+    let dialect: Box<dyn Dialect> = match client {
+        "psql" | "cockroach" => Box::new(PostgreSqlDialect {}),
+        "mysql" | "mariadb" => Box::new(MySqlDialect {}),
+        "sqlite3" => Box::new(SQLiteDialect {}),
+        _ => Box::new(GenericDialect {}),
+    };
+    let parsed = Parser::parse_sql(dialect.as_ref(), &sql)
+        .or_else(|_| Parser::parse_sql(&GenericDialect {}, &sql))
+        .map_err(|e| e.to_string())?;
+    for s in &parsed {
+        out.push(reduce(s));
+    }
+    Ok(out)
+}
+
+fn meta_command(meta: &str) -> Stmt {
+    let name: String = meta.chars().take_while(|c| !c.is_whitespace()).collect();
+    let kind = match name.as_str() {
+        "!" => "shell-escape",
+        "i" | "ir" | "include" | "include_relative" => "include-file",
+        "o" | "out" | "w" | "write" | "copy" | "g" | "gexec" | "gset" => "client-command",
+        _ => "show",
+    };
+    let kind = if kind == "client-command" && (meta.contains('|') || name == "gexec") {
+        "shell-escape"
+    } else {
+        kind
+    };
+    Stmt { kind, unbounded: false, objects: Vec::new() }
+}
+
+fn always_true(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => matches!(&v.value, Value::Boolean(true)) || v.value.to_string() == "1",
+        Expr::Nested(inner) => always_true(inner),
+        Expr::BinaryOp { left, op, right } => {
+            op.to_string() == "=" && left.to_string() == right.to_string()
+        }
+        _ => false,
+    }
+}
+
+fn unbounded(selection: &Option<Expr>) -> bool {
+    selection.as_ref().is_none_or(always_true)
+}
+
+fn reduce(s: &Statement) -> Stmt {
+    let mut objects = Vec::new();
+    let (kind, unb) = match s {
+        Statement::Query(_) => ("select", false),
+        Statement::Insert(i) => {
+            objects.push(i.table.to_string());
+            ("insert", false)
+        }
+        Statement::Update(u) => {
+            objects.push(u.table.relation.to_string());
+            ("update", unbounded(&u.selection))
+        }
+        Statement::Delete(d) => {
+            let from = match &d.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            objects.extend(from.iter().map(|t| t.relation.to_string()));
+            ("delete", unbounded(&d.selection))
+        }
+        Statement::Drop { object_type, names, .. } => {
+            objects.extend(names.iter().map(|n| n.to_string()));
+            let _ = matches!(object_type, ObjectType::Table);
+            ("drop", false)
+        }
+        Statement::Truncate(t) => {
+            objects.extend(t.table_names.iter().map(|n| n.name.to_string()));
+            ("truncate", false)
+        }
+        Statement::AlterTable(a) => {
+            objects.push(a.name.to_string());
+            let drops = a.operations.iter().any(|op| {
+                matches!(
+                    op,
+                    AlterTableOperation::DropColumn { .. }
+                        | AlterTableOperation::DropConstraint { .. }
+                        | AlterTableOperation::DropPartitions { .. }
+                        | AlterTableOperation::DropPrimaryKey { .. }
+                        | AlterTableOperation::DropForeignKey { .. }
+                        | AlterTableOperation::DropIndex { .. }
+                ) || op.to_string().to_ascii_uppercase().starts_with("DROP")
+            });
+            (if drops { "alter-drop" } else { "alter" }, false)
+        }
+        Statement::Copy { target, .. } => {
+            let t = target.to_string().to_ascii_uppercase();
+            (if t.contains("PROGRAM") { "copy-program" } else { "copy" }, false)
+        }
+        other => {
+            let shown = other.to_string();
+            let first = shown
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            let kind = match first.as_str() {
+                "SELECT" | "WITH" | "VALUES" | "TABLE" => "select",
+                "SHOW" | "DESCRIBE" | "DESC" | "USE" => "show",
+                "EXPLAIN" => {
+                    if shown.to_ascii_uppercase().contains("ANALYZE") {
+                        "other"
+                    } else {
+                        "explain"
+                    }
+                }
+                "SET" | "RESET" => "set",
+                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => "transaction",
+                "CREATE" => "create",
+                "GRANT" => "grant",
+                "REVOKE" => "revoke",
+                "DROP" => "drop",
+                "TRUNCATE" => "truncate",
+                "DELETE" => "delete",
+                "UPDATE" => "update",
+                "MERGE" => "merge",
+                "ALTER" => {
+                    if shown.to_ascii_uppercase().contains(" DROP ") {
+                        "alter-drop"
+                    } else {
+                        "alter"
+                    }
+                }
+                _ => "other",
+            };
+            (kind, false)
+        }
+    };
+    Stmt {
+        kind,
+        unbounded: unb,
+        objects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(client: &str, sql: &str) -> Vec<(&'static str, bool)> {
+        statements(client, sql)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.kind, s.unbounded))
+            .collect()
+    }
+
+    #[test]
+    fn destructive_statements_are_recognised() {
+        assert_eq!(kinds("psql", "DROP TABLE invoices"), vec![("drop", false)]);
+        assert_eq!(kinds("psql", "delete from users"), vec![("delete", true)]);
+        assert_eq!(kinds("psql", "DELETE FROM users WHERE 1=1"), vec![("delete", true)]);
+        assert_eq!(kinds("psql", "DELETE FROM users WHERE id = 3"), vec![("delete", false)]);
+        assert_eq!(kinds("mysql", "UPDATE t SET a = 1"), vec![("update", true)]);
+        assert_eq!(kinds("psql", "TRUNCATE a, b"), vec![("truncate", false)]);
+        assert_eq!(kinds("psql", "ALTER TABLE t DROP COLUMN c"), vec![("alter-drop", false)]);
+        assert_eq!(kinds("psql", "SELECT 1; select * from t"), vec![("select", false), ("select", false)]);
+    }
+
+    #[test]
+    fn client_escapes_are_recognised() {
+        assert_eq!(kinds("psql", "\\! rm -rf /"), vec![("shell-escape", false)]);
+        assert_eq!(kinds("psql", "\\dt"), vec![("show", false)]);
+        assert_eq!(kinds("psql", "COPY t TO PROGRAM 'sh'"), vec![("copy-program", false)]);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(statements("psql", "DROP TABLE (").is_err());
+    }
+}
