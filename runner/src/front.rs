@@ -51,7 +51,7 @@ pub fn check(policy: Option<&Path>, explain: bool, cwd: Option<String>, command:
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut one = |line: &str, out: &mut dyn Write| -> Result<()> {
+    let one = |line: &str, out: &mut dyn Write| -> Result<()> {
         let v = policy.classify(line, &ctx);
         if explain {
             write_explanation(out, line, &v)?;

@@ -148,6 +148,7 @@ pub struct Matcher {
     paths: Option<PathScope>,
     dynamic_path: bool,
     no_args: bool,
+    bare: bool,
     via: Vec<String>,
 }
 
@@ -210,6 +211,7 @@ impl Matcher {
             paths: s.paths,
             dynamic_path: s.dynamic_path,
             no_args: s.no_args,
+            bare: s.bare,
             via: s.via.clone(),
         })
     }
@@ -235,6 +237,9 @@ impl Matcher {
         }
         let rest = &p.positionals[skip.min(p.positionals.len())..];
         if self.no_args && !rest.is_empty() {
+            return false;
+        }
+        if self.bare && (!rest.is_empty() || !p.flags.is_empty() || p.unknown_word) {
             return false;
         }
         if !self.any_flag.is_empty() && !self.any_flag.iter().any(|f| has_flag(p, f)) {
@@ -290,11 +295,12 @@ impl Matcher {
                 return false;
             }
             match self.paths {
-                Some(PathScope::Outside) => {
+                Some(scope @ (PathScope::Outside | PathScope::OutsideOrTree)) => {
+                    let tree_inside = scope == PathScope::Outside;
                     let outside = cands.iter().any(|(text, dynamic)| {
                         *dynamic
                             || match resolve(text, inv.cwd.as_deref()) {
-                                Some(abs) => !inside(&abs, inv.cwd.as_deref(), ctx),
+                                Some(abs) => !inside(&abs, inv.cwd.as_deref(), ctx, tree_inside),
                                 None => true,
                             }
                     });
@@ -307,7 +313,7 @@ impl Matcher {
                         && cands.iter().all(|(text, dynamic)| {
                             !dynamic
                                 && resolve(text, inv.cwd.as_deref())
-                                    .is_some_and(|abs| inside(&abs, inv.cwd.as_deref(), ctx))
+                                    .is_some_and(|abs| inside(&abs, inv.cwd.as_deref(), ctx, true))
                         });
                     if !all_inside {
                         return false;
@@ -320,18 +326,18 @@ impl Matcher {
     }
 }
 
-/// Inside the working tree (and not the tree itself) or a temp dir (and not
-/// the temp dir itself).
-fn inside(abs: &str, cwd: Option<&str>, ctx: &Context) -> bool {
+/// Inside the working tree or a temp dir; the tree and temp dirs themselves
+/// count only when `roots` is true.
+fn inside(abs: &str, cwd: Option<&str>, ctx: &Context, roots: bool) -> bool {
     if ctx
         .temp_dirs()
         .iter()
-        .any(|t| is_within(abs, t) && abs != t)
+        .any(|t| is_within(abs, t) && (roots || abs != t))
     {
         return true;
     }
     match ctx.worktree_of(cwd) {
-        Some(wt) => is_within(abs, &wt) && abs != wt,
+        Some(wt) => is_within(abs, &wt) && (roots || abs != wt),
         None => false,
     }
 }

@@ -101,7 +101,8 @@ pub struct MatchSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub any_path: Vec<String>,
     /// `outside`: some path is outside the working tree and temp dirs (or
-    /// cannot be resolved). `inside`: every path is inside them.
+    /// cannot be resolved); `outside_or_tree`: the same, counting the tree
+    /// and temp dirs themselves as outside; `inside`: every path is inside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paths: Option<PathScope>,
     /// A path argument cannot be resolved statically.
@@ -110,6 +111,9 @@ pub struct MatchSpec {
     /// No positional argument after the subcommand.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_args: bool,
+    /// No word at all (neither flag nor argument) after the subcommand.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bare: bool,
     /// Reached through one of these wrappers (`sudo`, `ssh`, `xargs`…).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub via: Vec<String>,
@@ -120,9 +124,15 @@ pub struct MatchSpec {
 
 /// Where paths must lie for a rule to match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum PathScope {
+    /// Some path is outside the working tree and temp directories, or
+    /// cannot be resolved. The working tree itself counts as inside.
     Outside,
+    /// Like `outside`, but the working tree and the temp directories
+    /// themselves count as outside too (for deletions).
+    OutsideOrTree,
+    /// Every path is inside the working tree or a temp directory.
     Inside,
 }
 

@@ -15,7 +15,7 @@
 mod programs;
 pub mod word;
 
-use crate::context::{Context, is_within, normalize};
+use crate::context::{Context, normalize};
 use crate::verdict::{Decision, Hit, Risk};
 use brush_parser::ast;
 use brush_parser::{ParserOptions, word as bword};
@@ -1051,16 +1051,6 @@ impl<'a> Analyzer<'a> {
             return Some(normalize(path));
         }
         cwd.map(|c| normalize(&format!("{c}/{path}")))
-    }
-
-    pub(crate) fn within_worktree_or_temp(&self, abs: &str, cwd: Option<&str>) -> bool {
-        if self.ctx.temp_dirs().iter().any(|t| is_within(abs, t)) {
-            return true;
-        }
-        match self.ctx.worktree_of(cwd) {
-            Some(wt) => is_within(abs, &wt),
-            None => false,
-        }
     }
 }
 

@@ -249,13 +249,20 @@ impl Analyzer<'_> {
                 return Output::From("eval".into());
             }
             "source" | "." => {
-                self.flag(
-                    "gate.source",
-                    Decision::Review,
-                    Risk::High,
-                    "runs a script file in the current shell; the gate cannot see its content",
-                    &inv.display(),
-                );
+                match inv.args.first() {
+                    Some(a) if a.text.starts_with(UNKNOWN) && a.text.contains("<(") => {
+                        let producer = a.text.trim_start_matches(UNKNOWN).trim_start_matches("<(").trim_end_matches(')').to_string();
+                        self.code_from(&producer, &program);
+                    }
+                    _ => self.flag(
+                        "gate.source",
+                        Decision::Review,
+                        Risk::High,
+                        "runs a script file in the current shell; the gate cannot see its content",
+                        &inv.display(),
+                    ),
+                }
+                self.push(inv);
                 return Output::From(program);
             }
             "trap" => {
@@ -364,6 +371,10 @@ impl Analyzer<'_> {
             if t == "--" {
                 i += 1;
                 break;
+            }
+            if t == "-" && name == "su" {
+                i += 1;
+                continue;
             }
             if let Some((opt, value)) = t.split_once('=').filter(|(o, _)| o.starts_with("--")) {
                 if spec.code_opts.contains(&opt) {
