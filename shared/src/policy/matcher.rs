@@ -150,6 +150,9 @@ pub struct Matcher {
     no_args: bool,
     bare: bool,
     via: Vec<String>,
+    /// The rule reviews or denies: a word the gate cannot see is assumed to
+    /// be whatever flag makes the rule fire. For allow rules, the opposite.
+    strict: bool,
 }
 
 fn globs(list: &[String], path: bool, nocase: bool) -> Result<Vec<Glob>, String> {
@@ -157,7 +160,7 @@ fn globs(list: &[String], path: bool, nocase: bool) -> Result<Vec<Glob>, String>
 }
 
 impl Matcher {
-    pub fn compile(s: &MatchSpec) -> Result<Matcher, String> {
+    pub fn compile(s: &MatchSpec, strict: bool) -> Result<Matcher, String> {
         if s.program.is_empty() {
             return Err("`program` must name at least one program (or `*`)".into());
         }
@@ -213,6 +216,7 @@ impl Matcher {
             no_args: s.no_args,
             bare: s.bare,
             via: s.via.clone(),
+            strict,
         })
     }
 
@@ -242,15 +246,16 @@ impl Matcher {
         if self.bare && (!rest.is_empty() || !p.flags.is_empty() || p.unknown_word) {
             return false;
         }
-        if !self.any_flag.is_empty() && !self.any_flag.iter().any(|f| has_flag(p, f)) {
+        let strict = self.strict;
+        if !self.any_flag.is_empty() && !self.any_flag.iter().any(|f| has_flag(p, f, strict)) {
             return false;
         }
         for group in &self.all_flags {
-            if !group.iter().any(|f| has_flag(p, f)) {
+            if !group.iter().any(|f| has_flag(p, f, strict)) {
                 return false;
             }
         }
-        if self.no_flag.iter().any(|f| has_flag(p, f)) {
+        if self.no_flag.iter().any(|f| has_flag(p, f, !strict)) {
             return false;
         }
         if !self.flag_value.is_empty() {
@@ -295,15 +300,21 @@ impl Matcher {
                 return false;
             }
             match self.paths {
-                Some(scope @ (PathScope::Outside | PathScope::OutsideOrTree)) => {
+                Some(scope @ (PathScope::Outside | PathScope::OutsideOrTree | PathScope::OutsideTemp)) => {
                     let tree_inside = scope == PathScope::Outside;
-                    let outside = cands.iter().any(|(text, dynamic)| {
-                        *dynamic
-                            || match resolve(text, inv.cwd.as_deref()) {
-                                Some(abs) => !inside(&abs, inv.cwd.as_deref(), ctx, tree_inside),
-                                None => true,
-                            }
-                    });
+                    let temp = ctx.temp_dirs();
+                    let none_named = scope != PathScope::Outside && cands.is_empty();
+                    let outside = none_named
+                        || cands.iter().any(|(text, dynamic)| {
+                            *dynamic
+                                || match resolve(text, inv.cwd.as_deref()) {
+                                    Some(abs) if scope == PathScope::OutsideTemp => {
+                                        !temp.iter().any(|t| is_within(&abs, t) && abs != *t)
+                                    }
+                                    Some(abs) => !inside(&abs, inv.cwd.as_deref(), ctx, tree_inside),
+                                    None => true,
+                                }
+                        });
                     if !outside {
                         return false;
                     }
@@ -388,6 +399,8 @@ fn flag_is(given: &str, rule: &str) -> bool {
     given.len() >= 5 && rule.starts_with("--") && given.starts_with("--") && rule.starts_with(given)
 }
 
-fn has_flag(p: &ParsedArgs, rule: &str) -> bool {
-    p.unknown_word || p.flags.iter().any(|(f, _, _)| flag_is(f, rule))
+/// Whether the flag is given; a word the gate cannot see counts as the flag
+/// when `assume_unknown` is set.
+fn has_flag(p: &ParsedArgs, rule: &str, assume_unknown: bool) -> bool {
+    (assume_unknown && p.unknown_word) || p.flags.iter().any(|(f, _, _)| flag_is(f, rule))
 }

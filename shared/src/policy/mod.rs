@@ -130,8 +130,12 @@ pub enum PathScope {
     /// cannot be resolved. The working tree itself counts as inside.
     Outside,
     /// Like `outside`, but the working tree and the temp directories
-    /// themselves count as outside too (for deletions).
+    /// themselves count as outside too, and so does naming no path at all
+    /// (for deletions).
     OutsideOrTree,
+    /// Some path is outside the temp directories (the working tree counts as
+    /// outside), or no path is named.
+    OutsideTemp,
     /// Every path is inside the working tree or a temp directory.
     Inside,
 }
@@ -286,7 +290,7 @@ impl Policy {
                         rule: spec.id,
                     });
                 }
-                let matcher = Matcher::compile(&spec.when).map_err(|message| PolicyError::Rule {
+                let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow).map_err(|message| PolicyError::Rule {
                     origin: origin.clone(),
                     rule: spec.id.clone(),
                     message,

@@ -1008,7 +1008,7 @@ impl<'a> Analyzer<'a> {
             );
             return None;
         }
-        if w.glob {
+        if w.glob && (w.text.contains(['*', '?']) || w.text.contains("[") && w.text.len() > 1) {
             self.flag(
                 "gate.dynamic-command",
                 Decision::Review,
