@@ -38,7 +38,13 @@ fn check_line<'a>(command: &'a str, v: &'a Verdict) -> CheckLine<'a> {
     }
 }
 
-pub fn check(policy: Option<&Path>, explain: bool, cwd: Option<String>, command: Option<String>) -> Result<ExitCode> {
+pub fn check(
+    policy: Option<&Path>,
+    explain: bool,
+    cwd: Option<String>,
+    command: Option<String>,
+    annotate: bool,
+) -> Result<ExitCode> {
     let policy = config::load_policy(policy)?;
     let mut ctx = Context::from_process();
     if let Some(c) = cwd {
@@ -58,6 +64,12 @@ pub fn check(policy: Option<&Path>, explain: bool, cwd: Option<String>, command:
         } else {
             serde_json::to_writer(&mut *out, &check_line(line, &v))?;
             writeln!(out)?;
+        }
+        if annotate {
+            let opts = crate::annotate::AnnotateOptions::default();
+            for a in crate::annotate::annotate(line, &ctx, &v, &opts) {
+                write!(out, "{}", a.render_text())?;
+            }
         }
         Ok(())
     };

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod annotate;
 mod config;
 mod front;
 mod gate;
@@ -38,6 +39,10 @@ enum Command {
         /// Classify as if run from this directory (default: the current one).
         #[arg(long)]
         cwd: Option<String>,
+        /// Also show, as text after the verdict, the risk annotations a
+        /// reviewer would see (read-only probes; none for allowed commands).
+        #[arg(long)]
+        annotate: bool,
         /// The command line to classify.
         command: Option<String>,
     },
@@ -110,8 +115,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             policy,
             explain,
             cwd,
+            annotate,
             command,
-        } => front::check(policy.as_deref(), explain, cwd, command),
+        } => front::check(policy.as_deref(), explain, cwd, command, annotate),
         Command::Policy { action } => match action {
             PolicyAction::Test { file } => front::policy_test(file.as_deref()),
             PolicyAction::Show { policy } => {

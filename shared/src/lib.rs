@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod annotation;
 pub mod context;
 pub mod policy;
 pub mod redact;
