@@ -54,7 +54,7 @@ fn patterns() -> &'static Patterns {
                 r")\b"
             )),
             secret_flag: re(&format!(
-                r#"(?i)(--?[a-z0-9-]*{secret_word}[a-z0-9-]*)(=|\s+)("[^"]*"|'[^']*'|[^\s'"]+)"#
+                r#"(?i)(--[a-z0-9-]*{secret_word}[a-z0-9-]*)(=|\s+)("[^"]*"|'[^']*'|[^\s'"]+)"#
             )),
             secret_assign: re(&format!(
                 r#"(?i)\b([a-z0-9_]*{secret_word}[a-z0-9_]*|[a-z0-9_]*_KEY|DATABASE_URL|PGPASSWORD)=("[^"]*"|'[^']*'|[^\s'"]+)"#

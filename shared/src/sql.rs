@@ -12,6 +12,7 @@ pub struct Stmt {
     /// `select`, `insert`, `update`, `delete`, `drop`, `truncate`,
     /// `alter-drop`, `alter`, `create`, `grant`, `revoke`, `copy`,
     /// `copy-program`, `shell-escape`, `include-file`, `client-command`,
+    /// `call` (a SELECT of a function that changes server state),
     /// `set`, `show`, `explain`, `transaction`, or `other`.
     pub kind: &'static str,
     /// An UPDATE or DELETE without a WHERE (or with a WHERE that is always true).
@@ -41,12 +42,15 @@ pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
             continue;
         }
         if client == "sqlite3" && l.starts_with('.') {
-            let kind = if lower.starts_with(".shell") || lower.starts_with(".system") {
-                "shell-escape"
-            } else if lower.starts_with(".read") {
-                "include-file"
-            } else {
-                "client-command"
+            let name = lower.split_whitespace().next().unwrap_or("");
+            let kind = match name {
+                ".shell" | ".system" => "shell-escape",
+                ".read" => "include-file",
+                ".tables" | ".schema" | ".indexes" | ".indices" | ".databases" | ".dump" | ".headers"
+                | ".mode" | ".help" | ".show" | ".width" | ".timer" | ".stats" | ".fullschema"
+                | ".dbinfo" | ".quit" | ".exit" | ".print" | ".eqp" | ".explain" | ".nullvalue"
+                | ".separator" | ".changes" | ".lint" | ".sha3sum" | ".selftest" | ".version" => "show",
+                _ => "client-command",
             };
             out.push(Stmt { kind, unbounded: false, objects: Vec::new() });
             continue;
@@ -70,6 +74,19 @@ pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
         out.push(reduce(s));
     }
     Ok(out)
+}
+
+/// Functions that change server state even inside a SELECT.
+fn has_side_effects(sql: &str) -> bool {
+    const CALLS: &[&str] = &[
+        "pg_terminate_backend", "pg_cancel_backend", "pg_drop_replication_slot", "pg_reload_conf",
+        "pg_rotate_logfile", "pg_promote", "pg_switch_wal", "lo_unlink", "lo_import", "lo_export",
+        "dblink_exec", "dblink", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_file_write",
+        "set_config", "setval", "pg_advisory_lock", "pg_create_", "pg_replication_origin_",
+        "sys_exec", "sys_eval", "load_file", "into outfile", "into dumpfile", "sleep(", "pg_sleep",
+    ];
+    let lower = sql.to_ascii_lowercase();
+    CALLS.iter().any(|c| lower.contains(c))
 }
 
 fn meta_command(meta: &str) -> Stmt {
@@ -106,7 +123,12 @@ fn unbounded(selection: &Option<Expr>) -> bool {
 fn reduce(s: &Statement) -> Stmt {
     let mut objects = Vec::new();
     let (kind, unb) = match s {
-        Statement::Query(_) => ("select", false),
+        Statement::Query(q) => (if has_side_effects(&q.to_string()) { "call" } else { "select" }, false),
+        Statement::Explain { statement, analyze, .. } => {
+            let inner = reduce(statement);
+            objects = inner.objects;
+            (if !*analyze || inner.kind == "select" { "explain" } else { inner.kind }, inner.unbounded)
+        }
         Statement::Insert(i) => {
             objects.push(i.table.to_string());
             ("insert", false)

@@ -314,7 +314,7 @@ pub(super) fn walk(root: &Path, env: &Env, max: usize) -> Walk {
             w.cut_short = Some(format!("stopped after {max} entries"));
             break;
         }
-        if seen % 256 == 0 && env.expired() {
+        if seen.is_multiple_of(256) && env.expired() {
             w.cut_short = Some(format!(
                 "stopped after {}",
                 super::human_duration(env.opts.timeout)
@@ -788,7 +788,7 @@ fn find_op(
             let mut stack = vec![root];
             while let Some(p) = stack.pop() {
                 seen += 1;
-                if seen > env.opts.max_files || (seen % 256 == 0 && env.expired()) {
+                if seen > env.opts.max_files || (seen.is_multiple_of(256) && env.expired()) {
                     total.cut_short = Some(format!("stopped after {seen} entries"));
                     break 'roots;
                 }

@@ -83,7 +83,7 @@ pub(super) fn plan(invs: &[Invocation], env: &Env) -> Vec<Probe> {
         .iter()
         .filter(|i| i.program == "git")
         .filter_map(|i| parse_call(i, env))
-        .filter(|c| destructive(c))
+        .filter(destructive)
         .collect();
     if calls.is_empty() {
         return Vec::new();

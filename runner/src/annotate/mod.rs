@@ -106,13 +106,19 @@ impl Env {
     }
 }
 
+/// What a probe returns.
+pub(crate) type ProbeResult = Result<Vec<Annotation>, ProbeError>;
+
+/// The work of a probe, run on its own thread.
+pub(crate) type ProbeFn = Box<dyn FnOnce(&Env) -> ProbeResult + Send>;
+
 /// A probe waiting to run: a name for error messages and the work.
 pub(crate) struct Probe {
     /// The domain, as in [`Annotation::probe`].
     pub domain: &'static str,
     /// What it looks at, for the title of a failure (`git push origin main`).
     pub subject: String,
-    pub run: Box<dyn FnOnce(&Env) -> Result<Vec<Annotation>, ProbeError> + Send>,
+    pub run: ProbeFn,
 }
 
 impl Probe {

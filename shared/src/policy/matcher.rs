@@ -108,7 +108,7 @@ impl ParsedArgs {
 }
 
 #[derive(Debug, Clone)]
-struct PathSet {
+pub(super) struct PathSet {
     include: Vec<Glob>,
     exclude: Vec<Glob>,
 }
@@ -118,6 +118,92 @@ impl PathSet {
         let tilde = home_form(abs, home);
         let hit = |g: &Glob| g.matches(abs) || tilde.as_deref().is_some_and(|t| g.matches(t));
         self.include.iter().any(hit) && !self.exclude.iter().any(hit)
+    }
+
+    /// For a word that is itself a glob (`~/.a?s/cred*`): whether some path
+    /// it could expand to is in the set. Excludes apply when they cover the
+    /// whole pattern.
+    fn may_match(&self, abs_pattern: &str, home: &str) -> bool {
+        let tilde = home_form(abs_pattern, home);
+        let forms: Vec<&str> = std::iter::once(abs_pattern).chain(tilde.as_deref()).collect();
+        let included = self.include.iter().any(|g| {
+            forms.iter().any(|f| patterns_intersect(f, g.as_str()))
+        });
+        let excluded = self
+            .exclude
+            .iter()
+            .any(|g| forms.iter().any(|f| g.matches(f)));
+        included && !excluded
+    }
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Whether two path globs can match a common path, component by component:
+/// a literal component must match the other side's glob; two wildcard
+/// components are assumed to meet. `**` in the rule spans any number of
+/// components. A wildcard at the start of a word's component does not match
+/// a leading dot, as in the shell.
+fn patterns_intersect(word: &str, rule: &str) -> bool {
+    let w: Vec<&str> = word.split('/').filter(|c| !c.is_empty()).collect();
+    let r: Vec<&str> = rule.split('/').filter(|c| !c.is_empty()).collect();
+    let root_w = word.starts_with('/');
+    let root_r = rule.starts_with('/') || rule.starts_with("**");
+    if root_w != root_r && !rule.starts_with("**") {
+        // `~/…` against `/…`: different forms.
+        if !(word.starts_with('~') && rule.starts_with('~')) {
+            return false;
+        }
+    }
+    components_meet(&w, &r, rule.starts_with("**"))
+}
+
+fn literal_ends(s: &str) -> (&str, &str) {
+    let first = s.find(['*', '?', '[']).unwrap_or(s.len());
+    let last = s.rfind(['*', '?', ']']).map(|i| i + 1).unwrap_or(0);
+    (&s[..first], &s[last.max(first).min(s.len())..])
+}
+
+/// Two wildcard components can meet when their literal prefixes and
+/// suffixes agree.
+fn wild_compatible(a: &str, b: &str) -> bool {
+    let (pa, sa) = literal_ends(a);
+    let (pb, sb) = literal_ends(b);
+    (pa.starts_with(pb) || pb.starts_with(pa)) && (sa.ends_with(sb) || sb.ends_with(sa))
+}
+
+/// `anywhere`: the rule began with `**` (a pattern for any directory); a word
+/// component with no literal character then does not count as meeting it, so
+/// `cat src/*` is not taken for reading `**/id_rsa`.
+fn components_meet(w: &[&str], r: &[&str], anywhere: bool) -> bool {
+    match (w.first(), r.first()) {
+        (_, Some(&"**")) => (0..=w.len()).any(|k| components_meet(&w[k..], &r[1..], anywhere)),
+        (None, None) => true,
+        // The word names the directory of the rule's tree itself.
+        (None, Some(_)) => r.iter().all(|c| *c == "**"),
+        (Some(_), None) => false,
+        (Some(wc), Some(rc)) => {
+            let bare = !wc.chars().any(|c| !matches!(c, '*' | '?' | '.'));
+            let meet = match (has_wildcard(wc), has_wildcard(rc)) {
+                (false, false) => wc == rc,
+                (false, true) => Glob::new(rc, true, false).is_ok_and(|g| g.matches(wc)),
+                (true, false) => {
+                    !(anywhere && bare)
+                        && !(rc.starts_with('.') && !wc.starts_with('.'))
+                        && Glob::new(wc, true, false).is_ok_and(|g| g.matches(rc))
+                }
+                // Two patterns: for rules about any directory, the word must
+                // pin down its ending (`*.pem`), not leave it open (`py*`).
+                (true, true) => {
+                    !(anywhere && (bare || literal_ends(wc).1.is_empty()))
+                        && !(rc.starts_with('.') && !wc.starts_with('.'))
+                        && wild_compatible(wc, rc)
+                }
+            };
+            meet && components_meet(&w[1..], &r[1..], anywhere)
+        }
     }
 }
 
@@ -149,6 +235,8 @@ pub struct Matcher {
     dynamic_path: bool,
     no_args: bool,
     bare: bool,
+    min_args: usize,
+    except_program: Vec<String>,
     via: Vec<String>,
     /// The rule reviews or denies: a word the gate cannot see is assumed to
     /// be whatever flag makes the rule fire. For allow rules, the opposite.
@@ -215,6 +303,8 @@ impl Matcher {
             dynamic_path: s.dynamic_path,
             no_args: s.no_args,
             bare: s.bare,
+            min_args: s.min_args,
+            except_program: s.except_program.clone(),
             via: s.via.clone(),
             strict,
         })
@@ -222,6 +312,9 @@ impl Matcher {
 
     pub fn matches(&self, inv: &Invocation, p: &ParsedArgs, ctx: &Context) -> bool {
         if !self.via.is_empty() && !inv.via.iter().any(|v| self.via.contains(v)) {
+            return false;
+        }
+        if self.except_program.contains(&inv.program) {
             return false;
         }
         // Subcommand: the leading positionals.
@@ -243,6 +336,9 @@ impl Matcher {
         if self.no_args && !rest.is_empty() {
             return false;
         }
+        if rest.len() < self.min_args {
+            return false;
+        }
         if self.bare && (!rest.is_empty() || !p.flags.is_empty() || p.unknown_word) {
             return false;
         }
@@ -261,7 +357,12 @@ impl Matcher {
         if !self.flag_value.is_empty() {
             let ok = self.flag_value.iter().any(|(name, gs)| {
                 p.flags.iter().any(|(f, _, v)| {
-                    flag_is(f, name) && v.as_deref().is_some_and(|v| gs.iter().any(|g| g.matches(v)))
+                    flag_is(f, name)
+                        && v.as_deref().is_some_and(|v| {
+                            gs.iter().any(|g| {
+                                g.matches(v) || (self.strict && has_wildcard(v) && value_globs_meet(v, g))
+                            })
+                        })
                 })
             });
             if !ok {
@@ -285,18 +386,20 @@ impl Matcher {
             }
         }
         if self.any_path.is_some() || self.paths.is_some() || self.dynamic_path {
-            let cands = path_candidates(inv, p, rest, self.paths.is_some());
+            let cands = path_candidates(inv, p, rest);
             if let Some(set) = &self.any_path {
-                let hit = cands.iter().any(|(text, dynamic)| {
-                    !dynamic
-                        && resolve(text, inv.cwd.as_deref())
-                            .is_some_and(|abs| set.matches(&abs, &ctx.home))
+                let strict = self.strict;
+                let hit = cands.iter().any(|c| {
+                    !c.dynamic
+                        && resolve(&c.text, inv.cwd.as_deref()).is_some_and(|abs| {
+                            set.matches(&abs, &ctx.home) || (strict && c.glob && set.may_match(&abs, &ctx.home))
+                        })
                 });
                 if !hit {
                     return false;
                 }
             }
-            if self.dynamic_path && !cands.iter().any(|(_, d)| *d) {
+            if self.dynamic_path && !cands.iter().any(|c| c.dynamic) {
                 return false;
             }
             match self.paths {
@@ -305,9 +408,9 @@ impl Matcher {
                     let temp = ctx.temp_dirs();
                     let none_named = scope != PathScope::Outside && cands.is_empty();
                     let outside = none_named
-                        || cands.iter().any(|(text, dynamic)| {
-                            *dynamic
-                                || match resolve(text, inv.cwd.as_deref()) {
+                        || cands.iter().any(|c| {
+                            c.dynamic
+                                || match resolve(&c.text, inv.cwd.as_deref()) {
                                     Some(abs) if scope == PathScope::OutsideTemp => {
                                         !temp.iter().any(|t| is_within(&abs, t) && abs != *t)
                                     }
@@ -321,9 +424,9 @@ impl Matcher {
                 }
                 Some(PathScope::Inside) => {
                     let all_inside = !cands.is_empty()
-                        && cands.iter().all(|(text, dynamic)| {
-                            !dynamic
-                                && resolve(text, inv.cwd.as_deref())
+                        && cands.iter().all(|c| {
+                            !c.dynamic
+                                && resolve(&c.text, inv.cwd.as_deref())
                                     .is_some_and(|abs| inside(&abs, inv.cwd.as_deref(), ctx, true))
                         });
                     if !all_inside {
@@ -363,31 +466,56 @@ fn resolve(text: &str, cwd: Option<&str>) -> Option<String> {
 /// The words that may name files: positionals after the subcommand, values
 /// after `=` in positionals (`of=/dev/sda`), `@file` values, and, for scope
 /// checks, flag values that look like paths.
-fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize], flag_paths: bool) -> Vec<(String, bool)> {
+/// A word that may name a file: its text, whether it is unknown, and
+/// whether it is an unquoted glob pattern.
+struct Cand {
+    text: String,
+    dynamic: bool,
+    glob: bool,
+}
+
+fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize]) -> Vec<Cand> {
     let mut out = Vec::new();
+    let mut push = |text: &str, w: &crate::shell::Word| {
+        out.push(Cand {
+            text: text.to_string(),
+            dynamic: w.dynamic,
+            glob: w.glob,
+        })
+    };
     for &i in rest {
         let w = &inv.args[i];
-        out.push((w.text.clone(), w.dynamic));
+        push(&w.text, w);
         if let Some((k, v)) = w.text.split_once('=')
             && !k.contains('/')
             && !v.is_empty()
         {
-            out.push((v.to_string(), w.dynamic));
+            push(v, w);
         }
         if let Some(v) = w.text.strip_prefix('@') {
-            out.push((v.to_string(), w.dynamic));
+            push(v, w);
         }
     }
     for (_, idx, v) in &p.flags {
-        let Some(v) = v else { continue };
-        let dynamic = idx.is_some_and(|i| inv.args[i].dynamic);
+        let (Some(v), Some(i)) = (v, idx) else { continue };
+        let w = &inv.args[*i];
         if let Some(f) = v.strip_prefix('@') {
-            out.push((f.to_string(), dynamic));
-        } else if flag_paths && (v.starts_with('/') || v.starts_with("./") || v.starts_with("../")) {
-            out.push((v.clone(), dynamic));
+            push(f, w);
+        } else if let Some((_, f)) = v.split_once("=@") {
+            push(f, w);
+        } else if v.starts_with('/') || v.starts_with("./") || v.starts_with("../") || v.starts_with('.') {
+            push(v, w);
         }
     }
     out
+}
+
+/// Whether a value that is itself a pattern (`find -name '.env*'`) can match
+/// something the rule's glob matches: the value, as a glob, matches the
+/// rule's pattern with its wildcards removed.
+fn value_globs_meet(value: &str, rule: &Glob) -> bool {
+    let sample: String = rule.as_str().chars().filter(|c| !matches!(c, '*' | '?')).collect();
+    Glob::new(&value.to_lowercase(), false, true).is_ok_and(|g| g.matches(&sample))
 }
 
 /// Whether `given` (as written on the command line) is the flag `rule`,
@@ -396,11 +524,31 @@ fn flag_is(given: &str, rule: &str) -> bool {
     if given == rule {
         return true;
     }
-    given.len() >= 5 && rule.starts_with("--") && given.starts_with("--") && rule.starts_with(given)
+    given.len() >= 4 && rule.starts_with("--") && given.starts_with("--") && rule.starts_with(given)
 }
 
 /// Whether the flag is given; a word the gate cannot see counts as the flag
 /// when `assume_unknown` is set.
 fn has_flag(p: &ParsedArgs, rule: &str, assume_unknown: bool) -> bool {
     (assume_unknown && p.unknown_word) || p.flags.iter().any(|(f, _, _)| flag_is(f, rule))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::patterns_intersect;
+
+    #[test]
+    fn glob_words_meet_credential_patterns() {
+        assert!(patterns_intersect("~/.a?s/credentials", "~/.aws/**"));
+        assert!(patterns_intersect("~/.aws/cred*", "~/.aws/**"));
+        assert!(patterns_intersect("/home/dev/project/.e*", "**/.env"));
+        assert!(patterns_intersect("~/.ssh/id_*", "~/.ssh/**"));
+        assert!(!patterns_intersect("/home/dev/project/*.md", "**/.env"));
+        assert!(!patterns_intersect("/home/dev/project/src/*", "~/.aws/**"));
+        assert!(!patterns_intersect("/home/dev/project/*", "**/.env"));
+        assert!(!patterns_intersect("/home/dev/project/src/*.rs", "**/*.pem"));
+        assert!(!patterns_intersect("/var/*", "**/*.key"));
+        assert!(patterns_intersect("/etc/*", "/etc/shadow"));
+        assert!(patterns_intersect("/home/dev/project/.e?v", "**/.env"));
+    }
 }

@@ -111,6 +111,12 @@ pub struct MatchSpec {
     /// No positional argument after the subcommand.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_args: bool,
+    /// At least this many positional arguments after the subcommand.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_args: usize,
+    /// Programs the rule never applies to (useful with `program = ["*"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except_program: Vec<String>,
     /// No word at all (neither flag nor argument) after the subcommand.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bare: bool,
@@ -120,6 +126,10 @@ pub struct MatchSpec {
     /// Compare arguments, flag values and subcommands case-insensitively.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nocase: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Where paths must lie for a rule to match.

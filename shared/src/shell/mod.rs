@@ -122,6 +122,7 @@ pub fn analyse(line: &str, ctx: &Context, limits: &Limits) -> Analysis {
         opts: ParserOptions::default(),
         out: Analysis::default(),
         functions: HashSet::new(),
+        defining: Vec::new(),
         started: Instant::now(),
         stopped: false,
     };
@@ -207,6 +208,8 @@ pub(crate) struct Analyzer<'a> {
     pub opts: ParserOptions,
     pub out: Analysis,
     pub functions: HashSet<String>,
+    /// The functions whose bodies are being walked (to see recursion).
+    defining: Vec<String>,
     started: Instant,
     stopped: bool,
 }
@@ -447,11 +450,18 @@ impl<'a> Analyzer<'a> {
                         self.redirect(io, scope, &mut ignored, depth, via);
                     }
                 }
+                let before = self.out.invocations.len();
                 self.compound(c, scope, depth, via);
-                Output::From("(compound command)".into())
+                // A group's output comes from the commands inside it.
+                let remote = self.out.invocations[before.min(self.out.invocations.len())..]
+                    .iter()
+                    .find(|i| programs::is_remote(&i.program))
+                    .map(|i| i.program.clone());
+                Output::From(remote.unwrap_or_else(|| "(compound command)".into()))
             }
             ast::Command::Function(f) => {
                 self.functions.insert(f.fname.value.clone());
+                self.defining.push(f.fname.value.clone());
                 let mut sub = scope.clone();
                 if let Some(r) = &f.body.1 {
                     let mut ignored = Stdin::Inherit;
@@ -460,6 +470,7 @@ impl<'a> Analyzer<'a> {
                     }
                 }
                 self.compound(&f.body.0, &mut sub, depth, via);
+                self.defining.pop();
                 Output::From("(function)".into())
             }
             ast::Command::ExtendedTest(t, redirs) => {
@@ -519,6 +530,10 @@ impl<'a> Analyzer<'a> {
         }
     }
 
+    /// An arithmetic expression (`$((…))`, `((…))`, subscripts). Bash
+    /// evaluates array subscripts in it, and in the values of the variables
+    /// it names, as commands can hide there; and `((…))` that is not valid
+    /// arithmetic is re-read by bash as two nested subshells.
     fn arithmetic(&mut self, text: &str, scope: &mut Scope, depth: usize, via: &[String]) {
         if text.contains("$(") || text.contains('`') || text.contains('[') {
             self.flag(
@@ -528,10 +543,28 @@ impl<'a> Analyzer<'a> {
                 "arithmetic that holds a substitution or subscript can run commands",
                 text,
             );
+            let mut sub = scope.clone();
+            for body in substitution_bodies(text) {
+                self.script(&body, &mut sub, depth + 1, via);
+            }
         }
-        // Look for substitutions as if the text were a double-quoted word.
-        let quoted = format!("\"{}\"", text.replace('"', ""));
-        self.word(&quoted, scope, depth, via);
+        let mut names = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|n| n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'));
+        let view = View { scope, ctx: self.ctx };
+        let tainted = names.find(|n| match view.lookup(n) {
+            Some(Some(v)) => v.contains("$(") || v.contains('`') || v.contains('['),
+            _ => false,
+        });
+        if let Some(name) = tainted {
+            self.flag(
+                "gate.arithmetic",
+                Decision::Review,
+                Risk::High,
+                "arithmetic on a variable whose value holds a subscript or substitution runs commands",
+                name,
+            );
+        }
     }
 
     fn compound(
@@ -547,7 +580,14 @@ impl<'a> Analyzer<'a> {
                 let mut sub = scope.clone();
                 self.compound_list(&s.list, &mut sub, depth, via);
             }
-            ast::CompoundCommand::Arithmetic(a) => self.arithmetic(&a.expr.value, scope, depth, via),
+            ast::CompoundCommand::Arithmetic(a) => {
+                self.arithmetic(&a.expr.value, scope, depth, via);
+                if brush_parser::arithmetic::parse(&a.expr.value).is_err() {
+                    // Bash reads `((…))` that is not arithmetic as nested subshells.
+                    let mut sub = scope.clone();
+                    self.script(&a.expr.value, &mut sub, depth + 1, via);
+                }
+            }
             ast::CompoundCommand::ArithmeticForClause(f) => {
                 for e in [&f.initializer, &f.condition, &f.updater]
                     .into_iter()
@@ -558,9 +598,19 @@ impl<'a> Analyzer<'a> {
                 self.branch(&f.body.list, scope, depth, via);
             }
             ast::CompoundCommand::ForClause(f) => {
+                let mut words = Vec::new();
                 if let Some(values) = &f.values {
                     for v in values {
-                        self.word(&v.value, scope, depth, via);
+                        self.push_word(&v.value, scope, depth, via, &mut words);
+                    }
+                }
+                // Walk the body once for each value the gate can see, so that
+                // `for f in ~/.aws/credentials; do cat "$f"; done` is seen.
+                if !words.is_empty() && words.len() <= 16 && words.iter().all(|w| !w.dynamic) {
+                    for w in &words {
+                        let mut sub = scope.clone();
+                        sub.set(&f.variable_name, Some(w.text.clone()));
+                        self.branch(&f.body.list, &mut sub, depth, via);
                     }
                 }
                 scope.set(&f.variable_name, None);
@@ -588,6 +638,18 @@ impl<'a> Analyzer<'a> {
                 }
             }
             ast::CompoundCommand::WhileClause(w) | ast::CompoundCommand::UntilClause(w) => {
+                let until = matches!(c, ast::CompoundCommand::UntilClause(_));
+                let cond = w.0.to_string();
+                let cond = cond.trim().trim_end_matches(';').trim();
+                if (!until && matches!(cond, "true" | ":")) || (until && cond == "false") {
+                    self.flag(
+                        "gate.endless-loop",
+                        Decision::Review,
+                        Risk::Medium,
+                        "a loop that never ends on its own ties up the agent and can exhaust the machine",
+                        cond,
+                    );
+                }
                 self.compound_list(&w.0, scope, depth, via);
                 self.branch(&w.1.list, scope, depth, via);
             }
@@ -616,10 +678,11 @@ impl<'a> Analyzer<'a> {
     /// Resolves a word and classifies whatever it runs inside.
     pub(crate) fn word(&mut self, raw: &str, scope: &mut Scope, depth: usize, via: &[String]) -> Word {
         let mut seen = Seen::default();
-        let w = {
+        let mut w = {
             let view = View { scope, ctx: self.ctx };
             word::resolve(raw, &view, &self.opts, &mut seen)
         };
+        w.secret = seen.params.iter().any(|n| is_secret_name(n));
         self.seen(seen, raw, scope, depth, via);
         w
     }
@@ -634,35 +697,14 @@ impl<'a> Analyzer<'a> {
                 raw,
             );
         }
-        for name in &seen.params {
-            if is_secret_name(name) {
-                self.flag(
-                    "secrets.env-expansion",
-                    Decision::Review,
-                    Risk::High,
-                    "expands a variable that looks like a secret",
-                    &format!("${name}"),
-                );
-            }
-        }
         for inner in seen.inner {
             match inner {
                 Inner::Command(body) => {
                     let mut sub = scope.clone();
                     self.script(&body, &mut sub, depth + 1, via);
                 }
-                Inner::ArithmeticWithCommand(text) => {
-                    self.flag(
-                        "gate.arithmetic",
-                        Decision::Review,
-                        Risk::Medium,
-                        "arithmetic that holds a command substitution",
-                        &text,
-                    );
-                    let mut sub = scope.clone();
-                    for body in substitution_bodies(&text) {
-                        self.script(&body, &mut sub, depth + 1, via);
-                    }
+                Inner::Arithmetic(text) => {
+                    self.arithmetic(&text, scope, depth, via);
                 }
             }
         }
@@ -825,7 +867,10 @@ impl<'a> Analyzer<'a> {
                     let value_raw = w.value.split_once('=').map(|(_, v)| v).unwrap_or("");
                     let name = match &a.name {
                         ast::AssignmentName::VariableName(n) => n.clone(),
-                        ast::AssignmentName::ArrayElementName(n, _) => n.clone(),
+                        ast::AssignmentName::ArrayElementName(n, index) => {
+                            self.arithmetic(index, scope, depth, via);
+                            n.clone()
+                        }
                     };
                     let value = match &a.value {
                         ast::AssignmentValue::Scalar(_) => self.word(value_raw, scope, depth, via),
@@ -898,6 +943,15 @@ impl<'a> Analyzer<'a> {
         let Some(program) = self.program_name(&argv0, &raw0) else {
             return Output::From("(unknown)".into());
         };
+        if self.defining.contains(&program) {
+            self.flag(
+                "gate.recursive-function",
+                Decision::Review,
+                Risk::High,
+                "a function that calls itself can exhaust the machine (a fork bomb)",
+                &program,
+            );
+        }
         if self.functions.contains(&program) && !argv0.dynamic {
             // Its body was classified where it was defined.
             return Output::From(program);
@@ -946,6 +1000,20 @@ impl<'a> Analyzer<'a> {
             return;
         }
         let w = self.word(raw, scope, depth, via);
+        // An unquoted expansion is split into words: `cmd='rm -rf'; $cmd /`.
+        if w.expanded
+            && !w.dynamic
+            && !raw.contains(['\'', '"'])
+            && w.text.contains([' ', '\t', '\n'])
+        {
+            for part in w.text.split([' ', '\t', '\n']).filter(|p| !p.is_empty()) {
+                out.push(Word {
+                    text: part.to_string(),
+                    ..w.clone()
+                });
+            }
+            return;
+        }
         out.push(w);
     }
 
@@ -958,7 +1026,14 @@ impl<'a> Analyzer<'a> {
                 | "GIT_CONFIG_PARAMETERS" | "GIT_CONFIG_COUNT" | "GIT_DIR" | "GIT_WORK_TREE"
                 | "NODE_OPTIONS" | "PYTHONPATH" | "PYTHONSTARTUP" | "PERL5OPT" | "PERL5LIB"
                 | "RUBYOPT" | "PS4" | "HISTFILE" | "HOME"
-        ) || name.starts_with("LD_")
+        ) || DANGEROUS_ENV.contains(&name)
+            || name.ends_with("_WRAPPER")
+            || name.ends_with("ASKPASS")
+            || name.ends_with("_COMMAND")
+            || name.ends_with("_LINKER")
+            || name.ends_with("_RUNNER")
+            || name.starts_with("RUSTC")
+            || name.starts_with("LD_")
             || name.starts_with("DYLD_")
             || name.starts_with("GIT_CONFIG_KEY_")
             || name.starts_with("GIT_CONFIG_VALUE_")
@@ -1053,6 +1128,19 @@ impl<'a> Analyzer<'a> {
         cwd.map(|c| normalize(&format!("{c}/{path}")))
     }
 }
+
+/// Environment variables that name a program to run or change how one runs.
+const DANGEROUS_ENV: &[&str] = &[
+    "GIT_PROXY_COMMAND", "GIT_EXEC_PATH", "GIT_TEMPLATE_DIR", "GIT_SEQUENCE_EDITOR", "SSH_ASKPASS",
+    "CC", "CXX", "LD", "AR", "CARGO", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_HOME",
+    "CARGO_BUILD_TARGET_DIR", "MAKEFLAGS", "MAKE", "LESSOPEN", "LESSCLOSE", "MANPAGER", "MANOPT",
+    "BROWSER", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "PERL5DB", "PYTHONINSPECT",
+    "PYTHONHOME", "PYTHONUSERBASE", "NODE_PATH", "NPM_CONFIG_SCRIPT_SHELL", "npm_config_script_shell",
+    "NPM_CONFIG_PREFIX", "npm_config_prefix", "RUBYLIB", "GEM_HOME", "GEM_PATH", "TAR_OPTIONS",
+    "XDG_CONFIG_HOME", "ZDOTDIR", "INPUTRC", "TERMINFO", "SHELL", "KUBECONFIG", "DOCKER_HOST",
+    "GNUPGHOME", "SUDO_ASKPASS", "PAGER", "GIT_DIFF_OPTS", "GCONV_PATH", "LOCPATH", "NLSPATH",
+    "HOSTALIASES", "RESOLV_HOST_CONF", "MALLOC_CHECK_", "TMPDIR",
+];
 
 /// Directories whose programs are taken by their basename.
 const SYSTEM_BIN_DIRS: &[&str] = &[

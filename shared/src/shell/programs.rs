@@ -22,7 +22,7 @@ struct WrapperSpec {
 
 const WRAPPERS: &[WrapperSpec] = &[
     WrapperSpec {
-        names: &["sudo", "doas"],
+        names: &["sudo", "doas", "pkexec"],
         value_opts: &[
             "-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-T", "-U", "--user", "--group",
             "--close-from", "--chdir", "--host", "--prompt", "--role", "--type",
@@ -166,7 +166,43 @@ const CODE_DANGER: &[&str] = &[
     ".ssh", ".aws", "credentials", "os.environ", "process.env", "ENV[", "%ENV", "getenv",
 ];
 
+/// Programs that print, store or send the value of a secret variable given to
+/// them, with the risk and what it means.
+const LEAKERS: &[(&str, Risk, &str)] = &[
+    ("echo", Risk::High, "prints a variable that looks like a secret"),
+    ("printf", Risk::High, "prints a variable that looks like a secret"),
+    ("cat", Risk::High, "prints a variable that looks like a secret"),
+    ("tee", Risk::High, "writes a variable that looks like a secret"),
+    ("logger", Risk::High, "logs a variable that looks like a secret"),
+    ("wall", Risk::High, "broadcasts a variable that looks like a secret"),
+    ("curl", Risk::Medium, "sends a variable that looks like a secret over the network"),
+    ("wget", Risk::Medium, "sends a variable that looks like a secret over the network"),
+    ("http", Risk::Medium, "sends a variable that looks like a secret over the network"),
+    ("xh", Risk::Medium, "sends a variable that looks like a secret over the network"),
+    ("nc", Risk::High, "sends a variable that looks like a secret over the network"),
+    ("ncat", Risk::High, "sends a variable that looks like a secret over the network"),
+    ("socat", Risk::High, "sends a variable that looks like a secret over the network"),
+    ("ssh", Risk::High, "sends a variable that looks like a secret to another host"),
+    ("mail", Risk::High, "mails a variable that looks like a secret"),
+    ("sendmail", Risk::High, "mails a variable that looks like a secret"),
+    ("git", Risk::Medium, "puts a variable that looks like a secret into git"),
+    ("gh", Risk::Medium, "sends a variable that looks like a secret to GitHub"),
+    ("base64", Risk::High, "encodes a variable that looks like a secret"),
+    ("xxd", Risk::High, "encodes a variable that looks like a secret"),
+    ("export", Risk::Low, "exports a variable that looks like a secret"),
+];
+
 const SQL_CLIENTS: &[&str] = &["psql", "mysql", "mariadb", "sqlite3", "duckdb", "cockroach", "clickhouse-client", "clickhouse", "cqlsh", "sqlcmd"];
+
+/// Whether a program fetches from the network (its output is foreign code
+/// if run).
+pub(crate) fn is_remote(program: &str) -> bool {
+    REMOTE.contains(&program)
+}
+
+/// Programs whose output is their input, more or less: what they pass on is
+/// still what came in.
+const PASSTHROUGH: &[&str] = &["cat", "tee", "sed", "awk", "gawk", "tr", "head", "tail", "grep", "egrep", "sort", "uniq", "dos2unix", "cut", "rev", "fold", "iconv", "stdbuf", "pv", "buffer", "col", "expand", "unexpand", "nl", "sponge"];
 
 /// Producers whose output piped into a shell is code from elsewhere.
 const REMOTE: &[&str] = &["curl", "wget", "fetch", "http", "https", "xh", "aria2c", "nc", "ncat", "socat", "ssh", "lynx", "links"];
@@ -190,6 +226,17 @@ impl Analyzer<'_> {
     pub(super) fn dispatch(&mut self, mut inv: Invocation, stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
         let program = inv.program.clone();
         let p = program.as_str();
+        if let Some(w) = inv.args.iter().find(|a| a.secret)
+            && let Some(&(_, risk, what)) = LEAKERS.iter().find(|(n, _, _)| *n == p)
+        {
+            self.flag(
+                "secrets.env-expansion",
+                Decision::Review,
+                risk,
+                what,
+                &format!("{p} {}", shorten(&w.text, 80)),
+            );
+        }
 
         if let Some(spec) = WRAPPERS.iter().find(|w| w.names.contains(&p)) {
             return self.wrapper(spec, inv, stdin, scope, depth);
@@ -331,7 +378,11 @@ impl Analyzer<'_> {
             _ => {}
         }
         let out = match p {
-            "echo" | "printf" if inv.args.iter().all(|a| !a.dynamic) => Output::Literal(join(&inv.args)),
+            _ if PASSTHROUGH.contains(&p) && matches!(stdin, Stdin::Unknown { .. }) => match stdin {
+                Stdin::Unknown { producer } => Output::From(producer.clone()),
+                _ => Output::From(program.clone()),
+            },
+            "echo" | "printf" if inv.args.iter().all(|a| !a.dynamic) => Output::Literal(literal_output(p, &inv.args)),
             "cat" if inv.args.is_empty() => match stdin {
                 Stdin::Literal(s) => Output::Literal(s.clone()),
                 _ => Output::From("cat".into()),
@@ -364,6 +415,7 @@ impl Analyzer<'_> {
         let args = &inv.args;
         let mut i = 0;
         let mut skip = spec.skip_positionals;
+        let mut user_seen = false;
         let mut env = inv.env.clone();
         while i < args.len() {
             let a = &args[i];
@@ -430,6 +482,12 @@ impl Analyzer<'_> {
                 continue;
             }
             if name == "nice" && t.starts_with('-') {
+                i += 1;
+                continue;
+            }
+            if matches!(name.as_str(), "su" | "runuser") && !user_seen {
+                // `su [options] [-] [user] [options]`: the user, then more options.
+                user_seen = true;
                 i += 1;
                 continue;
             }
@@ -515,6 +573,7 @@ impl Analyzer<'_> {
     /// assignments placed before the command.
     fn child_scope(&self, inv: &Invocation, scope: &Scope) -> Scope {
         let mut sub = scope.clone();
+        sub.cwd = inv.cwd.clone();
         for (k, v) in &inv.env {
             sub.set(k, (!v.dynamic).then(|| v.text.clone()));
         }
@@ -526,11 +585,16 @@ impl Analyzer<'_> {
         let mut env = inv.env.clone();
         let mut cwd = inv.cwd.clone();
         let mut i = 0;
+        let mut options_done = false;
         while i < args.len() {
             let a = &args[i];
             let t = a.text.as_str();
-            if t == "--" {
+            if t == "--" && !options_done {
+                options_done = true;
                 i += 1;
+                continue;
+            }
+            if options_done && !t.contains('=') {
                 break;
             }
             if t == "-S" || t.starts_with("--split-string") || (t.starts_with("-S") && t.len() > 2) {
@@ -628,6 +692,15 @@ impl Analyzer<'_> {
             break;
         }
         let via = self.via_plus(&inv, &name);
+        let noexec = args[..i].iter().any(|a| {
+            let t = a.text.as_str();
+            t.starts_with('-') && !t.starts_with("--") && t.contains('n') && !t.contains('i')
+        });
+        let info = args[..i].iter().any(|a| a.text == "--version" || a.text == "--help");
+        if noexec || info {
+            // Parses or prints, runs nothing.
+            return Output::From(name);
+        }
         if has_c {
             let Some(code) = args.get(i) else {
                 self.flag("gate.parse-error", Decision::Review, Risk::Medium, "a shell was given -c without code", &inv.display());
@@ -643,7 +716,10 @@ impl Analyzer<'_> {
                 );
             }
             let mut sub = self.child_scope(&inv, scope);
-            // `$0`, `$1`… come from the following words: unknown to the payload.
+            // `$0`, `$1`… are the words after the code.
+            for (n, w) in args[i + 1..].iter().enumerate().take(10) {
+                sub.set(&n.to_string(), (!w.dynamic).then(|| w.text.clone()));
+            }
             self.script(&code.text.clone(), &mut sub, depth + 1, &via);
             return Output::From(name);
         }
@@ -741,6 +817,10 @@ impl Analyzer<'_> {
             }
             if t == "-m" || t == "-" || !t.starts_with('-') {
                 script_or_module = t != "-";
+                if t.starts_with(UNKNOWN) && t.contains("<(") {
+                    let producer = t.trim_start_matches(UNKNOWN).trim_start_matches("<(").trim_end_matches(')').to_string();
+                    self.code_from(&producer, name);
+                }
                 break;
             }
             i += 1;
@@ -754,6 +834,8 @@ impl Analyzer<'_> {
                 "runs inline interpreter code; the gate does not judge code in other languages",
                 &format!("{name} {}", shorten(&c.text, 200)),
             );
+            // The files it is given are still judged by the path rules.
+            self.push(inv);
             return Output::From(name.into());
         }
         if !script_or_module {
@@ -859,7 +941,7 @@ impl Analyzer<'_> {
                     "runs SQL from a file; the gate cannot see its statements",
                     &format!("{name} < {f}"),
                 ),
-                Stdin::Inherit if !from_file => self.flag(
+                Stdin::Inherit if !from_file && !inv.args.iter().any(|a| matches!(a.text.as_str(), "-l" | "--list" | "-V" | "--version" | "--help" | "-?")) => self.flag(
                     "sql.interactive",
                     Decision::Review,
                     Risk::Medium,
@@ -1089,7 +1171,17 @@ impl Analyzer<'_> {
         }
         let mut inner = inv.clone();
         let mut rest: Vec<Word> = args[i + 1..].to_vec();
+        let items: Option<Vec<Word>> = match stdin {
+            Stdin::Literal(text) => Some(text.split_whitespace().map(Word::lit).collect()),
+            _ => None,
+        };
         match &replace {
+            Some(r) if items.as_ref().is_some_and(|i| i.len() == 1) => {
+                let item = items.as_ref().and_then(|i| i.first()).map(|w| w.text.clone()).unwrap_or_default();
+                for w in rest.iter_mut() {
+                    w.text = w.text.replace(r.as_str(), &item);
+                }
+            }
             Some(r) => {
                 for w in rest.iter_mut() {
                     if w.text.contains(r.as_str()) {
@@ -1098,7 +1190,10 @@ impl Analyzer<'_> {
                     }
                 }
             }
-            None => rest.push(Word::unknown(producer)),
+            None => match items {
+                Some(items) => rest.extend(items),
+                None => rest.push(Word::unknown(producer)),
+            },
         }
         inner.args = rest;
         self.rerun(inner, args[i].clone(), &Stdin::Unknown { producer: producer.into() }, scope, depth, "xargs")
@@ -1214,6 +1309,64 @@ impl Analyzer<'_> {
         let _ = scope;
         self.push(inv);
         Output::From("ssh".into())
+    }
+}
+
+/// What `echo` or `printf` would print, as far as a shell reading it cares.
+fn literal_output(program: &str, args: &[Word]) -> String {
+    if program == "printf" {
+        let Some((fmt, rest)) = args.split_first() else {
+            return String::new();
+        };
+        let fmt = fmt.text.replace("\\n", "\n").replace("\\t", "\t");
+        if !fmt.contains('%') || rest.is_empty() {
+            return fmt;
+        }
+        // Apply the format to the arguments, repeating it as printf does.
+        let mut out = String::new();
+        let mut it = rest.iter();
+        loop {
+            let mut used = false;
+            let mut chars = fmt.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '%' {
+                    match chars.next() {
+                        Some('%') => out.push('%'),
+                        Some(_) => {
+                            used = true;
+                            if let Some(a) = it.next() {
+                                out.push_str(&a.text);
+                            }
+                        }
+                        None => out.push('%'),
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            if !used || it.len() == 0 {
+                break;
+            }
+        }
+        return out;
+    }
+    let mut words = args;
+    let mut escapes = false;
+    while let Some(first) = words.first() {
+        match first.text.as_str() {
+            "-n" | "-E" => words = &words[1..],
+            "-e" | "-ne" | "-en" => {
+                escapes = true;
+                words = &words[1..];
+            }
+            _ => break,
+        }
+    }
+    let text = join(words);
+    if escapes {
+        super::word::ansi_c(&text)
+    } else {
+        text
     }
 }
 

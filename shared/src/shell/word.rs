@@ -20,6 +20,8 @@ pub struct Word {
     pub expanded: bool,
     /// The word holds unquoted glob characters (`*`, `?`, `[`).
     pub glob: bool,
+    /// The word expands a variable whose name looks like a secret.
+    pub secret: bool,
 }
 
 impl Word {
@@ -30,6 +32,7 @@ impl Word {
             dynamic: false,
             expanded: false,
             glob: false,
+            secret: false,
         }
     }
 
@@ -40,6 +43,7 @@ impl Word {
             dynamic: true,
             expanded: true,
             glob: false,
+            secret: false,
         }
     }
 }
@@ -52,8 +56,9 @@ pub const UNKNOWN: char = '\u{FFFD}';
 pub enum Inner {
     /// The body of `$(…)` or a backquoted substitution: a command line.
     Command(String),
-    /// Arithmetic that itself holds a command substitution.
-    ArithmeticWithCommand(String),
+    /// An arithmetic expression: it can run commands through array
+    /// subscripts, also in the values of the variables it names.
+    Arithmetic(String),
 }
 
 /// What resolving a word needs from the surrounding shell state.
@@ -98,6 +103,7 @@ pub fn resolve(raw: &str, vars: &dyn Vars, opts: &ParserOptions, seen: &mut Seen
             dynamic: false,
             expanded: false,
             glob: bytes.iter().any(|&b| glob_byte(b)),
+            secret: false,
         };
     }
     if let Some(rest) = raw.strip_prefix('~')
@@ -109,6 +115,7 @@ pub fn resolve(raw: &str, vars: &dyn Vars, opts: &ParserOptions, seen: &mut Seen
             dynamic: false,
             expanded: false,
             glob: rest.bytes().any(glob_byte),
+            secret: false,
         };
     }
     match bword::parse(raw, opts) {
@@ -126,6 +133,7 @@ pub fn resolve(raw: &str, vars: &dyn Vars, opts: &ParserOptions, seen: &mut Seen
                 dynamic: true,
                 expanded: false,
                 glob: false,
+                secret: false,
             }
         }
     }
@@ -180,10 +188,7 @@ fn piece(
             unknown(w, "`…`");
         }
         WordPiece::ArithmeticExpression(e) => {
-            if e.value.contains("$(") || e.value.contains('`') {
-                seen.inner
-                    .push(Inner::ArithmeticWithCommand(e.value.clone()));
-            }
+            seen.inner.push(Inner::Arithmetic(e.value.clone()));
             unknown(w, "$((…))");
         }
     }
@@ -214,6 +219,13 @@ fn parameter(
                 _ => unknown(w, name),
             }
         }
+        ParameterExpr::Parameter {
+            parameter: Parameter::Positional(n),
+            indirect: false,
+        } => match vars.lookup(&n.to_string()) {
+            Some(Some(v)) => w.text.push_str(v),
+            _ => unknown(w, "$n"),
+        },
         ParameterExpr::UseDefaultValues {
             parameter: Parameter::Named(name),
             indirect: false,
@@ -239,7 +251,7 @@ fn parameter(
             // and look for command substitutions in its operands.
             let shown = format!("{other:?}");
             if shown.contains("$(") || shown.contains('`') {
-                seen.inner.push(Inner::ArithmeticWithCommand(shown.clone()));
+                seen.inner.push(Inner::Arithmetic(shown.clone()));
             }
             if let Some(name) = param_name(other) {
                 seen.params.push(name);
@@ -519,6 +531,9 @@ mod tests {
         assert_eq!(r("${UNSET:-/tmp}/b").0.text, "/tmp/b");
         let (_, s) = r("`echo \\`id\\``");
         assert_eq!(s.inner, vec![Inner::Command("echo `id`".into())]);
+        let (w, s) = r("$((x+1))");
+        assert!(w.dynamic);
+        assert_eq!(s.inner, vec![Inner::Arithmetic("x+1".into())]);
     }
 
     #[test]
