@@ -73,20 +73,27 @@ pub fn redact(text: &str) -> String {
     let s = p.private_key.replace_all(text, MASK);
     let s = p.known_tokens.replace_all(&s, MASK);
     let s = p.auth_header.replace_all(&s, |c: &Captures| {
-        let scheme = c.get(3).map(|m| format!("{} ", m.as_str())).unwrap_or_default();
+        let scheme = c
+            .get(3)
+            .map(|m| format!("{} ", m.as_str()))
+            .unwrap_or_default();
         format!("{}{}{}{MASK}", &c[1], &c[2], scheme)
     });
-    let s = p.url_userinfo.replace_all(&s, |c: &Captures| match c.get(3) {
-        Some(_) => format!("{}{}:{MASK}@", &c[1], &c[2]),
-        None => format!("{}{MASK}@", &c[1]),
-    });
+    let s = p
+        .url_userinfo
+        .replace_all(&s, |c: &Captures| match c.get(3) {
+            Some(_) => format!("{}{}:{MASK}@", &c[1], &c[2]),
+            None => format!("{}{MASK}@", &c[1]),
+        });
     let s = p.secret_flag.replace_all(&s, |c: &Captures| {
         if c[3].starts_with('-') {
             return c[0].to_string();
         }
         format!("{}{}{MASK}", &c[1], &c[2])
     });
-    let s = p.secret_assign.replace_all(&s, |c: &Captures| format!("{}={MASK}", &c[1]));
+    let s = p
+        .secret_assign
+        .replace_all(&s, |c: &Captures| format!("{}={MASK}", &c[1]));
     let s = p.curl_user.replace_all(&s, |c: &Captures| {
         let v = c[2].trim_matches(['\'', '"']);
         match v.split_once(':') {
@@ -94,7 +101,9 @@ pub fn redact(text: &str) -> String {
             None => c[0].to_string(),
         }
     });
-    let s = p.mysql_password.replace_all(&s, |c: &Captures| format!("{}{MASK}", &c[1]));
+    let s = p
+        .mysql_password
+        .replace_all(&s, |c: &Captures| format!("{}{MASK}", &c[1]));
     s.into_owned()
 }
 
@@ -116,7 +125,10 @@ mod tests {
             redact("GITHUB_TOKEN=abc123 AWS_SECRET_ACCESS_KEY=xyz make"),
             "GITHUB_TOKEN=[REDACTED] AWS_SECRET_ACCESS_KEY=[REDACTED] make"
         );
-        assert_eq!(redact("mysql -u root -psecret db"), "mysql -u root -p[REDACTED] db");
+        assert_eq!(
+            redact("mysql -u root -psecret db"),
+            "mysql -u root -p[REDACTED] db"
+        );
         assert_eq!(redact("ls --token-file -l"), "ls --token-file -l");
     }
 
@@ -150,14 +162,22 @@ mod tests {
             redact("curl -d token=xoxb-1234567890-abcdefghij https://slack"),
             "curl -d token=[REDACTED] https://slack"
         );
-        assert_eq!(redact("stripe sk_live_abcdefghijklmnop"), "stripe [REDACTED]");
+        assert_eq!(
+            redact("stripe sk_live_abcdefghijklmnop"),
+            "stripe [REDACTED]"
+        );
         let key = "echo '-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----' > k";
         assert_eq!(redact(key), "echo '[REDACTED]' > k");
     }
 
     #[test]
     fn ordinary_commands_are_untouched() {
-        for c in ["git push origin main", "ls -la /tmp", "kubectl get pods -n prod", "cargo test -p core"] {
+        for c in [
+            "git push origin main",
+            "ls -la /tmp",
+            "kubectl get pods -n prod",
+            "cargo test -p core",
+        ] {
             assert_eq!(redact(c), c);
         }
     }

@@ -33,9 +33,15 @@ pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
             continue;
         }
         let lower = l.to_ascii_lowercase();
-        if matches!(client, "mysql" | "mariadb") && (lower.starts_with("system ") || lower.starts_with("source ")) {
+        if matches!(client, "mysql" | "mariadb")
+            && (lower.starts_with("system ") || lower.starts_with("source "))
+        {
             out.push(Stmt {
-                kind: if lower.starts_with("system") { "shell-escape" } else { "include-file" },
+                kind: if lower.starts_with("system") {
+                    "shell-escape"
+                } else {
+                    "include-file"
+                },
                 unbounded: false,
                 objects: Vec::new(),
             });
@@ -46,13 +52,18 @@ pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
             let kind = match name {
                 ".shell" | ".system" => "shell-escape",
                 ".read" => "include-file",
-                ".tables" | ".schema" | ".indexes" | ".indices" | ".databases" | ".dump" | ".headers"
-                | ".mode" | ".help" | ".show" | ".width" | ".timer" | ".stats" | ".fullschema"
-                | ".dbinfo" | ".quit" | ".exit" | ".print" | ".eqp" | ".explain" | ".nullvalue"
-                | ".separator" | ".changes" | ".lint" | ".sha3sum" | ".selftest" | ".version" => "show",
+                ".tables" | ".schema" | ".indexes" | ".indices" | ".databases" | ".dump"
+                | ".headers" | ".mode" | ".help" | ".show" | ".width" | ".timer" | ".stats"
+                | ".fullschema" | ".dbinfo" | ".quit" | ".exit" | ".print" | ".eqp"
+                | ".explain" | ".nullvalue" | ".separator" | ".changes" | ".lint" | ".sha3sum"
+                | ".selftest" | ".version" => "show",
                 _ => "client-command",
             };
-            out.push(Stmt { kind, unbounded: false, objects: Vec::new() });
+            out.push(Stmt {
+                kind,
+                unbounded: false,
+                objects: Vec::new(),
+            });
             continue;
         }
         sql.push_str(line);
@@ -79,11 +90,34 @@ pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
 /// Functions that change server state even inside a SELECT.
 fn has_side_effects(sql: &str) -> bool {
     const CALLS: &[&str] = &[
-        "pg_terminate_backend", "pg_cancel_backend", "pg_drop_replication_slot", "pg_reload_conf",
-        "pg_rotate_logfile", "pg_promote", "pg_switch_wal", "lo_unlink", "lo_import", "lo_export",
-        "dblink_exec", "dblink", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_file_write",
-        "set_config", "setval", "pg_advisory_lock", "pg_create_", "pg_replication_origin_",
-        "sys_exec", "sys_eval", "load_file", "into outfile", "into dumpfile", "sleep(", "pg_sleep",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_drop_replication_slot",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_promote",
+        "pg_switch_wal",
+        "lo_unlink",
+        "lo_import",
+        "lo_export",
+        "dblink_exec",
+        "dblink",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_file_write",
+        "set_config",
+        "setval",
+        "pg_advisory_lock",
+        "pg_create_",
+        "pg_replication_origin_",
+        "sys_exec",
+        "sys_eval",
+        "load_file",
+        "into outfile",
+        "into dumpfile",
+        "sleep(",
+        "pg_sleep",
     ];
     let lower = sql.to_ascii_lowercase();
     CALLS.iter().any(|c| lower.contains(c))
@@ -102,7 +136,11 @@ fn meta_command(meta: &str) -> Stmt {
     } else {
         kind
     };
-    Stmt { kind, unbounded: false, objects: Vec::new() }
+    Stmt {
+        kind,
+        unbounded: false,
+        objects: Vec::new(),
+    }
 }
 
 fn always_true(e: &Expr) -> bool {
@@ -123,11 +161,27 @@ fn unbounded(selection: &Option<Expr>) -> bool {
 fn reduce(s: &Statement) -> Stmt {
     let mut objects = Vec::new();
     let (kind, unb) = match s {
-        Statement::Query(q) => (if has_side_effects(&q.to_string()) { "call" } else { "select" }, false),
-        Statement::Explain { statement, analyze, .. } => {
+        Statement::Query(q) => (
+            if has_side_effects(&q.to_string()) {
+                "call"
+            } else {
+                "select"
+            },
+            false,
+        ),
+        Statement::Explain {
+            statement, analyze, ..
+        } => {
             let inner = reduce(statement);
             objects = inner.objects;
-            (if !*analyze || inner.kind == "select" { "explain" } else { inner.kind }, inner.unbounded)
+            (
+                if !*analyze || inner.kind == "select" {
+                    "explain"
+                } else {
+                    inner.kind
+                },
+                inner.unbounded,
+            )
         }
         Statement::Insert(i) => {
             objects.push(i.table.to_string());
@@ -144,7 +198,9 @@ fn reduce(s: &Statement) -> Stmt {
             objects.extend(from.iter().map(|t| t.relation.to_string()));
             ("delete", unbounded(&d.selection))
         }
-        Statement::Drop { object_type, names, .. } => {
+        Statement::Drop {
+            object_type, names, ..
+        } => {
             objects.extend(names.iter().map(|n| n.to_string()));
             let _ = matches!(object_type, ObjectType::Table);
             ("drop", false)
@@ -170,7 +226,14 @@ fn reduce(s: &Statement) -> Stmt {
         }
         Statement::Copy { target, .. } => {
             let t = target.to_string().to_ascii_uppercase();
-            (if t.contains("PROGRAM") { "copy-program" } else { "copy" }, false)
+            (
+                if t.contains("PROGRAM") {
+                    "copy-program"
+                } else {
+                    "copy"
+                },
+                false,
+            )
         }
         other => {
             let shown = other.to_string();
@@ -190,7 +253,9 @@ fn reduce(s: &Statement) -> Stmt {
                     }
                 }
                 "SET" | "RESET" => "set",
-                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => "transaction",
+                "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" => {
+                    "transaction"
+                }
                 "CREATE" => "create",
                 "GRANT" => "grant",
                 "REVOKE" => "revoke",
@@ -234,19 +299,34 @@ mod tests {
     fn destructive_statements_are_recognised() {
         assert_eq!(kinds("psql", "DROP TABLE invoices"), vec![("drop", false)]);
         assert_eq!(kinds("psql", "delete from users"), vec![("delete", true)]);
-        assert_eq!(kinds("psql", "DELETE FROM users WHERE 1=1"), vec![("delete", true)]);
-        assert_eq!(kinds("psql", "DELETE FROM users WHERE id = 3"), vec![("delete", false)]);
+        assert_eq!(
+            kinds("psql", "DELETE FROM users WHERE 1=1"),
+            vec![("delete", true)]
+        );
+        assert_eq!(
+            kinds("psql", "DELETE FROM users WHERE id = 3"),
+            vec![("delete", false)]
+        );
         assert_eq!(kinds("mysql", "UPDATE t SET a = 1"), vec![("update", true)]);
         assert_eq!(kinds("psql", "TRUNCATE a, b"), vec![("truncate", false)]);
-        assert_eq!(kinds("psql", "ALTER TABLE t DROP COLUMN c"), vec![("alter-drop", false)]);
-        assert_eq!(kinds("psql", "SELECT 1; select * from t"), vec![("select", false), ("select", false)]);
+        assert_eq!(
+            kinds("psql", "ALTER TABLE t DROP COLUMN c"),
+            vec![("alter-drop", false)]
+        );
+        assert_eq!(
+            kinds("psql", "SELECT 1; select * from t"),
+            vec![("select", false), ("select", false)]
+        );
     }
 
     #[test]
     fn client_escapes_are_recognised() {
         assert_eq!(kinds("psql", "\\! rm -rf /"), vec![("shell-escape", false)]);
         assert_eq!(kinds("psql", "\\dt"), vec![("show", false)]);
-        assert_eq!(kinds("psql", "COPY t TO PROGRAM 'sh'"), vec![("copy-program", false)]);
+        assert_eq!(
+            kinds("psql", "COPY t TO PROGRAM 'sh'"),
+            vec![("copy-program", false)]
+        );
     }
 
     #[test]

@@ -39,7 +39,13 @@ fn own_corpus_classifies_as_labelled() {
             ));
         }
     }
-    assert!(wrong.is_empty(), "{} of {} cases misclassified:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases misclassified:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -50,7 +56,13 @@ fn dangerous_corpus_lines_are_never_allowed() {
     let ctx = Context::fixed();
     for c in own_corpus().iter().filter(|c| c.label != Label::Allow) {
         let v = policy.classify(&c.command, &ctx);
-        assert_ne!(v.decision, Decision::Allow, "{}: {:?} was allowed", c.origin, c.command);
+        assert_ne!(
+            v.decision,
+            Decision::Allow,
+            "{}: {:?} was allowed",
+            c.origin,
+            c.command
+        );
     }
 }
 
@@ -68,7 +80,13 @@ fn shared_sample_corpus_classifies_as_labelled() {
     for c in &cases {
         let v = policy.classify(&c.command, &ctx);
         if !c.label.accepts(v.decision) {
-            wrong.push(format!("{}: {:?} got {} ({})", c.origin, c.command, v.decision, v.deciding_rules().join(",")));
+            wrong.push(format!(
+                "{}: {:?} got {} ({})",
+                c.origin,
+                c.command,
+                v.decision,
+                v.deciding_rules().join(",")
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -97,7 +115,11 @@ fn peer_dcg_corpus_denials_are_all_gated() {
         }
     }
     files.sort();
-    assert!(!files.is_empty(), "no dcg corpus files under {}", root.display());
+    assert!(
+        !files.is_empty(),
+        "no dcg corpus files under {}",
+        root.display()
+    );
     let policy = policy();
     let mut ctx = Context::fixed();
     ctx.env.insert("TMPDIR".into(), "/tmp".into());
@@ -105,11 +127,19 @@ fn peer_dcg_corpus_denials_are_all_gated() {
     let mut bypasses = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
-        let doc: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        let Some(cases) = doc.get("case").and_then(|c| c.as_array()) else { continue };
+        let doc: toml::Table =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let Some(cases) = doc.get("case").and_then(|c| c.as_array()) else {
+            continue;
+        };
         for case in cases {
-            let kind = case.get("input_kind").and_then(|v| v.as_str()).unwrap_or("command");
-            let Some(cmd) = case.get("command").and_then(|v| v.as_str()) else { continue };
+            let kind = case
+                .get("input_kind")
+                .and_then(|v| v.as_str())
+                .unwrap_or("command");
+            let Some(cmd) = case.get("command").and_then(|v| v.as_str()) else {
+                continue;
+            };
             let expected = case
                 .get("expected")
                 .or_else(|| case.get("expected_decision"))
@@ -117,7 +147,10 @@ fn peer_dcg_corpus_denials_are_all_gated() {
                 .unwrap_or("");
             let command = if kind == "hook_json" {
                 match serde_json::from_str::<serde_json::Value>(cmd) {
-                    Ok(v) => v["tool_input"]["command"].as_str().unwrap_or("").to_string(),
+                    Ok(v) => v["tool_input"]["command"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                     Err(_) => continue,
                 }
             } else {
@@ -135,17 +168,31 @@ fn peer_dcg_corpus_denials_are_all_gated() {
                 "allow" => {
                     allows += 1;
                     if v.decision != Decision::Allow {
-                        held.push(format!("{name}: {command:?} -> {} ({})", v.decision, v.deciding_rules().join(",")));
+                        held.push(format!(
+                            "{name}: {command:?} -> {} ({})",
+                            v.decision,
+                            v.deciding_rules().join(",")
+                        ));
                     }
                 }
                 _ => {}
             }
         }
     }
-    println!("dcg corpus: {denies} deny cases, {allows} allow cases; holdpoint holds {} of the allow cases:", held.len());
+    println!(
+        "dcg corpus: {denies} deny cases, {allows} allow cases; holdpoint holds {} of the allow cases:",
+        held.len()
+    );
     for h in &held {
         println!("  held {h}");
     }
-    assert!(denies > 50, "expected the dcg corpus to hold many deny cases, found {denies}");
-    assert!(bypasses.is_empty(), "dcg deny cases that holdpoint allows:\n{}", bypasses.join("\n"));
+    assert!(
+        denies > 50,
+        "expected the dcg corpus to hold many deny cases, found {denies}"
+    );
+    assert!(
+        bypasses.is_empty(),
+        "dcg deny cases that holdpoint allows:\n{}",
+        bypasses.join("\n")
+    );
 }

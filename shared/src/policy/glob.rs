@@ -22,7 +22,10 @@ enum Tok {
     Any,
     Star,
     DoubleStar,
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
 }
 
 impl Glob {
@@ -62,7 +65,9 @@ impl Glob {
                     let mut first = true;
                     while j < chars.len() && (chars[j] != ']' || first) {
                         let c = chars[j];
-                        if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']') {
+                        if chars.get(j + 1) == Some(&'-')
+                            && chars.get(j + 2).is_some_and(|&e| e != ']')
+                        {
                             items.push((c, chars[j + 2]));
                             j += 3;
                         } else {
@@ -87,8 +92,9 @@ impl Glob {
                 }
             }
         }
-        let dir_itself = (path && src.ends_with("/**") && !src[..src.len() - 3].contains(['*', '?', '[']))
-            .then(|| src[..src.len() - 3].to_string());
+        let dir_itself =
+            (path && src.ends_with("/**") && !src[..src.len() - 3].contains(['*', '?', '[']))
+                .then(|| src[..src.len() - 3].to_string());
         Ok(Glob {
             source: pattern.to_string(),
             tokens,
@@ -117,7 +123,9 @@ impl Glob {
     /// Matches a whole string.
     pub fn matches(&self, text: &str) -> bool {
         let lowered;
-        let text = if self.nocase && text.bytes().any(|b| b.is_ascii_uppercase()) || self.nocase && !text.is_ascii() {
+        let text = if self.nocase && text.bytes().any(|b| b.is_ascii_uppercase())
+            || self.nocase && !text.is_ascii()
+        {
             lowered = text.to_lowercase();
             lowered.as_str()
         } else {
@@ -219,7 +227,11 @@ mod tests {
         assert!(t("delete-*", "delete-db-cluster"));
         assert!(!t("delete-*", "describe-db"));
         assert!(t("+*", "+main"));
-        assert!(Glob::new("core.sshcommand=*", false, true).unwrap().matches("core.sshCommand=evil"));
+        assert!(
+            Glob::new("core.sshcommand=*", false, true)
+                .unwrap()
+                .matches("core.sshCommand=evil")
+        );
         assert!(t("[!-]*", "x"));
         assert!(!t("[!-]*", "-x"));
     }

@@ -125,10 +125,13 @@ impl PathSet {
     /// whole pattern.
     fn may_match(&self, abs_pattern: &str, home: &str) -> bool {
         let tilde = home_form(abs_pattern, home);
-        let forms: Vec<&str> = std::iter::once(abs_pattern).chain(tilde.as_deref()).collect();
-        let included = self.include.iter().any(|g| {
-            forms.iter().any(|f| patterns_intersect(f, g.as_str()))
-        });
+        let forms: Vec<&str> = std::iter::once(abs_pattern)
+            .chain(tilde.as_deref())
+            .collect();
+        let included = self
+            .include
+            .iter()
+            .any(|g| forms.iter().any(|f| patterns_intersect(f, g.as_str())));
         let excluded = self
             .exclude
             .iter()
@@ -310,7 +313,19 @@ impl Matcher {
         })
     }
 
+    /// Whether the rule fires. For a deny rule that fires only because a
+    /// word the gate cannot see was assumed to match, the caller asks again
+    /// with [`Matcher::matches_seen`] and downgrades the hit to review.
     pub fn matches(&self, inv: &Invocation, p: &ParsedArgs, ctx: &Context) -> bool {
+        self.matches_with(inv, p, ctx, self.strict)
+    }
+
+    /// Matches using only what the gate can see: unknown words match no flag.
+    pub fn matches_seen(&self, inv: &Invocation, p: &ParsedArgs, ctx: &Context) -> bool {
+        self.matches_with(inv, p, ctx, false)
+    }
+
+    fn matches_with(&self, inv: &Invocation, p: &ParsedArgs, ctx: &Context, assume: bool) -> bool {
         if !self.via.is_empty() && !inv.via.iter().any(|v| self.via.contains(v)) {
             return false;
         }
@@ -342,7 +357,7 @@ impl Matcher {
         if self.bare && (!rest.is_empty() || !p.flags.is_empty() || p.unknown_word) {
             return false;
         }
-        let strict = self.strict;
+        let strict = assume;
         if !self.any_flag.is_empty() && !self.any_flag.iter().any(|f| has_flag(p, f, strict)) {
             return false;
         }
@@ -351,7 +366,7 @@ impl Matcher {
                 return false;
             }
         }
-        if self.no_flag.iter().any(|f| has_flag(p, f, !strict)) {
+        if self.no_flag.iter().any(|f| has_flag(p, f, !self.strict)) {
             return false;
         }
         if !self.flag_value.is_empty() {
@@ -360,7 +375,8 @@ impl Matcher {
                     flag_is(f, name)
                         && v.as_deref().is_some_and(|v| {
                             gs.iter().any(|g| {
-                                g.matches(v) || (self.strict && has_wildcard(v) && value_globs_meet(v, g))
+                                g.matches(v)
+                                    || (self.strict && has_wildcard(v) && value_globs_meet(v, g))
                             })
                         })
                 })
@@ -392,7 +408,8 @@ impl Matcher {
                 let hit = cands.iter().any(|c| {
                     !c.dynamic
                         && resolve(&c.text, inv.cwd.as_deref()).is_some_and(|abs| {
-                            set.matches(&abs, &ctx.home) || (strict && c.glob && set.may_match(&abs, &ctx.home))
+                            set.matches(&abs, &ctx.home)
+                                || (strict && c.glob && set.may_match(&abs, &ctx.home))
                         })
                 });
                 if !hit {
@@ -403,7 +420,10 @@ impl Matcher {
                 return false;
             }
             match self.paths {
-                Some(scope @ (PathScope::Outside | PathScope::OutsideOrTree | PathScope::OutsideTemp)) => {
+                Some(
+                    scope
+                    @ (PathScope::Outside | PathScope::OutsideOrTree | PathScope::OutsideTemp),
+                ) => {
                     let tree_inside = scope == PathScope::Outside;
                     let temp = ctx.temp_dirs();
                     let none_named = scope != PathScope::Outside && cands.is_empty();
@@ -414,7 +434,9 @@ impl Matcher {
                                     Some(abs) if scope == PathScope::OutsideTemp => {
                                         !temp.iter().any(|t| is_within(&abs, t) && abs != *t)
                                     }
-                                    Some(abs) => !inside(&abs, inv.cwd.as_deref(), ctx, tree_inside),
+                                    Some(abs) => {
+                                        !inside(&abs, inv.cwd.as_deref(), ctx, tree_inside)
+                                    }
                                     None => true,
                                 }
                         });
@@ -497,13 +519,19 @@ fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize]) -> Vec<Cand
         }
     }
     for (_, idx, v) in &p.flags {
-        let (Some(v), Some(i)) = (v, idx) else { continue };
+        let (Some(v), Some(i)) = (v, idx) else {
+            continue;
+        };
         let w = &inv.args[*i];
         if let Some(f) = v.strip_prefix('@') {
             push(f, w);
         } else if let Some((_, f)) = v.split_once("=@") {
             push(f, w);
-        } else if v.starts_with('/') || v.starts_with("./") || v.starts_with("../") || v.starts_with('.') {
+        } else if v.starts_with('/')
+            || v.starts_with("./")
+            || v.starts_with("../")
+            || v.starts_with('.')
+        {
             push(v, w);
         }
     }
@@ -514,7 +542,11 @@ fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize]) -> Vec<Cand
 /// something the rule's glob matches: the value, as a glob, matches the
 /// rule's pattern with its wildcards removed.
 fn value_globs_meet(value: &str, rule: &Glob) -> bool {
-    let sample: String = rule.as_str().chars().filter(|c| !matches!(c, '*' | '?')).collect();
+    let sample: String = rule
+        .as_str()
+        .chars()
+        .filter(|c| !matches!(c, '*' | '?'))
+        .collect();
     Glob::new(&value.to_lowercase(), false, true).is_ok_and(|g| g.matches(&sample))
 }
 
@@ -546,7 +578,10 @@ mod tests {
         assert!(!patterns_intersect("/home/dev/project/*.md", "**/.env"));
         assert!(!patterns_intersect("/home/dev/project/src/*", "~/.aws/**"));
         assert!(!patterns_intersect("/home/dev/project/*", "**/.env"));
-        assert!(!patterns_intersect("/home/dev/project/src/*.rs", "**/*.pem"));
+        assert!(!patterns_intersect(
+            "/home/dev/project/src/*.rs",
+            "**/*.pem"
+        ));
         assert!(!patterns_intersect("/var/*", "**/*.key"));
         assert!(patterns_intersect("/etc/*", "/etc/shadow"));
         assert!(patterns_intersect("/home/dev/project/.e?v", "**/.env"));

@@ -300,11 +300,12 @@ impl Policy {
                         rule: spec.id,
                     });
                 }
-                let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow).map_err(|message| PolicyError::Rule {
-                    origin: origin.clone(),
-                    rule: spec.id.clone(),
-                    message,
-                })?;
+                let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow)
+                    .map_err(|message| PolicyError::Rule {
+                        origin: origin.clone(),
+                        rule: spec.id.clone(),
+                        message,
+                    })?;
                 let rule = Rule {
                     spec,
                     matcher,
@@ -385,11 +386,26 @@ impl Policy {
                     // Rules on every program (`*`) do not make a program known.
                     matched |= !r.spec.when.program.iter().any(|p| p == "*");
                     let part = part.get_or_insert_with(|| inv.display()).clone();
+                    // A denial that rests on a word the gate could not see is
+                    // for a human to judge, not final.
+                    let assumed = r.spec.decision == Decision::Deny
+                        && !r.matcher.matches_seen(inv, &parsed, ctx);
                     hits.push(Hit {
                         rule: r.spec.id.clone(),
-                        decision: r.spec.decision,
+                        decision: if assumed {
+                            Decision::Review
+                        } else {
+                            r.spec.decision
+                        },
                         risk: r.spec.risk,
-                        reason: r.spec.reason.clone(),
+                        reason: if assumed {
+                            format!(
+                                "{} (if the words the gate cannot see are what they may be)",
+                                r.spec.reason
+                            )
+                        } else {
+                            r.spec.reason.clone()
+                        },
                         part,
                     });
                 }

@@ -21,8 +21,8 @@ use brush_parser::ast;
 use brush_parser::{ParserOptions, word as bword};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-pub use word::{UNKNOWN, Word};
 use word::{Inner, Seen, Vars};
+pub use word::{UNKNOWN, Word};
 
 /// One simple command the line would run, after unwrapping.
 #[derive(Debug, Clone)]
@@ -551,7 +551,10 @@ impl<'a> Analyzer<'a> {
         let mut names = text
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|n| n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'));
-        let view = View { scope, ctx: self.ctx };
+        let view = View {
+            scope,
+            ctx: self.ctx,
+        };
         let tainted = names.find(|n| match view.lookup(n) {
             Some(Some(v)) => v.contains("$(") || v.contains('`') || v.contains('['),
             _ => false,
@@ -661,7 +664,13 @@ impl<'a> Analyzer<'a> {
     }
 
     /// A list that may or may not run: its `cd` leaves the directory unknown.
-    fn branch(&mut self, list: &ast::CompoundList, scope: &mut Scope, depth: usize, via: &[String]) {
+    fn branch(
+        &mut self,
+        list: &ast::CompoundList,
+        scope: &mut Scope,
+        depth: usize,
+        via: &[String],
+    ) {
         let mut sub = scope.clone();
         self.compound_list(list, &mut sub, depth, via);
         if sub.cwd != scope.cwd {
@@ -676,10 +685,19 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Resolves a word and classifies whatever it runs inside.
-    pub(crate) fn word(&mut self, raw: &str, scope: &mut Scope, depth: usize, via: &[String]) -> Word {
+    pub(crate) fn word(
+        &mut self,
+        raw: &str,
+        scope: &mut Scope,
+        depth: usize,
+        via: &[String],
+    ) -> Word {
         let mut seen = Seen::default();
         let mut w = {
-            let view = View { scope, ctx: self.ctx };
+            let view = View {
+                scope,
+                ctx: self.ctx,
+            };
             word::resolve(raw, &view, &self.opts, &mut seen)
         };
         w.secret = seen.params.iter().any(|n| is_secret_name(n));
@@ -710,14 +728,23 @@ impl<'a> Analyzer<'a> {
         }
     }
 
-    fn heredoc(&mut self, doc: &ast::IoHereDocument, scope: &mut Scope, depth: usize, via: &[String]) -> Stdin {
+    fn heredoc(
+        &mut self,
+        doc: &ast::IoHereDocument,
+        scope: &mut Scope,
+        depth: usize,
+        via: &[String],
+    ) -> Stdin {
         if !doc.requires_expansion {
             return Stdin::Literal(doc.doc.value.clone());
         }
         let mut seen = Seen::default();
         let w = match bword::parse_heredoc(&doc.doc.value, &self.opts) {
             Ok(pieces) => {
-                let view = View { scope, ctx: self.ctx };
+                let view = View {
+                    scope,
+                    ctx: self.ctx,
+                };
                 let mut text = String::new();
                 let mut dynamic = false;
                 for p in pieces {
@@ -904,7 +931,9 @@ impl<'a> Analyzer<'a> {
             for item in &suffix.0 {
                 match item {
                     I::Word(w) => self.push_word(&w.value, scope, depth, via, &mut words),
-                    I::AssignmentWord(_, w) => self.push_word(&w.value, scope, depth, via, &mut words),
+                    I::AssignmentWord(_, w) => {
+                        self.push_word(&w.value, scope, depth, via, &mut words)
+                    }
                     I::IoRedirect(io) => self.redirect(io, scope, &mut stdin, depth, via),
                     I::ProcessSubstitution(kind, sub) => {
                         let mut s = scope.clone();
@@ -968,7 +997,14 @@ impl<'a> Analyzer<'a> {
 
     /// Resolves a word in argument position, expanding unquoted braces into
     /// several words.
-    fn push_word(&mut self, raw: &str, scope: &mut Scope, depth: usize, via: &[String], out: &mut Vec<Word>) {
+    fn push_word(
+        &mut self,
+        raw: &str,
+        scope: &mut Scope,
+        depth: usize,
+        via: &[String],
+        out: &mut Vec<Word>,
+    ) {
         if raw.contains('{')
             && !raw.contains(['\'', '"', '\\', '$', '`'])
             && let Some(alts) = word::expand_braces(raw, 256)
@@ -1020,12 +1056,36 @@ impl<'a> Analyzer<'a> {
     fn check_assignment(&mut self, name: &str, value: &Word, standalone: bool) {
         let dangerous = matches!(
             name,
-            "PATH" | "IFS" | "BASH_ENV" | "ENV" | "SHELLOPTS" | "BASHOPTS" | "PROMPT_COMMAND"
-                | "GIT_SSH" | "GIT_SSH_COMMAND" | "GIT_EXTERNAL_DIFF" | "GIT_PAGER" | "PAGER"
-                | "GIT_EDITOR" | "EDITOR" | "VISUAL" | "GIT_CONFIG_GLOBAL" | "GIT_CONFIG_SYSTEM"
-                | "GIT_CONFIG_PARAMETERS" | "GIT_CONFIG_COUNT" | "GIT_DIR" | "GIT_WORK_TREE"
-                | "NODE_OPTIONS" | "PYTHONPATH" | "PYTHONSTARTUP" | "PERL5OPT" | "PERL5LIB"
-                | "RUBYOPT" | "PS4" | "HISTFILE" | "HOME"
+            "PATH"
+                | "IFS"
+                | "BASH_ENV"
+                | "ENV"
+                | "SHELLOPTS"
+                | "BASHOPTS"
+                | "PROMPT_COMMAND"
+                | "GIT_SSH"
+                | "GIT_SSH_COMMAND"
+                | "GIT_EXTERNAL_DIFF"
+                | "GIT_PAGER"
+                | "PAGER"
+                | "GIT_EDITOR"
+                | "EDITOR"
+                | "VISUAL"
+                | "GIT_CONFIG_GLOBAL"
+                | "GIT_CONFIG_SYSTEM"
+                | "GIT_CONFIG_PARAMETERS"
+                | "GIT_CONFIG_COUNT"
+                | "GIT_DIR"
+                | "GIT_WORK_TREE"
+                | "NODE_OPTIONS"
+                | "PYTHONPATH"
+                | "PYTHONSTARTUP"
+                | "PERL5OPT"
+                | "PERL5LIB"
+                | "RUBYOPT"
+                | "PS4"
+                | "HISTFILE"
+                | "HOME"
         ) || DANGEROUS_ENV.contains(&name)
             || name.ends_with("_WRAPPER")
             || name.ends_with("ASKPASS")
@@ -1131,15 +1191,61 @@ impl<'a> Analyzer<'a> {
 
 /// Environment variables that name a program to run or change how one runs.
 const DANGEROUS_ENV: &[&str] = &[
-    "GIT_PROXY_COMMAND", "GIT_EXEC_PATH", "GIT_TEMPLATE_DIR", "GIT_SEQUENCE_EDITOR", "SSH_ASKPASS",
-    "CC", "CXX", "LD", "AR", "CARGO", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_HOME",
-    "CARGO_BUILD_TARGET_DIR", "MAKEFLAGS", "MAKE", "LESSOPEN", "LESSCLOSE", "MANPAGER", "MANOPT",
-    "BROWSER", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "PERL5DB", "PYTHONINSPECT",
-    "PYTHONHOME", "PYTHONUSERBASE", "NODE_PATH", "NPM_CONFIG_SCRIPT_SHELL", "npm_config_script_shell",
-    "NPM_CONFIG_PREFIX", "npm_config_prefix", "RUBYLIB", "GEM_HOME", "GEM_PATH", "TAR_OPTIONS",
-    "XDG_CONFIG_HOME", "ZDOTDIR", "INPUTRC", "TERMINFO", "SHELL", "KUBECONFIG", "DOCKER_HOST",
-    "GNUPGHOME", "SUDO_ASKPASS", "PAGER", "GIT_DIFF_OPTS", "GCONV_PATH", "LOCPATH", "NLSPATH",
-    "HOSTALIASES", "RESOLV_HOST_CONF", "MALLOC_CHECK_", "TMPDIR",
+    "GIT_PROXY_COMMAND",
+    "GIT_EXEC_PATH",
+    "GIT_TEMPLATE_DIR",
+    "GIT_SEQUENCE_EDITOR",
+    "SSH_ASKPASS",
+    "CC",
+    "CXX",
+    "LD",
+    "AR",
+    "CARGO",
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_HOME",
+    "CARGO_BUILD_TARGET_DIR",
+    "MAKEFLAGS",
+    "MAKE",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "MANPAGER",
+    "MANOPT",
+    "BROWSER",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "PERL5DB",
+    "PYTHONINSPECT",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "NODE_PATH",
+    "NPM_CONFIG_SCRIPT_SHELL",
+    "npm_config_script_shell",
+    "NPM_CONFIG_PREFIX",
+    "npm_config_prefix",
+    "RUBYLIB",
+    "GEM_HOME",
+    "GEM_PATH",
+    "TAR_OPTIONS",
+    "XDG_CONFIG_HOME",
+    "ZDOTDIR",
+    "INPUTRC",
+    "TERMINFO",
+    "SHELL",
+    "KUBECONFIG",
+    "DOCKER_HOST",
+    "GNUPGHOME",
+    "SUDO_ASKPASS",
+    "PAGER",
+    "GIT_DIFF_OPTS",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "MALLOC_CHECK_",
+    "TMPDIR",
 ];
 
 /// Directories whose programs are taken by their basename.
@@ -1175,7 +1281,10 @@ pub fn is_secret_name(name: &str) -> bool {
         "CONN_STR",
         "CONNECTION_STRING",
     ];
-    PARTS.iter().any(|p| n.contains(p)) || n.ends_with("_KEY") || n.ends_with("_PASS") || n == "PGPASSWORD"
+    PARTS.iter().any(|p| n.contains(p))
+        || n.ends_with("_KEY")
+        || n.ends_with("_PASS")
+        || n == "PGPASSWORD"
 }
 
 /// Extracts `$(…)` bodies from text (for arithmetic and parameter operands).

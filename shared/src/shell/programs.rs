@@ -24,9 +24,26 @@ const WRAPPERS: &[WrapperSpec] = &[
     WrapperSpec {
         names: &["sudo", "doas", "pkexec"],
         value_opts: &[
-            "-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-T", "-U", "--user", "--group",
-            "--close-from", "--chdir", "--host", "--prompt", "--role", "--type",
-            "--command-timeout", "--other-user",
+            "-u",
+            "-g",
+            "-C",
+            "-D",
+            "-h",
+            "-p",
+            "-r",
+            "-t",
+            "-T",
+            "-U",
+            "--user",
+            "--group",
+            "--close-from",
+            "--chdir",
+            "--host",
+            "--prompt",
+            "--role",
+            "--type",
+            "--command-timeout",
+            "--other-user",
         ],
         code_opts: &[],
         skip_positionals: 0,
@@ -40,7 +57,21 @@ const WRAPPERS: &[WrapperSpec] = &[
         takes_assignments: false,
     },
     WrapperSpec {
-        names: &["nohup", "setsid", "unbuffer", "caffeinate", "proxychains", "proxychains4", "torsocks", "tsocks", "builtin", "catchsegv", "pv-run", "sg-run", "fakeroot"],
+        names: &[
+            "nohup",
+            "setsid",
+            "unbuffer",
+            "caffeinate",
+            "proxychains",
+            "proxychains4",
+            "torsocks",
+            "tsocks",
+            "builtin",
+            "catchsegv",
+            "pv-run",
+            "sg-run",
+            "fakeroot",
+        ],
         value_opts: &[],
         code_opts: &[],
         skip_positionals: 0,
@@ -104,7 +135,16 @@ const WRAPPERS: &[WrapperSpec] = &[
     },
     WrapperSpec {
         names: &["su"],
-        value_opts: &["-s", "-g", "-G", "--shell", "--group", "--supp-group", "-w", "--whitelist-environment"],
+        value_opts: &[
+            "-s",
+            "-g",
+            "-G",
+            "--shell",
+            "--group",
+            "--supp-group",
+            "-w",
+            "--whitelist-environment",
+        ],
         code_opts: &["-c", "--command", "--session-command"],
         skip_positionals: 0,
         takes_assignments: false,
@@ -118,23 +158,61 @@ const WRAPPERS: &[WrapperSpec] = &[
     },
     WrapperSpec {
         names: &["script"],
-        value_opts: &["-E", "-I", "-O", "-T", "-t", "--log-io", "--log-in", "--log-out", "--log-timing", "--echo"],
+        value_opts: &[
+            "-E",
+            "-I",
+            "-O",
+            "-T",
+            "-t",
+            "--log-io",
+            "--log-in",
+            "--log-out",
+            "--log-timing",
+            "--echo",
+        ],
         code_opts: &["-c", "--command"],
         skip_positionals: 0,
         takes_assignments: false,
     },
     WrapperSpec {
         names: &["strace", "ltrace"],
-        value_opts: &["-o", "-e", "-p", "-s", "-u", "-a", "-b", "-E", "-I", "-O", "-P", "-S", "-X"],
+        value_opts: &[
+            "-o", "-e", "-p", "-s", "-u", "-a", "-b", "-E", "-I", "-O", "-P", "-S", "-X",
+        ],
         code_opts: &[],
         skip_positionals: 0,
         takes_assignments: false,
     },
 ];
 
-const SHELLS: &[&str] = &["sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "rbash", "yash", "posh", "lksh", "oksh", "hush"];
+const SHELLS: &[&str] = &[
+    "sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "rbash", "yash", "posh", "lksh", "oksh",
+    "hush",
+];
+
+/// Tools whose `run`/`exec` subcommand runs another command in a project
+/// environment: the command is judged as if run directly.
+const RUNNERS: &[(&str, &[&str])] = &[
+    ("uv", &["run"]),
+    ("poetry", &["run"]),
+    ("pdm", &["run"]),
+    ("pipenv", &["run"]),
+    ("hatch", &["run"]),
+    ("rye", &["run"]),
+    ("conda", &["run"]),
+    ("mamba", &["run"]),
+    ("micromamba", &["run"]),
+    ("bundle", &["exec"]),
+    ("mise", &["exec", "x"]),
+    ("asdf", &["exec"]),
+    ("direnv", &["exec"]),
+    ("devbox", &["run"]),
+    ("nix", &["shell", "develop"]),
+];
 
 const INTERPRETERS: &[(&str, &[&str])] = &[
+    ("elixir", &["-e", "--eval"]),
+    ("erl", &["-eval"]),
     ("python", &["-c"]),
     ("pypy", &["-c"]),
     ("node", &["-e", "--eval", "-p", "--print"]),
@@ -148,8 +226,14 @@ const INTERPRETERS: &[(&str, &[&str])] = &[
     ("luajit", &["-e"]),
     ("Rscript", &["-e"]),
     ("osascript", &["-e"]),
-    ("pwsh", &["-c", "-command", "-Command", "-EncodedCommand", "-e", "-ec"]),
-    ("powershell", &["-c", "-command", "-Command", "-EncodedCommand", "-e", "-ec"]),
+    (
+        "pwsh",
+        &["-c", "-command", "-Command", "-EncodedCommand", "-e", "-ec"],
+    ),
+    (
+        "powershell",
+        &["-c", "-command", "-Command", "-EncodedCommand", "-e", "-ec"],
+    ),
     ("tclsh", &[]),
     ("expect", &["-c"]),
     ("jshell", &[]),
@@ -159,40 +243,168 @@ const INTERPRETERS: &[(&str, &[&str])] = &[
 
 /// Words in inline code that point at destruction or command execution.
 const CODE_DANGER: &[&str] = &[
-    "rmtree", "os.remove", "os.unlink", "unlink(", "rmdir", "os.system", "subprocess", "popen",
-    "exec(", "execSync", "spawnSync", "child_process", "fs.rm", "rmSync", "unlinkSync",
-    "system(", "`", "File.delete", "FileUtils.rm", "shutil.move", "truncate", "DROP ", "drop ",
-    "rm -", "Remove-Item", "Invoke-Expression", "iex ", "DownloadString", "eval(", "/etc/",
-    ".ssh", ".aws", "credentials", "os.environ", "process.env", "ENV[", "%ENV", "getenv",
+    "rmtree",
+    "os.remove",
+    "os.unlink",
+    "unlink(",
+    "rmdir",
+    "os.system",
+    "subprocess",
+    "popen",
+    "exec(",
+    "execSync",
+    "spawnSync",
+    "child_process",
+    "fs.rm",
+    "rmSync",
+    "unlinkSync",
+    "system(",
+    "`",
+    "File.delete",
+    "FileUtils.rm",
+    "shutil.move",
+    "truncate",
+    "DROP ",
+    "drop ",
+    "rm -",
+    "Remove-Item",
+    "Invoke-Expression",
+    "iex ",
+    "DownloadString",
+    "eval(",
+    "/etc/",
+    ".ssh",
+    ".aws",
+    "credentials",
+    "os.environ",
+    "process.env",
+    "ENV[",
+    "%ENV",
+    "getenv",
 ];
 
 /// Programs that print, store or send the value of a secret variable given to
 /// them, with the risk and what it means.
 const LEAKERS: &[(&str, Risk, &str)] = &[
-    ("echo", Risk::High, "prints a variable that looks like a secret"),
-    ("printf", Risk::High, "prints a variable that looks like a secret"),
-    ("cat", Risk::High, "prints a variable that looks like a secret"),
-    ("tee", Risk::High, "writes a variable that looks like a secret"),
-    ("logger", Risk::High, "logs a variable that looks like a secret"),
-    ("wall", Risk::High, "broadcasts a variable that looks like a secret"),
-    ("curl", Risk::Medium, "sends a variable that looks like a secret over the network"),
-    ("wget", Risk::Medium, "sends a variable that looks like a secret over the network"),
-    ("http", Risk::Medium, "sends a variable that looks like a secret over the network"),
-    ("xh", Risk::Medium, "sends a variable that looks like a secret over the network"),
-    ("nc", Risk::High, "sends a variable that looks like a secret over the network"),
-    ("ncat", Risk::High, "sends a variable that looks like a secret over the network"),
-    ("socat", Risk::High, "sends a variable that looks like a secret over the network"),
-    ("ssh", Risk::High, "sends a variable that looks like a secret to another host"),
-    ("mail", Risk::High, "mails a variable that looks like a secret"),
-    ("sendmail", Risk::High, "mails a variable that looks like a secret"),
-    ("git", Risk::Medium, "puts a variable that looks like a secret into git"),
-    ("gh", Risk::Medium, "sends a variable that looks like a secret to GitHub"),
-    ("base64", Risk::High, "encodes a variable that looks like a secret"),
-    ("xxd", Risk::High, "encodes a variable that looks like a secret"),
-    ("export", Risk::Low, "exports a variable that looks like a secret"),
+    (
+        "echo",
+        Risk::High,
+        "prints a variable that looks like a secret",
+    ),
+    (
+        "printf",
+        Risk::High,
+        "prints a variable that looks like a secret",
+    ),
+    (
+        "cat",
+        Risk::High,
+        "prints a variable that looks like a secret",
+    ),
+    (
+        "tee",
+        Risk::High,
+        "writes a variable that looks like a secret",
+    ),
+    (
+        "logger",
+        Risk::High,
+        "logs a variable that looks like a secret",
+    ),
+    (
+        "wall",
+        Risk::High,
+        "broadcasts a variable that looks like a secret",
+    ),
+    (
+        "curl",
+        Risk::Medium,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "wget",
+        Risk::Medium,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "http",
+        Risk::Medium,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "xh",
+        Risk::Medium,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "nc",
+        Risk::High,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "ncat",
+        Risk::High,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "socat",
+        Risk::High,
+        "sends a variable that looks like a secret over the network",
+    ),
+    (
+        "ssh",
+        Risk::High,
+        "sends a variable that looks like a secret to another host",
+    ),
+    (
+        "mail",
+        Risk::High,
+        "mails a variable that looks like a secret",
+    ),
+    (
+        "sendmail",
+        Risk::High,
+        "mails a variable that looks like a secret",
+    ),
+    (
+        "git",
+        Risk::Medium,
+        "puts a variable that looks like a secret into git",
+    ),
+    (
+        "gh",
+        Risk::Medium,
+        "sends a variable that looks like a secret to GitHub",
+    ),
+    (
+        "base64",
+        Risk::High,
+        "encodes a variable that looks like a secret",
+    ),
+    (
+        "xxd",
+        Risk::High,
+        "encodes a variable that looks like a secret",
+    ),
+    (
+        "export",
+        Risk::Low,
+        "exports a variable that looks like a secret",
+    ),
 ];
 
-const SQL_CLIENTS: &[&str] = &["psql", "mysql", "mariadb", "sqlite3", "duckdb", "cockroach", "clickhouse-client", "clickhouse", "cqlsh", "sqlcmd"];
+const SQL_CLIENTS: &[&str] = &[
+    "psql",
+    "mysql",
+    "mariadb",
+    "sqlite3",
+    "duckdb",
+    "cockroach",
+    "clickhouse-client",
+    "clickhouse",
+    "cqlsh",
+    "sqlcmd",
+];
 
 /// Whether a program fetches from the network (its output is foreign code
 /// if run).
@@ -202,11 +414,22 @@ pub(crate) fn is_remote(program: &str) -> bool {
 
 /// Programs whose output is their input, more or less: what they pass on is
 /// still what came in.
-const PASSTHROUGH: &[&str] = &["cat", "tee", "sed", "awk", "gawk", "tr", "head", "tail", "grep", "egrep", "sort", "uniq", "dos2unix", "cut", "rev", "fold", "iconv", "stdbuf", "pv", "buffer", "col", "expand", "unexpand", "nl", "sponge"];
+const PASSTHROUGH: &[&str] = &[
+    "cat", "tee", "sed", "awk", "gawk", "tr", "head", "tail", "grep", "egrep", "sort", "uniq",
+    "dos2unix", "cut", "rev", "fold", "iconv", "stdbuf", "pv", "buffer", "col", "expand",
+    "unexpand", "nl", "sponge",
+];
 
 /// Producers whose output piped into a shell is code from elsewhere.
-const REMOTE: &[&str] = &["curl", "wget", "fetch", "http", "https", "xh", "aria2c", "nc", "ncat", "socat", "ssh", "lynx", "links"];
-const DECODERS: &[&str] = &["base64", "base32", "xxd", "openssl", "gunzip", "zcat", "gzip", "bzip2", "bzcat", "xz", "xzcat", "unxz", "zstd", "rev", "tr", "uudecode", "basenc", "od", "python", "python3", "perl", "ruby", "node", "printf", "sed", "awk"];
+const REMOTE: &[&str] = &[
+    "curl", "wget", "fetch", "http", "https", "xh", "aria2c", "nc", "ncat", "socat", "ssh", "lynx",
+    "links",
+];
+const DECODERS: &[&str] = &[
+    "base64", "base32", "xxd", "openssl", "gunzip", "zcat", "gzip", "bzip2", "bzcat", "xz",
+    "xzcat", "unxz", "zstd", "rev", "tr", "uudecode", "basenc", "od", "python", "python3", "perl",
+    "ruby", "node", "printf", "sed", "awk",
+];
 
 fn is_python(p: &str) -> bool {
     p.strip_prefix("python")
@@ -223,7 +446,13 @@ fn short_flags(arg: &str) -> Option<&str> {
 }
 
 impl Analyzer<'_> {
-    pub(super) fn dispatch(&mut self, mut inv: Invocation, stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
+    pub(super) fn dispatch(
+        &mut self,
+        mut inv: Invocation,
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) -> Output {
         let program = inv.program.clone();
         let p = program.as_str();
         if let Some(w) = inv.args.iter().find(|a| a.secret)
@@ -254,10 +483,22 @@ impl Analyzer<'_> {
         if SQL_CLIENTS.contains(&p) {
             return self.sql_client(inv, stdin, scope);
         }
+        if let Some(sub) = RUNNERS.iter().find(|(n, _)| *n == p).map(|(_, s)| *s)
+            && inv
+                .args
+                .first()
+                .is_some_and(|a| sub.contains(&a.text.as_str()))
+        {
+            return self.tool_runner(inv, stdin, scope, depth);
+        }
         match p {
             "env" => return self.env(inv, stdin, scope, depth),
             "command" => {
-                if inv.args.first().is_some_and(|a| a.text == "-v" || a.text == "-V") {
+                if inv
+                    .args
+                    .first()
+                    .is_some_and(|a| a.text == "-v" || a.text == "-V")
+                {
                     self.push(inv);
                     return Output::From("command".into());
                 }
@@ -298,7 +539,12 @@ impl Analyzer<'_> {
             "source" | "." => {
                 match inv.args.first() {
                     Some(a) if a.text.starts_with(UNKNOWN) && a.text.contains("<(") => {
-                        let producer = a.text.trim_start_matches(UNKNOWN).trim_start_matches("<(").trim_end_matches(')').to_string();
+                        let producer = a
+                            .text
+                            .trim_start_matches(UNKNOWN)
+                            .trim_start_matches("<(")
+                            .trim_end_matches(')')
+                            .to_string();
                         self.code_from(&producer, &program);
                     }
                     _ => self.flag(
@@ -315,7 +561,13 @@ impl Analyzer<'_> {
             "trap" => {
                 if let Some(code) = inv.args.iter().find(|a| !a.text.starts_with('-')) {
                     if code.dynamic {
-                        self.flag("gate.dynamic-code", Decision::Review, Risk::High, "trap runs code the gate cannot see", &code.text);
+                        self.flag(
+                            "gate.dynamic-code",
+                            Decision::Review,
+                            Risk::High,
+                            "trap runs code the gate cannot see",
+                            &code.text,
+                        );
                     } else {
                         let mut sub = scope.clone();
                         let via = self.via_plus(&inv, "trap");
@@ -325,7 +577,10 @@ impl Analyzer<'_> {
                 return Output::From("trap".into());
             }
             "cd" | "pushd" | "chdir" => {
-                let target = inv.args.iter().find(|a| !a.text.starts_with('-') || a.text == "-");
+                let target = inv
+                    .args
+                    .iter()
+                    .find(|a| !a.text.starts_with('-') || a.text == "-");
                 scope.cwd = match target {
                     None => Some(self.ctx.home.clone()),
                     Some(t) if t.dynamic || t.text == "-" || t.text.starts_with('+') => None,
@@ -343,8 +598,13 @@ impl Analyzer<'_> {
                 for a in &inv.args {
                     if let Some((name, value)) = a.text.split_once('=') {
                         let name = name.trim_end_matches('+');
-                        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.is_empty() {
-                            let w = Word { text: value.to_string(), ..a.clone() };
+                        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            && !name.is_empty()
+                        {
+                            let w = Word {
+                                text: value.to_string(),
+                                ..a.clone()
+                            };
                             self.check_assignment(name, &w, true);
                             scope.set(name, (!a.dynamic).then(|| value.to_string()));
                         }
@@ -378,11 +638,15 @@ impl Analyzer<'_> {
             _ => {}
         }
         let out = match p {
-            _ if PASSTHROUGH.contains(&p) && matches!(stdin, Stdin::Unknown { .. }) => match stdin {
-                Stdin::Unknown { producer } => Output::From(producer.clone()),
-                _ => Output::From(program.clone()),
-            },
-            "echo" | "printf" if inv.args.iter().all(|a| !a.dynamic) => Output::Literal(literal_output(p, &inv.args)),
+            _ if PASSTHROUGH.contains(&p) && matches!(stdin, Stdin::Unknown { .. }) => {
+                match stdin {
+                    Stdin::Unknown { producer } => Output::From(producer.clone()),
+                    _ => Output::From(program.clone()),
+                }
+            }
+            "echo" | "printf" if inv.args.iter().all(|a| !a.dynamic) => {
+                Output::Literal(literal_output(p, &inv.args))
+            }
             "cat" if inv.args.is_empty() => match stdin {
                 Stdin::Literal(s) => Output::Literal(s.clone()),
                 _ => Output::From("cat".into()),
@@ -400,7 +664,15 @@ impl Analyzer<'_> {
     }
 
     /// Continues with `next` as the program and the rest of `inner.args`.
-    fn rerun(&mut self, mut inner: Invocation, next: Word, stdin: &Stdin, scope: &mut Scope, depth: usize, wrapper: &str) -> Output {
+    fn rerun(
+        &mut self,
+        mut inner: Invocation,
+        next: Word,
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+        wrapper: &str,
+    ) -> Output {
         inner.via.push(wrapper.to_string());
         let raw = next.text.clone();
         let Some(program) = self.program_name(&next, &raw) else {
@@ -410,18 +682,34 @@ impl Analyzer<'_> {
         self.dispatch(inner, stdin, scope, depth)
     }
 
-    fn wrapper(&mut self, spec: &WrapperSpec, inv: Invocation, stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
+    fn wrapper(
+        &mut self,
+        spec: &WrapperSpec,
+        inv: Invocation,
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) -> Output {
         let name = inv.program.clone();
         let args = &inv.args;
         let mut i = 0;
         let mut skip = spec.skip_positionals;
         let mut user_seen = false;
         let mut env = inv.env.clone();
+        let mut options_done = false;
         while i < args.len() {
             let a = &args[i];
             let t = a.text.as_str();
-            if t == "--" {
+            if t == "--" && !options_done {
+                // sudo still reads VAR=value words after `--`.
+                options_done = true;
                 i += 1;
+                if spec.takes_assignments {
+                    continue;
+                }
+                break;
+            }
+            if options_done && !(spec.takes_assignments && t.contains('=')) {
                 break;
             }
             if t == "-" && name == "su" {
@@ -436,7 +724,10 @@ impl Analyzer<'_> {
                 i += 1;
                 continue;
             }
-            if t.starts_with('-') && t.len() > 1 && !(name == "nice" && t[1..].bytes().all(|b| b.is_ascii_digit())) {
+            if t.starts_with('-')
+                && t.len() > 1
+                && !(name == "nice" && t[1..].bytes().all(|b| b.is_ascii_digit()))
+            {
                 if spec.code_opts.contains(&t) {
                     if let Some(v) = args.get(i + 1) {
                         let (text, dynamic) = (v.text.clone(), v.dynamic);
@@ -445,6 +736,17 @@ impl Analyzer<'_> {
                     return Output::From(name);
                 }
                 if spec.value_opts.contains(&t) {
+                    // strace -o '|cmd' pipes the trace into a command.
+                    if let Some(v) = args.get(i + 1)
+                        && matches!(name.as_str(), "strace" | "ltrace")
+                        && let Some(code) = v
+                            .text
+                            .strip_prefix('|')
+                            .or_else(|| v.text.strip_prefix('!'))
+                    {
+                        let (code, dynamic) = (code.to_string(), v.dynamic);
+                        self.code_payload(&inv, &code, dynamic, scope, depth, &name);
+                    }
                     i += 2;
                     continue;
                 }
@@ -496,7 +798,10 @@ impl Analyzer<'_> {
                 && !k.is_empty()
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                let w = Word { text: v.to_string(), ..a.clone() };
+                let w = Word {
+                    text: v.to_string(),
+                    ..a.clone()
+                };
                 self.check_assignment(k, &w, false);
                 env.push((k.to_string(), w));
                 i += 1;
@@ -520,12 +825,85 @@ impl Analyzer<'_> {
         self.rerun(inner, args[i].clone(), stdin, scope, depth, &name)
     }
 
+    /// `uv run CMD`, `poetry run CMD`, `bundle exec CMD`: skip the tool's own
+    /// options (and `direnv exec DIR`'s directory) and judge CMD.
+    fn tool_runner(
+        &mut self,
+        inv: Invocation,
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) -> Output {
+        const VALUE: &[&str] = &[
+            "--with",
+            "--python",
+            "-p",
+            "--project",
+            "--directory",
+            "--package",
+            "--env-file",
+            "-n",
+            "--name",
+            "--prefix",
+            "-e",
+            "--env",
+            "--group",
+            "--extra",
+            "--index",
+            "--from",
+            "--gemfile",
+            "--command",
+            "-c",
+        ];
+        let name = inv.program.clone();
+        let mut i = 1;
+        if name == "direnv" {
+            i += 1;
+        }
+        while i < inv.args.len() {
+            let t = inv.args[i].text.as_str();
+            if t == "--" {
+                i += 1;
+                break;
+            }
+            if VALUE.contains(&t) {
+                i += 2;
+            } else if t.starts_with('-') {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        if i >= inv.args.len() {
+            self.push(inv);
+            return Output::From(name);
+        }
+        let mut inner = inv.clone();
+        inner.args = inv.args[i + 1..].to_vec();
+        self.rerun(inner, inv.args[i].clone(), stdin, scope, depth, &name)
+    }
+
     /// Option-less wrappers with a few known flags (`command -p`, `exec -a NAME`).
-    fn unwrap_simple(&mut self, inv: Invocation, flags: &[&str], stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
+    fn unwrap_simple(
+        &mut self,
+        inv: Invocation,
+        flags: &[&str],
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) -> Output {
         self.unwrap_with(inv, &[], flags, stdin, scope, depth)
     }
 
-    fn unwrap_with(&mut self, inv: Invocation, value_opts: &[&str], flags: &[&str], stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
+    fn unwrap_with(
+        &mut self,
+        inv: Invocation,
+        value_opts: &[&str],
+        flags: &[&str],
+        stdin: &Stdin,
+        scope: &mut Scope,
+        depth: usize,
+    ) -> Output {
         let name = inv.program.clone();
         let mut i = 0;
         while i < inv.args.len() {
@@ -554,7 +932,15 @@ impl Analyzer<'_> {
     }
 
     /// Shell code given to a wrapper option (`flock -c`, `su -c`).
-    fn code_payload(&mut self, inv: &Invocation, code: &str, dynamic: bool, scope: &mut Scope, depth: usize, wrapper: &str) {
+    fn code_payload(
+        &mut self,
+        inv: &Invocation,
+        code: &str,
+        dynamic: bool,
+        scope: &mut Scope,
+        depth: usize,
+        wrapper: &str,
+    ) {
         if dynamic {
             self.flag(
                 "gate.dynamic-code",
@@ -597,7 +983,8 @@ impl Analyzer<'_> {
             if options_done && !t.contains('=') {
                 break;
             }
-            if t == "-S" || t.starts_with("--split-string") || (t.starts_with("-S") && t.len() > 2) {
+            if t == "-S" || t.starts_with("--split-string") || (t.starts_with("-S") && t.len() > 2)
+            {
                 let code = if let Some(v) = t.strip_prefix("--split-string=") {
                     Some(v.to_string())
                 } else if let Some(v) = t.strip_prefix("-S").filter(|v| !v.is_empty()) {
@@ -605,7 +992,11 @@ impl Analyzer<'_> {
                 } else {
                     args.get(i + 1).map(|w| w.text.clone())
                 };
-                let rest = if t == "-S" || t == "--split-string" { i + 2 } else { i + 1 };
+                let rest = if t == "-S" || t == "--split-string" {
+                    i + 2
+                } else {
+                    i + 1
+                };
                 let mut code = code.unwrap_or_default();
                 for w in args.iter().skip(rest) {
                     code.push(' ');
@@ -618,13 +1009,19 @@ impl Analyzer<'_> {
             }
             if matches!(t, "-u" | "--unset" | "-C" | "--chdir") {
                 if matches!(t, "-C" | "--chdir") {
-                    cwd = args.get(i + 1).and_then(|d| (!d.dynamic).then(|| self.absolute(&d.text, cwd.as_deref())).flatten());
+                    cwd = args.get(i + 1).and_then(|d| {
+                        (!d.dynamic)
+                            .then(|| self.absolute(&d.text, cwd.as_deref()))
+                            .flatten()
+                    });
                 }
                 i += 2;
                 continue;
             }
             if let Some(d) = t.strip_prefix("--chdir=") {
-                cwd = (!a.dynamic).then(|| self.absolute(d, cwd.as_deref())).flatten();
+                cwd = (!a.dynamic)
+                    .then(|| self.absolute(d, cwd.as_deref()))
+                    .flatten();
                 i += 1;
                 continue;
             }
@@ -636,7 +1033,10 @@ impl Analyzer<'_> {
                 && !k.is_empty()
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
-                let w = Word { text: v.to_string(), ..a.clone() };
+                let w = Word {
+                    text: v.to_string(),
+                    ..a.clone()
+                };
                 self.check_assignment(k, &w, false);
                 env.push((k.to_string(), w));
                 i += 1;
@@ -696,14 +1096,22 @@ impl Analyzer<'_> {
             let t = a.text.as_str();
             t.starts_with('-') && !t.starts_with("--") && t.contains('n') && !t.contains('i')
         });
-        let info = args[..i].iter().any(|a| a.text == "--version" || a.text == "--help");
+        let info = args[..i]
+            .iter()
+            .any(|a| a.text == "--version" || a.text == "--help");
         if noexec || info {
             // Parses or prints, runs nothing.
             return Output::From(name);
         }
         if has_c {
             let Some(code) = args.get(i) else {
-                self.flag("gate.parse-error", Decision::Review, Risk::Medium, "a shell was given -c without code", &inv.display());
+                self.flag(
+                    "gate.parse-error",
+                    Decision::Review,
+                    Risk::Medium,
+                    "a shell was given -c without code",
+                    &inv.display(),
+                );
                 return Output::From(name);
             };
             if code.dynamic {
@@ -725,7 +1133,12 @@ impl Analyzer<'_> {
         }
         if !read_stdin && let Some(script) = args.get(i) {
             if script.text.starts_with(UNKNOWN) && script.text.contains("<(") {
-                let producer = script.text.trim_start_matches(UNKNOWN).trim_start_matches("<(").trim_end_matches(')').to_string();
+                let producer = script
+                    .text
+                    .trim_start_matches(UNKNOWN)
+                    .trim_start_matches("<(")
+                    .trim_end_matches(')')
+                    .to_string();
                 self.code_from(&producer, &name);
             } else {
                 self.flag(
@@ -792,7 +1205,14 @@ impl Analyzer<'_> {
         }
     }
 
-    fn interpreter(&mut self, inv: Invocation, name: &str, code_flags: &[&str], stdin: &Stdin, _scope: &mut Scope) -> Output {
+    fn interpreter(
+        &mut self,
+        inv: Invocation,
+        name: &str,
+        code_flags: &[&str],
+        stdin: &Stdin,
+        _scope: &mut Scope,
+    ) -> Output {
         let mut code: Option<&Word> = None;
         let mut script_or_module = false;
         let mut i = 0;
@@ -811,14 +1231,22 @@ impl Analyzer<'_> {
                 break;
             }
             // perl -ne / -pe / -le: bundled with e last.
-            if name == "perl" && t.starts_with('-') && !t.starts_with("--") && (t.ends_with('e') || t.ends_with('E')) {
+            if name == "perl"
+                && t.starts_with('-')
+                && !t.starts_with("--")
+                && (t.ends_with('e') || t.ends_with('E'))
+            {
                 code = args.get(i + 1);
                 break;
             }
             if t == "-m" || t == "-" || !t.starts_with('-') {
                 script_or_module = t != "-";
                 if t.starts_with(UNKNOWN) && t.contains("<(") {
-                    let producer = t.trim_start_matches(UNKNOWN).trim_start_matches("<(").trim_end_matches(')').to_string();
+                    let producer = t
+                        .trim_start_matches(UNKNOWN)
+                        .trim_start_matches("<(")
+                        .trim_end_matches(')')
+                        .to_string();
                     self.code_from(&producer, name);
                 }
                 break;
@@ -903,7 +1331,10 @@ impl Analyzer<'_> {
                 continue;
             }
             // Attached short values: `-c'DROP…'`, `-e"…"`.
-            if let Some(flag) = inline_flags.iter().find(|f| f.len() == 2 && t.starts_with(**f) && t.len() > 2) {
+            if let Some(flag) = inline_flags
+                .iter()
+                .find(|f| f.len() == 2 && t.starts_with(**f) && t.len() > 2)
+            {
                 texts.push((t[flag.len()..].to_string(), a.dynamic));
                 i += 1;
                 continue;
@@ -1014,13 +1445,30 @@ impl Analyzer<'_> {
                 a.text.strip_prefix("--eval=")
             };
             if let Some(code) = code {
-                let destructive = ["drop", "delete", "remove(", "updateMany", "replaceOne", "update(", "renameCollection", "shutdownServer"]
-                    .iter()
-                    .any(|k| code.contains(k));
+                let destructive = [
+                    "drop",
+                    "delete",
+                    "remove(",
+                    "updateMany",
+                    "replaceOne",
+                    "update(",
+                    "renameCollection",
+                    "shutdownServer",
+                ]
+                .iter()
+                .any(|k| code.contains(k));
                 self.flag(
-                    if destructive { "sql.destructive" } else { "gate.inline-code" },
+                    if destructive {
+                        "sql.destructive"
+                    } else {
+                        "gate.inline-code"
+                    },
                     Decision::Review,
-                    if destructive { Risk::Critical } else { Risk::Medium },
+                    if destructive {
+                        Risk::Critical
+                    } else {
+                        Risk::Medium
+                    },
                     if destructive {
                         "runs a destructive MongoDB operation"
                     } else {
@@ -1036,7 +1484,12 @@ impl Analyzer<'_> {
     fn git(&mut self, inv: &Invocation, _scope: &mut Scope, _depth: usize) {
         for a in &inv.args {
             let t = a.text.to_ascii_lowercase();
-            if t.starts_with("--upload-pack") || t.starts_with("--receive-pack") || t.starts_with("--exec=") || t.starts_with("--exec-path=") || t == "--exec" {
+            if t.starts_with("--upload-pack")
+                || t.starts_with("--receive-pack")
+                || t.starts_with("--exec=")
+                || t.starts_with("--exec-path=")
+                || t == "--exec"
+            {
                 self.flag(
                     "git.exec-option",
                     Decision::Review,
@@ -1067,13 +1520,17 @@ impl Analyzer<'_> {
                 explicit = true;
             }
             if t == "-f" || t.starts_with("--file") {
-                self.flag("gate.script-file", Decision::Review, Risk::Medium, "runs a sed script file; the gate cannot see it", &inv.display());
+                self.flag(
+                    "gate.script-file",
+                    Decision::Review,
+                    Risk::Medium,
+                    "runs a sed script file; the gate cannot see it",
+                    &inv.display(),
+                );
             }
             i += 1;
         }
-        if !explicit
-            && let Some(w) = inv.args.iter().find(|a| !a.text.starts_with('-'))
-        {
+        if !explicit && let Some(w) = inv.args.iter().find(|a| !a.text.starts_with('-')) {
             scripts.push(w);
         }
         for s in scripts {
@@ -1095,7 +1552,13 @@ impl Analyzer<'_> {
         while i < inv.args.len() {
             let t = inv.args[i].text.as_str();
             if t == "-f" || t.starts_with("--file") {
-                self.flag("gate.script-file", Decision::Review, Risk::Medium, "runs an awk program file; the gate cannot see it", &inv.display());
+                self.flag(
+                    "gate.script-file",
+                    Decision::Review,
+                    Risk::Medium,
+                    "runs an awk program file; the gate cannot see it",
+                    &inv.display(),
+                );
                 return;
             }
             if matches!(t, "-v" | "-F" | "--assign" | "--field-separator") {
@@ -1111,8 +1574,9 @@ impl Analyzer<'_> {
         }
         if let Some(p) = program {
             let t = &p.text;
-            let runs = t.contains("system") || t.contains('|') || t.contains("getline");
-            let writes = t.contains("print") && t.contains('>');
+            let runs =
+                t.contains("system") || t.contains('|') || t.contains("getline") || t.contains('@');
+            let writes = awk_print_redirects(t);
             if p.dynamic || runs || writes {
                 self.flag(
                     "gate.awk-exec",
@@ -1126,7 +1590,25 @@ impl Analyzer<'_> {
     }
 
     fn xargs(&mut self, inv: Invocation, stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
-        const VALUE: &[&str] = &["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--arg-file", "--delimiter", "--eof", "--replace", "--max-lines", "--max-args", "--max-procs", "--max-chars", "--process-slot-var"];
+        const VALUE: &[&str] = &[
+            "-a",
+            "-d",
+            "-E",
+            "-I",
+            "-L",
+            "-n",
+            "-P",
+            "-s",
+            "--arg-file",
+            "--delimiter",
+            "--eof",
+            "--replace",
+            "--max-lines",
+            "--max-args",
+            "--max-procs",
+            "--max-chars",
+            "--process-slot-var",
+        ];
         let args = &inv.args;
         let mut replace: Option<String> = None;
         let mut i = 0;
@@ -1177,7 +1659,11 @@ impl Analyzer<'_> {
         };
         match &replace {
             Some(r) if items.as_ref().is_some_and(|i| i.len() == 1) => {
-                let item = items.as_ref().and_then(|i| i.first()).map(|w| w.text.clone()).unwrap_or_default();
+                let item = items
+                    .as_ref()
+                    .and_then(|i| i.first())
+                    .map(|w| w.text.clone())
+                    .unwrap_or_default();
                 for w in rest.iter_mut() {
                     w.text = w.text.replace(r.as_str(), &item);
                 }
@@ -1196,7 +1682,16 @@ impl Analyzer<'_> {
             },
         }
         inner.args = rest;
-        self.rerun(inner, args[i].clone(), &Stdin::Unknown { producer: producer.into() }, scope, depth, "xargs")
+        self.rerun(
+            inner,
+            args[i].clone(),
+            &Stdin::Unknown {
+                producer: producer.into(),
+            },
+            scope,
+            depth,
+            "xargs",
+        )
     }
 
     fn find(&mut self, inv: Invocation, stdin: &Stdin, scope: &mut Scope, depth: usize) -> Output {
@@ -1236,8 +1731,7 @@ impl Analyzer<'_> {
                         inner.cwd = None;
                     }
                     let mut sub = scope.clone();
-                    self.rerun(inner, first, stdin, &mut sub, depth, "find")
-                        ;
+                    self.rerun(inner, first, stdin, &mut sub, depth, "find");
                 }
                 i = j + 1;
                 continue;
@@ -1280,7 +1774,10 @@ impl Analyzer<'_> {
     }
 
     fn ssh(&mut self, inv: Invocation, scope: &mut Scope, depth: usize) -> Output {
-        const VALUE: &[&str] = &["-b", "-c", "-D", "-E", "-e", "-F", "-I", "-i", "-J", "-L", "-l", "-m", "-O", "-o", "-p", "-Q", "-R", "-S", "-W", "-w", "-B", "-P"];
+        const VALUE: &[&str] = &[
+            "-b", "-c", "-D", "-E", "-e", "-F", "-I", "-i", "-J", "-L", "-l", "-m", "-O", "-o",
+            "-p", "-Q", "-R", "-S", "-W", "-w", "-B", "-P",
+        ];
         let mut i = 0;
         let mut host_seen = false;
         while i < inv.args.len() {
@@ -1302,7 +1799,10 @@ impl Analyzer<'_> {
         }
         if i < inv.args.len() {
             let code = join(&inv.args[i..]);
-            let mut sub = Scope { cwd: None, vars: Vec::new() };
+            let mut sub = Scope {
+                cwd: None,
+                vars: Vec::new(),
+            };
             let via = self.via_plus(&inv, "ssh");
             self.script(&code, &mut sub, depth + 1, &via);
         }
@@ -1380,6 +1880,20 @@ fn join(words: &[Word]) -> String {
         s.push_str(&w.text);
     }
     s
+}
+
+/// Whether an awk program redirects a `print`/`printf` into a file.
+fn awk_print_redirects(program: &str) -> bool {
+    let mut rest = program;
+    while let Some(i) = rest.find("print") {
+        let after = &rest[i + 5..];
+        let end = after.find([';', '}', '\n']).unwrap_or(after.len());
+        if after[..end].contains('>') {
+            return true;
+        }
+        rest = after;
+    }
+    false
 }
 
 /// Whether a sed script uses a command that runs programs or touches other

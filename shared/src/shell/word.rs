@@ -372,68 +372,86 @@ pub fn expand_braces(raw: &str, limit: usize) -> Option<Vec<String>> {
     if !raw.contains('{') || !raw.contains('}') {
         return None;
     }
-    let out = expand(raw, limit)?;
-    if out.len() == 1 && out[0] == raw {
-        return None;
+    match expand(raw, limit, 0) {
+        Ok(out) if out.len() == 1 && out[0] == raw => None,
+        Ok(out) => Some(out),
+        Err(()) => Some(Vec::new()),
     }
-    Some(out)
 }
 
-fn expand(s: &str, limit: usize) -> Option<Vec<String>> {
+/// Expands the first brace group, then the alternatives and the rest on their
+/// own, so the size of the product is known before it is built. `Err` means
+/// more than `limit` words (or nesting deeper than the gate follows).
+fn expand(s: &str, limit: usize, depth: usize) -> Result<Vec<String>, ()> {
+    if depth > 32 {
+        return Err(());
+    }
     let bytes = s.as_bytes();
-    // Find the first `{` that has a matching `}` with a top-level `,` or `..`.
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'{' {
-            let mut depth = 0;
-            let mut commas = Vec::new();
-            let mut end = None;
-            for (j, &b) in bytes.iter().enumerate().skip(i) {
-                match b {
-                    b'{' => depth += 1,
-                    b'}' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            end = Some(j);
-                            break;
-                        }
-                    }
-                    b',' if depth == 1 => commas.push(j),
-                    _ => {}
-                }
-            }
-            let Some(end) = end else { break };
-            let prefix = &s[..i];
-            let suffix = &s[end + 1..];
-            let body = &s[i + 1..end];
-            let alts: Vec<String> = if !commas.is_empty() {
-                let mut alts = Vec::new();
-                let mut start = i + 1;
-                for c in commas.iter().copied().chain(std::iter::once(end)) {
-                    alts.push(s[start..c].to_string());
-                    start = c + 1;
-                }
-                alts
-            } else if let Some(seq) = sequence(body, limit) {
-                seq
-            } else {
-                i += 1;
-                continue;
-            };
-            let mut out = Vec::new();
-            for alt in alts {
-                for tail in expand(&format!("{alt}{suffix}"), limit)? {
-                    out.push(format!("{prefix}{tail}"));
-                    if out.len() > limit {
-                        return Some(Vec::new());
-                    }
-                }
-            }
-            return Some(out);
+        if bytes[i] != b'{' {
+            i += 1;
+            continue;
         }
-        i += 1;
+        let mut level = 0;
+        let mut commas = Vec::new();
+        let mut end = None;
+        for (j, &b) in bytes.iter().enumerate().skip(i) {
+            match b {
+                b'{' => level += 1,
+                b'}' => {
+                    level -= 1;
+                    if level == 0 {
+                        end = Some(j);
+                        break;
+                    }
+                }
+                b',' if level == 1 => commas.push(j),
+                _ => {}
+            }
+        }
+        let Some(end) = end else { break };
+        let prefix = &s[..i];
+        let suffix = &s[end + 1..];
+        let body = &s[i + 1..end];
+        let alts: Vec<String> = if !commas.is_empty() {
+            let mut alts = Vec::new();
+            let mut start = i + 1;
+            for c in commas.iter().copied().chain(std::iter::once(end)) {
+                alts.push(s[start..c].to_string());
+                start = c + 1;
+            }
+            alts
+        } else {
+            match sequence(body, limit) {
+                Some(seq) if seq.is_empty() => return Err(()),
+                Some(seq) => seq,
+                None => {
+                    i += 1;
+                    continue;
+                }
+            }
+        };
+        let mut heads = Vec::new();
+        for alt in &alts {
+            heads.extend(expand(alt, limit, depth + 1)?);
+            if heads.len() > limit {
+                return Err(());
+            }
+        }
+        let tails = expand(suffix, limit, depth + 1)?;
+        if heads.len().saturating_mul(tails.len()) > limit {
+            return Err(());
+        }
+        let mut out = Vec::with_capacity(heads.len() * tails.len());
+        for h in &heads {
+            for t in &tails {
+                out.push(format!("{prefix}{h}{t}"));
+            }
+        }
+        return Ok(out);
     }
-    Some(vec![s.to_string()])
+    Ok(vec![s.to_string()])
 }
 
 fn sequence(body: &str, limit: usize) -> Option<Vec<String>> {
@@ -542,9 +560,20 @@ mod tests {
             expand_braces("/{etc,usr}/x", 10).unwrap(),
             vec!["/etc/x", "/usr/x"]
         );
-        assert_eq!(expand_braces("{rm,-rf,/}", 10).unwrap(), vec!["rm", "-rf", "/"]);
-        assert_eq!(expand_braces("f{1..3}", 10).unwrap(), vec!["f1", "f2", "f3"]);
-        assert_eq!(expand_braces("{a,b}{c,d}", 2).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            expand_braces("{rm,-rf,/}", 10).unwrap(),
+            vec!["rm", "-rf", "/"]
+        );
+        assert_eq!(
+            expand_braces("f{1..3}", 10).unwrap(),
+            vec!["f1", "f2", "f3"]
+        );
+        assert_eq!(
+            expand_braces("{a,b}{c,d}", 2).unwrap(),
+            Vec::<String>::new()
+        );
         assert!(expand_braces("{}", 10).is_none());
+        let many = "{a,b}".repeat(19);
+        assert_eq!(expand_braces(&many, 256).unwrap(), Vec::<String>::new());
     }
 }

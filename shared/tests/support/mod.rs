@@ -107,7 +107,10 @@ pub fn own_corpus() -> Vec<Case> {
     files.sort();
     let mut all = Vec::new();
     for f in files {
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         all.extend(parse(&text, &name).unwrap_or_else(|e| panic!("{e}")));
     }
