@@ -95,7 +95,13 @@ fn write_explanation(out: &mut dyn Write, line: &str, v: &Verdict) -> Result<()>
     writeln!(out, "decision: {} ({} risk)", v.decision, v.risk)?;
     for h in &v.hits {
         let mark = if h.decision == v.decision { "*" } else { " " };
-        writeln!(out, " {mark} {:<6} {:<8} {}", h.decision.as_str(), h.risk.as_str(), h.rule)?;
+        writeln!(
+            out,
+            " {mark} {:<6} {:<8} {}",
+            h.decision.as_str(),
+            h.risk.as_str(),
+            h.rule
+        )?;
         if !h.part.is_empty() {
             writeln!(out, "       on:  {}", h.part)?;
         }
@@ -151,7 +157,11 @@ pub fn exec(argv: &[String], policy: Option<&Path>) -> ExitCode {
         Outcome::Run => {
             let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
             eprintln!("holdpoint: cannot run {}: {err}", argv[0]);
-            code(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+            code(if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
         }
         Outcome::Refuse { code: c, message } => {
             eprintln!("{message}");
@@ -180,7 +190,11 @@ pub fn sh(args: &[String], policy: Option<&Path>) -> ExitCode {
             i += 1;
             break;
         }
-        if a.starts_with('-') && a.len() > 1 && !a.starts_with("--") && a[1..].bytes().all(|b| b.is_ascii_alphabetic()) {
+        if a.starts_with('-')
+            && a.len() > 1
+            && !a.starts_with("--")
+            && a[1..].bytes().all(|b| b.is_ascii_alphabetic())
+        {
             has_c |= a.contains('c');
             flags.push(a.clone());
             i += 1;
@@ -329,7 +343,11 @@ pub fn claude_code(policy: Option<&Path>) -> ExitCode {
     };
     let policy = match config::load_policy(policy) {
         Ok(p) => p,
-        Err(e) => return hook_refuse(&format!("the policy does not load ({e:#}); refusing the tool call")),
+        Err(e) => {
+            return hook_refuse(&format!(
+                "the policy does not load ({e:#}); refusing the tool call"
+            ));
+        }
     };
     let mut ctx = Context::from_process();
     if let Some(cwd) = input.cwd.filter(|c| c.starts_with('/')) {
@@ -339,7 +357,10 @@ pub fn claude_code(policy: Option<&Path>) -> ExitCode {
     match outcome {
         Outcome::Run => hook_answer(
             true,
-            format!("holdpoint: allowed ({})", verdict.deciding_rules().join(", ")),
+            format!(
+                "holdpoint: allowed ({})",
+                verdict.deciding_rules().join(", ")
+            ),
         ),
         Outcome::Refuse { message, .. } => hook_answer(false, message),
     }

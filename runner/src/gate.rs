@@ -57,7 +57,11 @@ pub fn shell_join<S: AsRef<str>>(words: &[S]) -> String {
         let w = w.as_ref();
         let plain = !w.is_empty()
             && w.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':' | b'=' | b'@' | b'%' | b'+' | b',')
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'_' | b'-' | b'.' | b'/' | b':' | b'=' | b'@' | b'%' | b'+' | b','
+                    )
             });
         if plain {
             out.push_str(w);
@@ -77,7 +81,10 @@ mod tests {
     #[test]
     fn join_quotes_what_needs_quoting() {
         assert_eq!(shell_join(&["git", "push", "--force"]), "git push --force");
-        assert_eq!(shell_join(&["echo", "a b", "it's", ""]), "echo 'a b' 'it'\\''s' ''");
+        assert_eq!(
+            shell_join(&["echo", "a b", "it's", ""]),
+            "echo 'a b' 'it'\\''s' ''"
+        );
         assert_eq!(shell_join(&["echo", "$(rm -rf /)"]), "echo '$(rm -rf /)'");
     }
 }

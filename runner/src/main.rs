@@ -18,7 +18,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "holdpoint", version, about = "An approval gate for the commands autonomous agents run")]
+#[command(
+    name = "holdpoint",
+    version,
+    about = "An approval gate for the commands autonomous agents run"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -69,7 +69,10 @@ fn exists(p: &Path) -> bool {
 #[test]
 fn check_reads_lines_and_writes_one_json_object_per_line() {
     let sb = Sandbox::new("check-json");
-    let out = sb.run(&["check"], "git status\ngit push origin main --force\n\ncat ~/.ssh/id_rsa\n");
+    let out = sb.run(
+        &["check"],
+        "git status\ngit push origin main --force\n\ncat ~/.ssh/id_rsa\n",
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -81,14 +84,26 @@ fn check_reads_lines_and_writes_one_json_object_per_line() {
     assert_eq!(lines[1]["decision"], "review");
     assert_eq!(lines[1]["risk"], "high");
     assert_eq!(lines[1]["rules"][0], "git.push.force");
-    assert!(lines[1]["reasons"][0].as_str().unwrap().contains("overwrites"));
+    assert!(
+        lines[1]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("overwrites")
+    );
     assert_eq!(lines[2]["decision"], "deny");
 }
 
 #[test]
 fn check_explain_shows_which_part_hit_which_rule() {
     let sb = Sandbox::new("explain");
-    let out = sb.run(&["check", "--explain", "ls -la && rm -rf /var/backups/x.sql.gz"], "");
+    let out = sb.run(
+        &[
+            "check",
+            "--explain",
+            "ls -la && rm -rf /var/backups/x.sql.gz",
+        ],
+        "",
+    );
     let s = text(&out.stdout);
     assert!(s.contains("decision: review (critical risk)"), "{s}");
     assert!(s.contains("files.delete.backup"), "{s}");
@@ -104,7 +119,11 @@ fn exec_runs_an_allowed_command_with_its_output_and_exit_code() {
     assert_eq!(text(&out.stdout), "hello world\n");
     assert!(out.status.success());
     let out = sb.run(&["exec", "--", "ls", "does-not-exist"], "");
-    assert_eq!(out.status.code(), Some(2), "ls's own exit code passes through");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "ls's own exit code passes through"
+    );
 }
 
 #[test]
@@ -137,7 +156,10 @@ fn force_push_is_refused_until_a_bot_exists_and_never_runs() {
 #[test]
 fn sh_runs_allowed_scripts_with_positional_arguments_and_exit_codes() {
     let sb = Sandbox::new("sh-ok");
-    let out = sb.run(&["sh", "-c", "echo \"$1-$2\"; exit 7", "name", "a", "b"], "");
+    let out = sb.run(
+        &["sh", "-c", "echo \"$1-$2\"; exit 7", "name", "a", "b"],
+        "",
+    );
     assert_eq!(text(&out.stdout), "a-b\n");
     assert_eq!(out.status.code(), Some(7));
 }
@@ -153,7 +175,11 @@ fn holdpoint_works_as_an_agents_shell() {
     assert_eq!(out.status.code(), Some(126));
     assert!(sb.home().exists());
     let out = sb.run(&["sh"], "");
-    assert_eq!(out.status.code(), Some(125), "an interactive shell is refused");
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "an interactive shell is refused"
+    );
 }
 
 #[test]
@@ -203,7 +229,9 @@ fn claude_code_hook_allows_harmless_and_denies_risky_commands() {
     assert_eq!(code, Some(0));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["hookSpecificOutput"]["permissionDecision"], "deny");
-    let reason = v["hookSpecificOutput"]["permissionDecisionReason"].as_str().unwrap();
+    let reason = v["hookSpecificOutput"]["permissionDecisionReason"]
+        .as_str()
+        .unwrap();
     assert!(reason.contains("git.reset.hard"), "{reason}");
 }
 
@@ -277,7 +305,10 @@ subcommand = ["push"]
 "#,
     )
     .unwrap();
-    let out = sb.run(&["check"], "terraform apply\nmake deploy\ngit push --force\n");
+    let out = sb.run(
+        &["check"],
+        "terraform apply\nmake deploy\ngit push --force\n",
+    );
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -319,7 +350,10 @@ examples.match = ["printf hi"]
     let out = sb.run(&["policy", "test", file.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("rule `team.echo` should match `printf hi`"), "{err}");
+    assert!(
+        err.contains("rule `team.echo` should match `printf hi`"),
+        "{err}"
+    );
 
     let marker = sb.project().join("ran");
     let mut c = sb.cmd(&["exec", "--", "touch", marker.to_str().unwrap()]);
@@ -343,7 +377,10 @@ fn unknown_fields_and_bad_toml_are_clear_errors() {
     let err = text(&out.stderr);
     assert!(err.contains("any_flagz"), "{err}");
     let mut c = sb.cmd(&["check", "ls"]);
-    let out = c.env("HOLDPOINT_POLICY", sb.root.join("missing.toml")).output().unwrap();
+    let out = c
+        .env("HOLDPOINT_POLICY", sb.root.join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(124));
     assert!(text(&out.stderr).contains("cannot read policy file"));
 }
@@ -352,6 +389,11 @@ fn unknown_fields_and_bad_toml_are_clear_errors() {
 fn the_builtin_policy_passes_its_own_examples() {
     let sb = Sandbox::new("policy-test");
     let out = sb.run(&["policy", "test"], "");
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).starts_with("ok: "));
 }
