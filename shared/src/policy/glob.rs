@@ -14,6 +14,14 @@ pub struct Glob {
     path: bool,
     /// For path patterns ending in `/**`: the directory itself.
     dir_itself: Option<String>,
+    /// Literal text every match starts with and ends with: a cheap test
+    /// before the automaton runs.
+    prefix: String,
+    suffix: String,
+    /// The pattern has no wildcard: plain string equality.
+    exact: bool,
+    /// The longest literal run inside the pattern, which every match contains.
+    core: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,12 +103,50 @@ impl Glob {
         let dir_itself =
             (path && src.ends_with("/**") && !src[..src.len() - 3].contains(['*', '?', '[']))
                 .then(|| src[..src.len() - 3].to_string());
+        let prefix: String = tokens
+            .iter()
+            .map_while(|t| match t {
+                Tok::Lit(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        let exact = prefix.chars().count() == tokens.len();
+        let mut suffix: Vec<char> = tokens
+            .iter()
+            .rev()
+            .map_while(|t| match t {
+                Tok::Lit(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        suffix.reverse();
+        let suffix = if exact { String::new() } else { suffix.into_iter().collect() };
+        let mut core = String::new();
+        let mut run = String::new();
+        for t in &tokens {
+            match t {
+                Tok::Lit(c) => run.push(*c),
+                _ => {
+                    if run.len() > core.len() {
+                        core = std::mem::take(&mut run);
+                    }
+                    run.clear();
+                }
+            }
+        }
+        if run.len() > core.len() {
+            core = run;
+        }
         Ok(Glob {
             source: pattern.to_string(),
             tokens,
             nocase,
             path,
             dir_itself,
+            prefix,
+            suffix,
+            exact,
+            core,
         })
     }
 
@@ -135,6 +181,20 @@ impl Glob {
             && text == d
         {
             return true;
+        }
+        if self.exact {
+            return text == self.prefix;
+        }
+        if text.len() < self.prefix.len() + self.suffix.len()
+            || !text.ends_with(self.suffix.as_str())
+            || !text.starts_with(self.prefix.as_str())
+            || (self.core.len() > self.prefix.len().max(self.suffix.len())
+                && !text.contains(self.core.as_str()))
+        {
+            return false;
+        }
+        if self.tokens.len() < 128 {
+            return matches_small(&self.tokens, text, self.path);
         }
         let chars: Vec<char> = text.chars().collect();
         matches_at(&self.tokens, &chars, self.path)
@@ -182,6 +242,60 @@ fn matches_at(toks: &[Tok], text: &[char], path: bool) -> bool {
         std::mem::swap(&mut cur, &mut next);
     }
     cur[m]
+}
+
+/// The same automaton with the states in one 128-bit word: no allocation.
+fn matches_small(toks: &[Tok], text: &str, path: bool) -> bool {
+    let m = toks.len();
+    let close = |mut st: u128| {
+        for (i, t) in toks.iter().enumerate() {
+            if st & (1 << i) != 0 && matches!(t, Tok::Star | Tok::DoubleStar) {
+                st |= 1 << (i + 1);
+            }
+        }
+        st
+    };
+    let mut cur: u128 = close(1);
+    for c in text.chars() {
+        let mut next: u128 = 0;
+        let mut bits = cur;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if i >= m {
+                continue;
+            }
+            match &toks[i] {
+                Tok::Lit(x) => {
+                    if *x == c {
+                        next |= 1 << (i + 1);
+                    }
+                }
+                Tok::Any => {
+                    if !(path && c == '/') {
+                        next |= 1 << (i + 1);
+                    }
+                }
+                Tok::Class { negated, items } => {
+                    let inside = items.iter().any(|&(a, b)| a <= c && c <= b);
+                    if inside != *negated && !(path && c == '/') {
+                        next |= 1 << (i + 1);
+                    }
+                }
+                Tok::Star => {
+                    if !(path && c == '/') {
+                        next |= 1 << i;
+                    }
+                }
+                Tok::DoubleStar => next |= 1 << i,
+            }
+        }
+        if next == 0 {
+            return false;
+        }
+        cur = close(next);
+    }
+    cur & (1 << m) != 0
 }
 
 /// A star can match nothing: being before it means being after it too.

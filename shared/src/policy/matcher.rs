@@ -15,6 +15,9 @@ pub struct ParsedArgs {
     pub positionals: Vec<usize>,
     /// Some word is wholly unknown and could be any flag.
     pub unknown_word: bool,
+    /// Path candidates of the whole invocation (no subcommand skipped),
+    /// resolved once and shared by every rule.
+    all_paths: std::cell::OnceCell<Vec<Cand>>,
 }
 
 impl ParsedArgs {
@@ -103,6 +106,7 @@ impl ParsedArgs {
             flags,
             positionals,
             unknown_word,
+            all_paths: std::cell::OnceCell::new(),
         }
     }
 }
@@ -114,9 +118,8 @@ pub(super) struct PathSet {
 }
 
 impl PathSet {
-    fn matches(&self, abs: &str, home: &str) -> bool {
-        let tilde = home_form(abs, home);
-        let hit = |g: &Glob| g.matches(abs) || tilde.as_deref().is_some_and(|t| g.matches(t));
+    fn matches(&self, abs: &str, tilde: Option<&str>) -> bool {
+        let hit = |g: &Glob| g.matches(abs) || tilde.is_some_and(|t| g.matches(t));
         self.include.iter().any(hit) && !self.exclude.iter().any(hit)
     }
 
@@ -138,6 +141,44 @@ impl PathSet {
             .any(|g| forms.iter().any(|f| g.matches(f)));
         included && !excluded
     }
+}
+
+/// Matches one path component against a pattern with `*`, `?` and `[…]`
+/// (classes taken as any one character), by dynamic programming: quadratic
+/// at worst, never exponential, and without building a [`Glob`].
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let mut toks = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        if p[i] == '['
+            && let Some(end) = p[i + 1..].iter().position(|&c| c == ']')
+        {
+            toks.push('?');
+            i += end + 2;
+            continue;
+        }
+        toks.push(p[i]);
+        i += 1;
+    }
+    let mut row = vec![false; t.len() + 1];
+    row[0] = true;
+    for &pc in &toks {
+        let mut next = vec![false; t.len() + 1];
+        if pc == '*' {
+            next[0] = row[0];
+            for j in 1..=t.len() {
+                next[j] = next[j - 1] || row[j];
+            }
+        } else {
+            for j in 1..=t.len() {
+                next[j] = row[j - 1] && (pc == '?' || pc == t[j - 1]);
+            }
+        }
+        row = next;
+    }
+    row[t.len()]
 }
 
 fn has_wildcard(s: &str) -> bool {
@@ -191,11 +232,11 @@ fn components_meet(w: &[&str], r: &[&str], anywhere: bool) -> bool {
             let bare = !wc.chars().any(|c| !matches!(c, '*' | '?' | '.'));
             let meet = match (has_wildcard(wc), has_wildcard(rc)) {
                 (false, false) => wc == rc,
-                (false, true) => Glob::new(rc, true, false).is_ok_and(|g| g.matches(wc)),
+                (false, true) => wildcard_match(rc, wc),
                 (true, false) => {
                     !(anywhere && bare)
                         && !(rc.starts_with('.') && !wc.starts_with('.'))
-                        && Glob::new(wc, true, false).is_ok_and(|g| g.matches(rc))
+                        && wildcard_match(wc, rc)
                 }
                 // Two patterns: for rules about any directory, the word must
                 // pin down its ending (`*.pem`), not leave it open (`py*`).
@@ -402,14 +443,20 @@ impl Matcher {
             }
         }
         if self.any_path.is_some() || self.paths.is_some() || self.dynamic_path {
-            let cands = path_candidates(inv, p, rest);
+            let owned;
+            let cands: &[Cand] = if skip == 0 {
+                p.all_paths.get_or_init(|| path_candidates(inv, p, rest, &ctx.home))
+            } else {
+                owned = path_candidates(inv, p, rest, &ctx.home);
+                &owned
+            };
             if let Some(set) = &self.any_path {
                 let strict = self.strict;
                 let hit = cands.iter().any(|c| {
                     !c.dynamic
-                        && resolve(&c.text, inv.cwd.as_deref()).is_some_and(|abs| {
-                            set.matches(&abs, &ctx.home)
-                                || (strict && c.glob && set.may_match(&abs, &ctx.home))
+                        && c.abs.as_deref().is_some_and(|abs| {
+                            set.matches(abs, c.tilde.as_deref())
+                                || (strict && c.glob && set.may_match(abs, &ctx.home))
                         })
                 });
                 if !hit {
@@ -430,13 +477,11 @@ impl Matcher {
                     let outside = none_named
                         || cands.iter().any(|c| {
                             c.dynamic
-                                || match resolve(&c.text, inv.cwd.as_deref()) {
+                                || match c.abs.as_deref() {
                                     Some(abs) if scope == PathScope::OutsideTemp => {
-                                        !temp.iter().any(|t| is_within(&abs, t) && abs != *t)
+                                        !temp.iter().any(|t| is_within(abs, t) && abs != *t)
                                     }
-                                    Some(abs) => {
-                                        !inside(&abs, inv.cwd.as_deref(), ctx, tree_inside)
-                                    }
+                                    Some(abs) => !inside(abs, inv.cwd.as_deref(), ctx, tree_inside),
                                     None => true,
                                 }
                         });
@@ -448,8 +493,7 @@ impl Matcher {
                     let all_inside = !cands.is_empty()
                         && cands.iter().all(|c| {
                             !c.dynamic
-                                && resolve(&c.text, inv.cwd.as_deref())
-                                    .is_some_and(|abs| inside(&abs, inv.cwd.as_deref(), ctx, true))
+                                && c.abs.as_deref().is_some_and(|abs| inside(abs, inv.cwd.as_deref(), ctx, true))
                         });
                     if !all_inside {
                         return false;
@@ -488,21 +532,27 @@ fn resolve(text: &str, cwd: Option<&str>) -> Option<String> {
 /// The words that may name files: positionals after the subcommand, values
 /// after `=` in positionals (`of=/dev/sda`), `@file` values, and, for scope
 /// checks, flag values that look like paths.
-/// A word that may name a file: its text, whether it is unknown, and
-/// whether it is an unquoted glob pattern.
+/// A word that may name a file: whether it is unknown, whether it is an
+/// unquoted glob pattern, and its resolved absolute and `~/` forms.
+#[derive(Debug)]
 struct Cand {
-    text: String,
     dynamic: bool,
     glob: bool,
+    abs: Option<String>,
+    tilde: Option<String>,
 }
 
-fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize]) -> Vec<Cand> {
+fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize], home: &str) -> Vec<Cand> {
     let mut out = Vec::new();
+    let cwd = inv.cwd.as_deref();
     let mut push = |text: &str, w: &crate::shell::Word| {
+        let abs = if w.dynamic { None } else { resolve(text, cwd) };
+        let tilde = abs.as_deref().and_then(|a| home_form(a, home));
         out.push(Cand {
-            text: text.to_string(),
             dynamic: w.dynamic,
             glob: w.glob,
+            abs,
+            tilde,
         })
     };
     for &i in rest {

@@ -19,9 +19,44 @@ pub use glob::Glob;
 use matcher::{Matcher, ParsedArgs};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
+
+/// FNV-1a: program names are short and trusted (they come from policies),
+/// so a fast non-cryptographic hash is right; building the index at every
+/// start is on the hot path.
+#[derive(Default)]
+struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Fnv = BuildHasherDefault<FnvHasher>;
 
 /// The built-in default policy, compiled into the binary.
 pub const BUILTIN_POLICY: &str = include_str!("default.toml");
+
+// The same policy, indexed by the build script: ids and programs as Rust
+// data, each rule and program spec as JSON parsed on first use.
+include!(concat!(env!("OUT_DIR"), "/builtin_policy.rs"));
+
+/// The whole built-in policy as a file.
+#[cfg(test)]
+fn builtin_file() -> Result<PolicyFile, PolicyError> {
+    PolicyFile::parse(BUILTIN_POLICY, "built-in policy")
+}
 
 /// A policy file as written in TOML.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,22 +258,96 @@ impl std::fmt::Display for ExampleFailure {
     }
 }
 
-/// A compiled rule.
+/// A rule: its id and programs, known at once; its spec and matcher,
+/// parsed and compiled on first use for built-in rules.
 #[derive(Debug, Clone)]
 struct Rule {
-    spec: RuleSpec,
-    matcher: Matcher,
+    id: Cow<'static, str>,
+    programs: Vec<Cow<'static, str>>,
     /// Where the rule came from (`built-in` or a file path).
-    origin: String,
+    origin: Cow<'static, str>,
+    source: RuleSource,
+    compiled: OnceLock<Result<(RuleSpec, Matcher), String>>,
+}
+
+#[derive(Debug, Clone)]
+enum RuleSource {
+    Json(&'static str),
+    Spec,
+}
+
+impl Rule {
+    fn from_spec(spec: RuleSpec, origin: &str) -> Result<Rule, PolicyError> {
+        let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow).map_err(|message| {
+            PolicyError::Rule {
+                origin: origin.to_string(),
+                rule: spec.id.clone(),
+                message,
+            }
+        })?;
+        Ok(Rule {
+            id: Cow::Owned(spec.id.clone()),
+            programs: spec.when.program.iter().map(|p| Cow::Owned(p.clone())).collect(),
+            origin: Cow::Owned(origin.to_string()),
+            source: RuleSource::Spec,
+            compiled: OnceLock::from(Ok((spec, matcher))),
+        })
+    }
+
+    fn builtin(id: &'static str, programs: &[&'static str], json: &'static str) -> Rule {
+        Rule {
+            id: Cow::Borrowed(id),
+            programs: programs.iter().map(|p| Cow::Borrowed(*p)).collect(),
+            origin: Cow::Borrowed("built-in"),
+            source: RuleSource::Json(json),
+            compiled: OnceLock::new(),
+        }
+    }
+
+    /// The rule's spec and matcher, parsing and compiling it if needed.
+    fn get(&self) -> Result<&(RuleSpec, Matcher), &str> {
+        self.compiled
+            .get_or_init(|| match self.source {
+                RuleSource::Json(json) => {
+                    let spec: RuleSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+                    let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow)?;
+                    Ok((spec, matcher))
+                }
+                RuleSource::Spec => Err("rule was not compiled".to_string()),
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// A program spec, parsed on first use for built-in ones.
+#[derive(Debug, Clone)]
+struct Program {
+    json: Option<&'static str>,
+    spec: OnceLock<ProgramSpec>,
+}
+
+impl Program {
+    fn get(&self) -> &ProgramSpec {
+        self.spec.get_or_init(|| {
+            // The build script checked the TOML; a spec that does not parse
+            // falls back to no value options, which only makes matching stricter.
+            self.json
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// A compiled policy, ready to classify.
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
-    programs: HashMap<String, ProgramSpec>,
-    by_program: HashMap<String, Vec<usize>>,
+    programs: HashMap<Cow<'static, str>, Program, Fnv>,
+    by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv>,
     by_glob: Vec<(Glob, usize)>,
+    /// Rules on every program (`*`).
+    every_program: Vec<usize>,
     limits: Limits,
 }
 
@@ -256,25 +365,23 @@ impl Policy {
     /// The built-in default policy. Its examples are checked by the test
     /// suite (and by `holdpoint policy test`), not at every start.
     pub fn builtin() -> Result<Policy, PolicyError> {
-        let file = PolicyFile::parse(BUILTIN_POLICY, "built-in policy")?;
-        Policy::compile(vec![(file, "built-in".to_string())])
+        Policy::compile(Vec::new())
     }
 
     /// The built-in policy with a user policy layered over it. The user
     /// file's own examples are checked against the result; a failing example
     /// means the policy does not load.
     pub fn with_user(user: PolicyFile, origin: &str) -> Result<Policy, PolicyError> {
-        let builtin = PolicyFile::parse(BUILTIN_POLICY, "built-in policy")?;
         let user_ids: Vec<String> = user.rules.iter().map(|r| r.id.clone()).collect();
         for d in &user.disable {
-            if !builtin.rules.iter().any(|r| &r.id == d) {
+            if !BUILTIN_RULES.iter().any(|(id, _, _)| id == d) {
                 return Err(PolicyError::UnknownDisable {
                     origin: origin.to_string(),
                     rule: d.clone(),
                 });
             }
         }
-        let policy = Policy::compile(vec![(builtin, "built-in".into()), (user, origin.into())])?;
+        let policy = Policy::compile(vec![(user, origin.into())])?;
         let failures = policy.check_examples(Some(&user_ids));
         if !failures.is_empty() {
             return Err(PolicyError::Examples(failures));
@@ -282,16 +389,37 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The built-in rules, then each layer over them.
     fn compile(layers: Vec<(PolicyFile, String)>) -> Result<Policy, PolicyError> {
-        let mut rules: Vec<Rule> = Vec::new();
-        let mut programs: HashMap<String, ProgramSpec> = HashMap::new();
+        let mut rules: Vec<Rule> = BUILTIN_RULES
+            .iter()
+            .map(|(id, programs, json)| Rule::builtin(id, programs, json))
+            .collect();
+        let mut programs: HashMap<Cow<'static, str>, Program, Fnv> = BUILTIN_PROGRAMS
+            .iter()
+            .map(|(name, json)| {
+                (
+                    Cow::Borrowed(*name),
+                    Program {
+                        json: Some(json),
+                        spec: OnceLock::new(),
+                    },
+                )
+            })
+            .collect();
         for (file, origin) in layers {
             let mut seen = std::collections::HashSet::new();
             for d in &file.disable {
-                rules.retain(|r| &r.spec.id != d);
+                rules.retain(|r| r.id != d.as_str());
             }
             for (name, spec) in file.programs {
-                programs.insert(name, spec);
+                programs.insert(
+                    Cow::Owned(name),
+                    Program {
+                        json: None,
+                        spec: OnceLock::from(spec),
+                    },
+                );
             }
             for spec in file.rules {
                 if !seen.insert(spec.id.clone()) {
@@ -300,34 +428,29 @@ impl Policy {
                         rule: spec.id,
                     });
                 }
-                let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow)
-                    .map_err(|message| PolicyError::Rule {
-                        origin: origin.clone(),
-                        rule: spec.id.clone(),
-                        message,
-                    })?;
-                let rule = Rule {
-                    spec,
-                    matcher,
-                    origin: origin.clone(),
-                };
-                match rules.iter().position(|r| r.spec.id == rule.spec.id) {
+                let rule = Rule::from_spec(spec, &origin)?;
+                match rules.iter().position(|r| r.id == rule.id) {
                     Some(i) => rules[i] = rule,
                     None => rules.push(rule),
                 }
             }
         }
-        let mut by_program: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv> = HashMap::default();
         let mut by_glob = Vec::new();
+        let mut every_program = Vec::new();
         for (i, r) in rules.iter().enumerate() {
-            for p in &r.spec.when.program {
+            for p in &r.programs {
+                if p.as_ref() == "*" {
+                    every_program.push(i);
+                    continue;
+                }
                 if !p.contains(['*', '?']) {
                     by_program.entry(p.clone()).or_default().push(i);
                     continue;
                 }
                 let g = Glob::new(p, false, false).map_err(|message| PolicyError::Rule {
-                    origin: r.origin.clone(),
-                    rule: r.spec.id.clone(),
+                    origin: r.origin.to_string(),
+                    rule: r.id.to_string(),
                     message,
                 })?;
                 by_glob.push((g, i));
@@ -338,6 +461,7 @@ impl Policy {
             programs,
             by_program,
             by_glob,
+            every_program,
             limits: Limits::default(),
         })
     }
@@ -363,12 +487,13 @@ impl Policy {
             });
         }
         let empty = ProgramSpec::default();
+        let mut broken: Vec<Hit> = Vec::new();
         let mut candidates: Vec<usize> = Vec::new();
         for inv in &analysis.invocations {
-            let spec = self.programs.get(&inv.program).unwrap_or(&empty);
+            let spec = self.programs.get(inv.program.as_str()).map(Program::get).unwrap_or(&empty);
             let parsed = ParsedArgs::new(inv, spec);
             candidates.clear();
-            if let Some(v) = self.by_program.get(&inv.program) {
+            if let Some(v) = self.by_program.get(inv.program.as_str()) {
                 candidates.extend_from_slice(v);
             }
             for (g, i) in &self.by_glob {
@@ -376,35 +501,42 @@ impl Policy {
                     candidates.push(*i);
                 }
             }
+            candidates.extend_from_slice(&self.every_program);
             candidates.sort_unstable();
             candidates.dedup();
             let mut matched = false;
             let mut part: Option<String> = None;
             for &i in &candidates {
                 let r = &self.rules[i];
-                if r.matcher.matches(inv, &parsed, ctx) {
+                let (spec, matcher) = match r.get() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // A rule that cannot be read fails closed.
+                        broken.push(Hit {
+                            rule: "gate.rule-error".into(),
+                            decision: Decision::Review,
+                            risk: Risk::High,
+                            reason: format!("rule `{}` could not be read ({e}); a human must decide", r.id),
+                            part: inv.display(),
+                        });
+                        continue;
+                    }
+                };
+                if matcher.matches(inv, &parsed, ctx) {
                     // Rules on every program (`*`) do not make a program known.
-                    matched |= !r.spec.when.program.iter().any(|p| p == "*");
+                    matched |= !r.programs.iter().any(|p| p == "*");
                     let part = part.get_or_insert_with(|| inv.display()).clone();
                     // A denial that rests on a word the gate could not see is
                     // for a human to judge, not final.
-                    let assumed = r.spec.decision == Decision::Deny
-                        && !r.matcher.matches_seen(inv, &parsed, ctx);
+                    let assumed = spec.decision == Decision::Deny && !matcher.matches_seen(inv, &parsed, ctx);
                     hits.push(Hit {
-                        rule: r.spec.id.clone(),
-                        decision: if assumed {
-                            Decision::Review
-                        } else {
-                            r.spec.decision
-                        },
-                        risk: r.spec.risk,
+                        rule: spec.id.clone(),
+                        decision: if assumed { Decision::Review } else { spec.decision },
+                        risk: spec.risk,
                         reason: if assumed {
-                            format!(
-                                "{} (if the words the gate cannot see are what they may be)",
-                                r.spec.reason
-                            )
+                            format!("{} (if the words the gate cannot see are what they may be)", spec.reason)
                         } else {
-                            r.spec.reason.clone()
+                            spec.reason.clone()
                         },
                         part,
                     });
@@ -423,6 +555,7 @@ impl Policy {
                 });
             }
         }
+        hits.extend(broken);
         Verdict::from_hits(hits)
     }
 
@@ -433,19 +566,31 @@ impl Policy {
         let ctx = Context::fixed();
         let mut failures = Vec::new();
         for r in &self.rules {
-            if only.is_some_and(|ids| !ids.contains(&r.spec.id)) {
+            if only.is_some_and(|ids| !ids.iter().any(|i| *i == r.id)) {
                 continue;
             }
+            let spec = match r.get() {
+                Ok((spec, _)) => spec,
+                Err(e) => {
+                    failures.push(ExampleFailure {
+                        rule: r.id.to_string(),
+                        command: format!("(the rule does not load: {e})"),
+                        expected_match: true,
+                        fired: Vec::new(),
+                    });
+                    continue;
+                }
+            };
             for (cmds, expect) in [
-                (&r.spec.examples.matching, true),
-                (&r.spec.examples.not_matching, false),
+                (&spec.examples.matching, true),
+                (&spec.examples.not_matching, false),
             ] {
                 for cmd in cmds {
                     let v = self.classify(cmd, &ctx);
                     let fired: Vec<String> = v.hits.iter().map(|h| h.rule.clone()).collect();
-                    if fired.contains(&r.spec.id) != expect {
+                    if fired.iter().any(|f| *f == r.id) != expect {
                         failures.push(ExampleFailure {
-                            rule: r.spec.id.clone(),
+                            rule: r.id.to_string(),
                             command: cmd.clone(),
                             expected_match: expect,
                             fired,
@@ -460,15 +605,19 @@ impl Policy {
     /// The effective policy as a TOML document (what `holdpoint policy show`
     /// prints).
     pub fn to_toml(&self) -> String {
-        let mut programs: Vec<(&String, &ProgramSpec)> = self.programs.iter().collect();
+        let mut programs: Vec<(&Cow<'static, str>, &Program)> = self.programs.iter().collect();
         programs.sort_by(|a, b| a.0.cmp(b.0));
         let file = PolicyFile {
             disable: Vec::new(),
             programs: programs
                 .into_iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.get().clone()))
                 .collect(),
-            rules: self.rules.iter().map(|r| r.spec.clone()).collect(),
+            rules: self
+                .rules
+                .iter()
+                .filter_map(|r| r.get().ok().map(|(spec, _)| spec.clone()))
+                .collect(),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# could not render the policy: {e}\n"))
     }
@@ -477,7 +626,7 @@ impl Policy {
     pub fn rule_origins(&self) -> Vec<(&str, &str)> {
         self.rules
             .iter()
-            .map(|r| (r.spec.id.as_str(), r.origin.as_str()))
+            .map(|r| (r.id.as_ref(), r.origin.as_ref()))
             .collect()
     }
 
@@ -489,5 +638,24 @@ impl Policy {
     /// Whether the policy has no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_index_is_the_toml_policy() {
+        let file = builtin_file().unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<&str> = file.rules.iter().map(|r| r.id.as_str()).collect();
+        let indexed: Vec<&str> = BUILTIN_RULES.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(ids, indexed);
+        let policy = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let shown = PolicyFile::parse(&policy.to_toml(), "shown").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(toml::to_string(&shown).ok(), toml::to_string(&file).ok());
+        for r in &policy.rules {
+            assert!(r.get().is_ok(), "rule {} does not load", r.id);
+        }
     }
 }
