@@ -64,7 +64,7 @@ pub enum ProbeError {
         source: std::io::Error,
     },
     /// The program was still running at the deadline and was killed.
-    #[error("{program} did not answer within {after:?} and was stopped")]
+    #[error("{program} did not answer within {} and was stopped", human_duration(*.after))]
     Timeout { program: String, after: Duration },
     /// The program ran and failed.
     #[error("{program} failed: {message}")]
