@@ -105,7 +105,7 @@ impl Verdict {
                 part: String::new(),
             });
         }
-        hits.sort_by(|a, b| (b.decision, b.risk).cmp(&(a.decision, a.risk)));
+        hits.sort_by_key(|h| std::cmp::Reverse((h.decision, h.risk)));
         let decision = hits[0].decision;
         let risk = hits[0].risk;
         Verdict {

@@ -120,7 +120,11 @@ impl Glob {
             })
             .collect();
         suffix.reverse();
-        let suffix = if exact { String::new() } else { suffix.into_iter().collect() };
+        let suffix = if exact {
+            String::new()
+        } else {
+            suffix.into_iter().collect()
+        };
         let mut core = String::new();
         let mut run = String::new();
         for t in &tokens {
@@ -169,14 +173,13 @@ impl Glob {
     /// Matches a whole string.
     pub fn matches(&self, text: &str) -> bool {
         let lowered;
-        let text = if self.nocase && text.bytes().any(|b| b.is_ascii_uppercase())
-            || self.nocase && !text.is_ascii()
-        {
-            lowered = text.to_lowercase();
-            lowered.as_str()
-        } else {
-            text
-        };
+        let text =
+            if self.nocase && (!text.is_ascii() || text.bytes().any(|b| b.is_ascii_uppercase())) {
+                lowered = text.to_lowercase();
+                lowered.as_str()
+            } else {
+                text
+            };
         if let Some(d) = &self.dir_itself
             && text == d
         {

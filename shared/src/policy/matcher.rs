@@ -234,15 +234,15 @@ fn components_meet(w: &[&str], r: &[&str], anywhere: bool) -> bool {
                 (false, false) => wc == rc,
                 (false, true) => wildcard_match(rc, wc),
                 (true, false) => {
-                    !(anywhere && bare)
-                        && !(rc.starts_with('.') && !wc.starts_with('.'))
-                        && wildcard_match(wc, rc)
+                    let hidden = rc.starts_with('.') && !wc.starts_with('.');
+                    let skip = hidden || (anywhere && bare);
+                    !skip && wildcard_match(wc, rc)
                 }
                 // Two patterns: for rules about any directory, the word must
                 // pin down its ending (`*.pem`), not leave it open (`py*`).
                 (true, true) => {
                     !(anywhere && (bare || literal_ends(wc).1.is_empty()))
-                        && !(rc.starts_with('.') && !wc.starts_with('.'))
+                        && (!rc.starts_with('.') || wc.starts_with('.'))
                         && wild_compatible(wc, rc)
                 }
             };
@@ -445,7 +445,8 @@ impl Matcher {
         if self.any_path.is_some() || self.paths.is_some() || self.dynamic_path {
             let owned;
             let cands: &[Cand] = if skip == 0 {
-                p.all_paths.get_or_init(|| path_candidates(inv, p, rest, &ctx.home))
+                p.all_paths
+                    .get_or_init(|| path_candidates(inv, p, rest, &ctx.home))
             } else {
                 owned = path_candidates(inv, p, rest, &ctx.home);
                 &owned
@@ -493,7 +494,9 @@ impl Matcher {
                     let all_inside = !cands.is_empty()
                         && cands.iter().all(|c| {
                             !c.dynamic
-                                && c.abs.as_deref().is_some_and(|abs| inside(abs, inv.cwd.as_deref(), ctx, true))
+                                && c.abs
+                                    .as_deref()
+                                    .is_some_and(|abs| inside(abs, inv.cwd.as_deref(), ctx, true))
                         });
                     if !all_inside {
                         return false;

@@ -18,8 +18,8 @@ use crate::verdict::{Decision, Hit, Risk, Verdict};
 pub use glob::Glob;
 use matcher::{Matcher, ParsedArgs};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
@@ -34,7 +34,11 @@ impl Hasher for FnvHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -278,16 +282,22 @@ enum RuleSource {
 
 impl Rule {
     fn from_spec(spec: RuleSpec, origin: &str) -> Result<Rule, PolicyError> {
-        let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow).map_err(|message| {
-            PolicyError::Rule {
-                origin: origin.to_string(),
-                rule: spec.id.clone(),
-                message,
-            }
-        })?;
+        let matcher =
+            Matcher::compile(&spec.when, spec.decision != Decision::Allow).map_err(|message| {
+                PolicyError::Rule {
+                    origin: origin.to_string(),
+                    rule: spec.id.clone(),
+                    message,
+                }
+            })?;
         Ok(Rule {
             id: Cow::Owned(spec.id.clone()),
-            programs: spec.when.program.iter().map(|p| Cow::Owned(p.clone())).collect(),
+            programs: spec
+                .when
+                .program
+                .iter()
+                .map(|p| Cow::Owned(p.clone()))
+                .collect(),
             origin: Cow::Owned(origin.to_string()),
             source: RuleSource::Spec,
             compiled: OnceLock::from(Ok((spec, matcher))),
@@ -490,7 +500,11 @@ impl Policy {
         let mut broken: Vec<Hit> = Vec::new();
         let mut candidates: Vec<usize> = Vec::new();
         for inv in &analysis.invocations {
-            let spec = self.programs.get(inv.program.as_str()).map(Program::get).unwrap_or(&empty);
+            let spec = self
+                .programs
+                .get(inv.program.as_str())
+                .map(Program::get)
+                .unwrap_or(&empty);
             let parsed = ParsedArgs::new(inv, spec);
             candidates.clear();
             if let Some(v) = self.by_program.get(inv.program.as_str()) {
@@ -516,7 +530,10 @@ impl Policy {
                             rule: "gate.rule-error".into(),
                             decision: Decision::Review,
                             risk: Risk::High,
-                            reason: format!("rule `{}` could not be read ({e}); a human must decide", r.id),
+                            reason: format!(
+                                "rule `{}` could not be read ({e}); a human must decide",
+                                r.id
+                            ),
                             part: inv.display(),
                         });
                         continue;
@@ -528,13 +545,21 @@ impl Policy {
                     let part = part.get_or_insert_with(|| inv.display()).clone();
                     // A denial that rests on a word the gate could not see is
                     // for a human to judge, not final.
-                    let assumed = spec.decision == Decision::Deny && !matcher.matches_seen(inv, &parsed, ctx);
+                    let assumed =
+                        spec.decision == Decision::Deny && !matcher.matches_seen(inv, &parsed, ctx);
                     hits.push(Hit {
                         rule: spec.id.clone(),
-                        decision: if assumed { Decision::Review } else { spec.decision },
+                        decision: if assumed {
+                            Decision::Review
+                        } else {
+                            spec.decision
+                        },
                         risk: spec.risk,
                         reason: if assumed {
-                            format!("{} (if the words the gate cannot see are what they may be)", spec.reason)
+                            format!(
+                                "{} (if the words the gate cannot see are what they may be)",
+                                spec.reason
+                            )
                         } else {
                             spec.reason.clone()
                         },
