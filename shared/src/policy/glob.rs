@@ -22,6 +22,45 @@ pub struct Glob {
     exact: bool,
     /// The longest literal run inside the pattern, which every match contains.
     core: String,
+    /// For patterns made only of literals and wildcards that match anything
+    /// (`*` in text, `**` in paths): the literal pieces between wildcards,
+    /// matched by searching for them in order instead of by the automaton.
+    pieces: Option<Pieces>,
+}
+
+#[derive(Debug, Clone)]
+struct Pieces {
+    parts: Vec<String>,
+    starts_open: bool,
+    ends_open: bool,
+}
+
+impl Pieces {
+    fn matches(&self, text: &str) -> bool {
+        let n = self.parts.len();
+        let mut rest = text;
+        for (i, part) in self.parts.iter().enumerate() {
+            let first = i == 0 && !self.starts_open;
+            let last = i + 1 == n && !self.ends_open;
+            if first && last {
+                return rest == part;
+            }
+            if first {
+                match rest.strip_prefix(part.as_str()) {
+                    Some(r) => rest = r,
+                    None => return false,
+                }
+            } else if last {
+                return rest.ends_with(part.as_str());
+            } else {
+                match rest.find(part.as_str()) {
+                    Some(k) => rest = &rest[k + part.len()..],
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +180,31 @@ impl Glob {
         if run.len() > core.len() {
             core = run;
         }
+        let simple = tokens
+            .iter()
+            .all(|t| matches!(t, Tok::Lit(_) | Tok::DoubleStar));
+        let pieces = (simple && !exact).then(|| {
+            let mut parts = Vec::new();
+            let mut cur = String::new();
+            for t in &tokens {
+                match t {
+                    Tok::Lit(c) => cur.push(*c),
+                    _ => {
+                        if !cur.is_empty() {
+                            parts.push(std::mem::take(&mut cur));
+                        }
+                    }
+                }
+            }
+            if !cur.is_empty() {
+                parts.push(cur);
+            }
+            Pieces {
+                parts,
+                starts_open: !matches!(tokens.first(), Some(Tok::Lit(_))),
+                ends_open: !matches!(tokens.last(), Some(Tok::Lit(_))),
+            }
+        });
         Ok(Glob {
             source: pattern.to_string(),
             tokens,
@@ -151,6 +215,7 @@ impl Glob {
             suffix,
             exact,
             core,
+            pieces,
         })
     }
 
@@ -191,10 +256,14 @@ impl Glob {
         if text.len() < self.prefix.len() + self.suffix.len()
             || !text.ends_with(self.suffix.as_str())
             || !text.starts_with(self.prefix.as_str())
-            || (self.core.len() > self.prefix.len().max(self.suffix.len())
+            || (self.core != self.prefix
+                && self.core != self.suffix
                 && !text.contains(self.core.as_str()))
         {
             return false;
+        }
+        if let Some(p) = &self.pieces {
+            return p.matches(text);
         }
         if self.tokens.len() < 128 {
             return matches_small(&self.tokens, text, self.path);
@@ -350,6 +419,14 @@ mod tests {
                 .matches("core.sshCommand=evil")
         );
         assert!(t("[!-]*", "x"));
+        assert!(t("*", ""));
+        assert!(t("a*b*c", "aXbYc"));
+        assert!(!t("a*b*c", "aXcYb"));
+        assert!(t("*ab*ab*", "xabab"));
+        assert!(!t("*ab*ab*", "xab"));
+        assert!(t("ab*ab", "abab"));
+        assert!(!t("ab*ab", "ab"));
+        assert!(p("**/x/**", "/a/x/b"));
         assert!(!t("[!-]*", "-x"));
     }
 }

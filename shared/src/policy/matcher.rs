@@ -115,12 +115,22 @@ impl ParsedArgs {
 pub(super) struct PathSet {
     include: Vec<Glob>,
     exclude: Vec<Glob>,
+    /// Indices into `include` of patterns written from home (`~/…`): only
+    /// the `~/` form of a path can match them; the others only the absolute.
+    from_home: Vec<bool>,
 }
 
 impl PathSet {
     fn matches(&self, abs: &str, tilde: Option<&str>) -> bool {
+        let included = self.include.iter().zip(&self.from_home).any(|(g, home)| {
+            if *home {
+                tilde.is_some_and(|t| g.matches(t))
+            } else {
+                g.matches(abs)
+            }
+        });
         let hit = |g: &Glob| g.matches(abs) || tilde.is_some_and(|t| g.matches(t));
-        self.include.iter().any(hit) && !self.exclude.iter().any(hit)
+        included && !self.exclude.iter().any(hit)
     }
 
     /// For a word that is itself a glob (`~/.a?s/cred*`): whether some path
@@ -316,6 +326,7 @@ impl Matcher {
             let (ex, inc): (Vec<&String>, Vec<&String>) =
                 s.any_path.iter().partition(|p| p.starts_with('!'));
             Some(PathSet {
+                from_home: inc.iter().map(|p| p.starts_with('~')).collect(),
                 include: inc
                     .iter()
                     .map(|p| Glob::new(p, true, false))
