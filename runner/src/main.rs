@@ -99,6 +99,23 @@ enum HookAgent {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // A bug must refuse, never let a command through: hook hosts treat exit
+    // code 2 as "blocked", other callers see that nothing ran.
+    let refusal: u8 = if args.get(1).is_some_and(|a| a == "hook") {
+        2
+    } else {
+        gate::EXIT_GATE_ERROR as u8
+    };
+    match std::panic::catch_unwind(|| real_main(&args)) {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!("holdpoint: internal error; refusing");
+            ExitCode::from(refusal)
+        }
+    }
+}
+
+fn real_main(args: &[String]) -> ExitCode {
     // Used as SHELL, holdpoint is called as `holdpoint -c STRING` (or `-lc`).
     if args.get(1).is_some_and(|a| front::looks_like_shell_flag(a)) {
         return front::sh(&args[1..], None);

@@ -485,6 +485,22 @@ impl Policy {
     /// Classifies a command line. Never fails: at worst the verdict is
     /// `review`, with the reason the gate could not decide.
     pub fn classify(&self, line: &str, ctx: &Context) -> Verdict {
+        // Classification never panics outward: a bug becomes a review.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.classify_inner(line, ctx)
+        })) {
+            Ok(v) => v,
+            Err(_) => Verdict::from_hits(vec![Hit {
+                rule: "gate.internal-error".into(),
+                decision: Decision::Review,
+                risk: Risk::High,
+                reason: "the gate failed while examining this command; a human must decide".into(),
+                part: shell::shorten(line, 300),
+            }]),
+        }
+    }
+
+    fn classify_inner(&self, line: &str, ctx: &Context) -> Verdict {
         let analysis = shell::analyse(line, ctx, &self.limits);
         let mut hits = analysis.findings;
         if analysis.invocations.is_empty() && hits.is_empty() {

@@ -1091,6 +1091,8 @@ impl Analyzer<'_> {
             }
             break;
         }
+        // `-o`/`-O` take the next word, which may be missing.
+        let i = i.min(args.len());
         let via = self.via_plus(&inv, &name);
         let noexec = args[..i].iter().any(|a| {
             let t = a.text.as_str();
