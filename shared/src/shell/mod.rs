@@ -343,6 +343,20 @@ impl<'a> Analyzer<'a> {
                 &format!("U+{:04X}", c as u32),
             );
         }
+        // Many unclosed `(` make the parser backtrack exponentially (it tries
+        // `((` as arithmetic and as nested subshells at every level).
+        let opens = text.bytes().filter(|&b| b == b'(').count();
+        let closes = text.bytes().filter(|&b| b == b')').count();
+        if opens.saturating_sub(closes) > 8 {
+            self.flag(
+                "gate.limit",
+                Decision::Review,
+                Risk::High,
+                "the command has many unclosed parentheses; the gate does not parse it",
+                text,
+            );
+            return;
+        }
         if bracket_depth(text) > self.limits.max_brackets {
             self.flag(
                 "gate.limit",
