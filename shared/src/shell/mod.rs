@@ -230,6 +230,23 @@ fn is_invisible(c: char) -> bool {
     INVISIBLE.iter().any(|&(a, b)| u >= a && u <= b)
 }
 
+/// Whether a run of 10 or more digits stands right before `<` or `>`: a file
+/// descriptor number the parser cannot hold (it would panic).
+fn has_huge_fd_number(line: &str) -> bool {
+    let mut run = 0;
+    for b in line.bytes() {
+        if b.is_ascii_digit() {
+            run += 1;
+        } else {
+            if run >= 10 && (b == b'<' || b == b'>') {
+                return true;
+            }
+            run = 0;
+        }
+    }
+    false
+}
+
 /// The deepest nesting of brackets, ignoring quotes (an over-estimate).
 fn bracket_depth(line: &str) -> usize {
     let mut depth: usize = 0;
@@ -342,6 +359,16 @@ impl<'a> Analyzer<'a> {
                 "the command holds an invisible or bidirectional-override character that can hide what it does",
                 &format!("U+{:04X}", c as u32),
             );
+        }
+        if has_huge_fd_number(text) {
+            self.flag(
+                "gate.limit",
+                Decision::Review,
+                Risk::High,
+                "a redirection names a file descriptor number out of range; the gate does not parse it",
+                text,
+            );
+            return;
         }
         // Many unclosed `(` make the parser backtrack exponentially (it tries
         // `((` as arithmetic and as nested subshells at every level).
