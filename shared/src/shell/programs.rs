@@ -502,10 +502,10 @@ impl Analyzer<'_> {
                     self.push(inv);
                     return Output::From("command".into());
                 }
-                return self.unwrap_simple(inv, &["-p"], stdin, scope, depth);
+                return self.unwrap_with(inv, 0, &[], &["-p"], stdin, scope, depth);
             }
             "exec" => {
-                return self.unwrap_with(inv, &["-a"], &["-c", "-l"], stdin, scope, depth);
+                return self.unwrap_with(inv, 0, &["-a"], &["-c", "-l"], stdin, scope, depth);
             }
             "busybox" | "toybox" => {
                 let mut inner = inv.clone();
@@ -855,49 +855,18 @@ impl Analyzer<'_> {
             "--command",
             "-c",
         ];
-        let name = inv.program.clone();
-        let mut i = 1;
-        if name == "direnv" {
-            i += 1;
-        }
-        while i < inv.args.len() {
-            let t = inv.args[i].text.as_str();
-            if t == "--" {
-                i += 1;
-                break;
-            }
-            if VALUE.contains(&t) {
-                i += 2;
-            } else if t.starts_with('-') {
-                i += 1;
-            } else {
-                break;
-            }
-        }
-        if i >= inv.args.len() {
-            self.push(inv);
-            return Output::From(name);
-        }
-        let mut inner = inv.clone();
-        inner.args = inv.args[i + 1..].to_vec();
-        self.rerun(inner, inv.args[i].clone(), stdin, scope, depth, &name)
+        // Skip the subcommand (and `direnv exec DIR`'s directory).
+        let start = if inv.program == "direnv" { 2 } else { 1 };
+        self.unwrap_with(inv, start, VALUE, &[], stdin, scope, depth)
     }
 
-    /// Option-less wrappers with a few known flags (`command -p`, `exec -a NAME`).
-    fn unwrap_simple(
-        &mut self,
-        inv: Invocation,
-        flags: &[&str],
-        stdin: &Stdin,
-        scope: &mut Scope,
-        depth: usize,
-    ) -> Output {
-        self.unwrap_with(inv, &[], flags, stdin, scope, depth)
-    }
-
+    /// Skips a wrapper's options from `start` (those in `value_opts` take a
+    /// value; any other `-x` is a flag) and judges the command after them.
+    #[allow(clippy::too_many_arguments)]
     fn unwrap_with(
         &mut self,
         inv: Invocation,
+        start: usize,
         value_opts: &[&str],
         flags: &[&str],
         stdin: &Stdin,
@@ -905,7 +874,7 @@ impl Analyzer<'_> {
         depth: usize,
     ) -> Output {
         let name = inv.program.clone();
-        let mut i = 0;
+        let mut i = start;
         while i < inv.args.len() {
             let t = inv.args[i].text.as_str();
             if t == "--" {
