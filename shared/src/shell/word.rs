@@ -118,15 +118,22 @@ pub fn resolve(raw: &str, vars: &dyn Vars, opts: &ParserOptions, seen: &mut Seen
             secret: false,
         };
     }
-    match bword::parse(raw, opts) {
-        Ok(pieces) => {
+    // The word parser panics on some inputs (a tilde with a huge number);
+    // such a word is malformed, never a crash.
+    let parsed = if has_huge_tilde_number(raw) {
+        None
+    } else {
+        std::panic::catch_unwind(|| bword::parse(raw, opts)).ok()
+    };
+    match parsed {
+        Some(Ok(pieces)) => {
             let mut w = Word::lit(String::with_capacity(raw.len()));
             for p in &pieces {
                 piece(&p.piece, false, vars, opts, seen, &mut w);
             }
             w
         }
-        Err(_) => {
+        _ => {
             seen.malformed = true;
             Word {
                 text: raw.to_string(),
@@ -137,6 +144,14 @@ pub fn resolve(raw: &str, vars: &dyn Vars, opts: &ParserOptions, seen: &mut Seen
             }
         }
     }
+}
+
+/// A `~+N` or `~-N` whose number does not fit the parser.
+fn has_huge_tilde_number(raw: &str) -> bool {
+    raw.match_indices('~').any(|(i, _)| {
+        let rest = raw[i + 1..].trim_start_matches(['+', '-']);
+        rest.bytes().take_while(u8::is_ascii_digit).count() >= 10
+    })
 }
 
 fn piece(
