@@ -66,7 +66,7 @@ pub fn check(
             writeln!(out)?;
         }
         if annotate {
-            let opts = crate::annotate::AnnotateOptions::default();
+            let opts = crate::annotate::AnnotateOptions::from_env();
             for a in crate::annotate::annotate(line, &ctx, &v, &opts) {
                 write!(out, "{}", a.render_text())?;
             }

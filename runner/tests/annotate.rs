@@ -811,7 +811,8 @@ fn a_hanging_probe_is_cut_off_at_its_bound_and_still_yields_an_annotation() {
     let started = Instant::now();
     let (_, list) = run(&line, &ctx, &quick);
     let took = started.elapsed();
-    assert!(took < bound + Duration::from_millis(600), "took {took:?}");
+    // Far below the stub's 30 s sleep: the deadline stopped it (generous for a loaded machine).
+    assert!(took < bound + Duration::from_secs(8), "took {took:?}");
     let k = list
         .iter()
         .find(|a| a.probe == "kubernetes")

@@ -397,3 +397,34 @@ fn the_builtin_policy_passes_its_own_examples() {
     );
     assert!(text(&out.stdout).starts_with("ok: "));
 }
+
+#[test]
+fn the_probe_deadline_comes_from_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("probe-deadline");
+    let bin = sb.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stub = bin.join("kubectl");
+    std::fs::write(&stub, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = sb
+        .cmd(&[
+            "check",
+            "--annotate",
+            "kubectl rollout restart deployment/api -A",
+        ])
+        .env("PATH", path)
+        .env("HOLDPOINT_PROBE_TIMEOUT_MS", "300")
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("did not answer within 300 ms and was stopped"),
+        "{s}"
+    );
+}

@@ -43,6 +43,22 @@ pub struct AnnotateOptions {
     pub max_files: usize,
 }
 
+impl AnnotateOptions {
+    /// The defaults, with the probe deadline taken from
+    /// `HOLDPOINT_PROBE_TIMEOUT_MS` when it is set to a number of
+    /// milliseconds (at most a minute).
+    pub fn from_env() -> AnnotateOptions {
+        let mut opts = AnnotateOptions::default();
+        if let Some(ms) = std::env::var("HOLDPOINT_PROBE_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            opts.timeout = Duration::from_millis(ms.clamp(1, 60_000));
+        }
+        opts
+    }
+}
+
 impl Default for AnnotateOptions {
     fn default() -> Self {
         AnnotateOptions {
