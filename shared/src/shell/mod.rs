@@ -247,6 +247,23 @@ fn has_huge_fd_number(line: &str) -> bool {
     false
 }
 
+/// The longest run of `(` with only blanks between them: each one doubles
+/// the parser's work when it tries `((` as arithmetic and as subshells.
+fn paren_run(line: &str) -> usize {
+    let (mut run, mut max) = (0, 0);
+    for b in line.bytes() {
+        match b {
+            b'(' => {
+                run += 1;
+                max = max.max(run);
+            }
+            b' ' | b'\t' => {}
+            _ => run = 0,
+        }
+    }
+    max
+}
+
 /// The deepest nesting of brackets, ignoring quotes (an over-estimate).
 fn bracket_depth(line: &str) -> usize {
     let mut depth: usize = 0;
@@ -374,12 +391,12 @@ impl<'a> Analyzer<'a> {
         // `((` as arithmetic and as nested subshells at every level).
         let opens = text.bytes().filter(|&b| b == b'(').count();
         let closes = text.bytes().filter(|&b| b == b')').count();
-        if opens.saturating_sub(closes) > 8 {
+        if opens.saturating_sub(closes) > 8 || paren_run(text) > 12 {
             self.flag(
                 "gate.limit",
                 Decision::Review,
                 Risk::High,
-                "the command has many unclosed parentheses; the gate does not parse it",
+                "the command has many unclosed or stacked parentheses; the gate does not parse it",
                 text,
             );
             return;
