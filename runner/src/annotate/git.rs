@@ -648,11 +648,7 @@ fn discard_changes(g: &Git, call: &GitCall) -> Result<Vec<Annotation>, ProbeErro
     } else {
         paths.join(" ")
     };
-    let severity = if changed.is_empty() {
-        Severity::Info
-    } else {
-        Severity::Danger
-    };
+    let severity = loss_severity(changed.len());
     let mut a = Annotation::new(
         "git",
         severity,
@@ -700,11 +696,7 @@ fn clean(g: &Git, call: &GitCall) -> Result<Vec<Annotation>, ProbeError> {
         bytes += w.bytes;
         cut |= w.cut_short.is_some();
     }
-    let severity = if paths.is_empty() {
-        Severity::Info
-    } else {
-        Severity::Danger
-    };
+    let severity = loss_severity(paths.len());
     let mut a = Annotation::new(
         "git",
         severity,
@@ -748,11 +740,7 @@ fn stash(g: &Git, call: &GitCall) -> Result<Vec<Annotation>, ProbeError> {
         };
         entries.into_iter().filter(|e| e.id == which).collect()
     };
-    let severity = if dropped.is_empty() {
-        Severity::Info
-    } else {
-        Severity::Danger
-    };
+    let severity = loss_severity(dropped.len());
     let mut a = Annotation::new(
         "git",
         severity,
@@ -1107,6 +1095,15 @@ fn push(g: &Git, call: &GitCall, sim: &Simulated) -> Result<Vec<Annotation>, Pro
         out.push(a);
     }
     Ok(out)
+}
+
+/// Losing nothing is information; losing anything is danger.
+fn loss_severity(lost: usize) -> Severity {
+    if lost == 0 {
+        Severity::Info
+    } else {
+        Severity::Danger
+    }
 }
 
 #[cfg(test)]
