@@ -5,7 +5,8 @@
 //! line would run ([`shell`]), matches each against the rules of a [`Policy`]
 //! (TOML, with a built-in default), and returns one [`Verdict`]: `allow`,
 //! `review` or `deny`, with the rules and reasons. It also redacts secrets
-//! from anything that leaves the runner ([`redact`]).
+//! from anything that leaves the runner ([`redact`]), and defines the
+//! runner–bot wire protocol ([`protocol`]).
 //!
 //! It must never let a failure loosen a verdict: a parse error, an unknown
 //! program, a word it cannot resolve statically, or any limit reached is
@@ -17,6 +18,7 @@
 pub mod annotation;
 pub mod context;
 pub mod policy;
+pub mod protocol;
 pub mod redact;
 pub mod shell;
 pub mod sql;

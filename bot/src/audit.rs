@@ -1,0 +1,361 @@
+//! The audit log: append-only and hash-chained.
+//!
+//! Each row's hash covers the previous row's hash and the row's own content,
+//! so changing, removing or reordering any row breaks every hash after it;
+//! [`verify`] walks the chain. An event id is stored once, however often a
+//! runner sends it. Appends are serialised: within a process by a mutex,
+//! across processes by the database (an advisory lock on PostgreSQL, the
+//! single writer of SQLite), and retried when another writer got there first.
+
+use crate::db::random_hex;
+use crate::entity::audit_log;
+use crate::time::{now_ms, rfc3339};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+/// The hash before the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event on its way into the log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub at: i64,
+    pub kind: String,
+    pub runner: Option<String>,
+    pub request_id: Option<String>,
+    /// Any JSON; stored in canonical form (sorted keys, no spaces).
+    pub body: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event the bot itself witnessed, now, with a fresh id.
+    pub fn now(
+        kind: &str,
+        runner: Option<&str>,
+        request_id: Option<&str>,
+        body: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            event_id: random_hex(16),
+            at: now_ms(),
+            kind: kind.to_string(),
+            runner: runner.map(str::to_string),
+            request_id: request_id.map(str::to_string),
+            body,
+        }
+    }
+}
+
+/// The hash of one row, given the previous row's.
+pub fn link_hash(
+    prev_hash: &str,
+    event_id: &str,
+    at: i64,
+    kind: &str,
+    runner: Option<&str>,
+    request_id: Option<&str>,
+    body: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        prev_hash,
+        event_id,
+        &at.to_string(),
+        kind,
+        runner.unwrap_or(""),
+        request_id.unwrap_or(""),
+        body,
+    ] {
+        // Length-prefixed, so no two different rows hash the same bytes.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Appends events in order; returns, for each, whether it was new (false: an
+/// event with that id was already stored).
+pub async fn append(
+    db: &DatabaseConnection,
+    lock: &tokio::sync::Mutex<()>,
+    events: &[NewEvent],
+) -> Result<Vec<bool>, DbErr> {
+    if events.is_empty() {
+        return Ok(vec![]);
+    }
+    let _guard = lock.lock().await;
+    let mut attempt = 0u32;
+    loop {
+        match append_once(db, events).await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::debug!("audit append retried after a conflict: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn append_once(db: &DatabaseConnection, events: &[NewEvent]) -> Result<Vec<bool>, DbErr> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7237949403311089012)")
+            .await?;
+    }
+    let last = audit_log::Entity::find()
+        .order_by_desc(audit_log::Column::Seq)
+        .limit(1)
+        .one(&txn)
+        .await?;
+    let mut prev = last.map(|r| r.hash).unwrap_or_else(|| GENESIS.to_string());
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let existing: std::collections::HashSet<String> = audit_log::Entity::find()
+        .filter(audit_log::Column::EventId.is_in(ids))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    let recorded_at = now_ms();
+    let mut fresh = Vec::with_capacity(events.len());
+    let mut seen = std::collections::HashSet::new();
+    for e in events {
+        if existing.contains(&e.event_id) || !seen.insert(e.event_id.clone()) {
+            fresh.push(false);
+            continue;
+        }
+        let body = serde_json::to_string(&e.body).map_err(|x| DbErr::Custom(x.to_string()))?;
+        let hash = link_hash(
+            &prev,
+            &e.event_id,
+            e.at,
+            &e.kind,
+            e.runner.as_deref(),
+            e.request_id.as_deref(),
+            &body,
+        );
+        audit_log::ActiveModel {
+            event_id: Set(e.event_id.clone()),
+            at: Set(e.at),
+            recorded_at: Set(recorded_at),
+            kind: Set(e.kind.clone()),
+            runner: Set(e.runner.clone()),
+            request_id: Set(e.request_id.clone()),
+            body: Set(body),
+            prev_hash: Set(prev.clone()),
+            hash: Set(hash.clone()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        prev = hash;
+        fresh.push(true);
+    }
+    txn.commit().await?;
+    Ok(fresh)
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub rows: u64,
+    /// The last hash of the chain (the genesis hash for an empty log).
+    pub head: String,
+    /// The first broken row and why, if any.
+    pub broken: Option<(i64, String)>,
+}
+
+/// Walks the whole chain in order.
+pub async fn verify(db: &DatabaseConnection) -> Result<Verification, DbErr> {
+    let mut prev = GENESIS.to_string();
+    let mut rows = 0u64;
+    let mut pages = audit_log::Entity::find()
+        .order_by_asc(audit_log::Column::Seq)
+        .paginate(db, 1000);
+    while let Some(page) = pages.fetch_and_next().await? {
+        for r in page {
+            rows += 1;
+            if r.prev_hash != prev {
+                return Ok(Verification {
+                    rows,
+                    head: prev,
+                    broken: Some((
+                        r.seq,
+                        "its link to the previous row is broken (a row was removed or reordered)"
+                            .into(),
+                    )),
+                });
+            }
+            let expect = link_hash(
+                &prev,
+                &r.event_id,
+                r.at,
+                &r.kind,
+                r.runner.as_deref(),
+                r.request_id.as_deref(),
+                &r.body,
+            );
+            if expect != r.hash {
+                return Ok(Verification {
+                    rows,
+                    head: prev,
+                    broken: Some((r.seq, "its content does not match its hash".into())),
+                });
+            }
+            prev = r.hash;
+        }
+    }
+    Ok(Verification {
+        rows,
+        head: prev,
+        broken: None,
+    })
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+}
+
+fn csv_field(s: &str) -> String {
+    // Quote everything that could be read as a formula by a spreadsheet too.
+    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let s = if risky {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
+    if s.contains([',', '"', '\n', '\r']) || risky {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    seq: i64,
+    event_id: &'a str,
+    at: String,
+    recorded_at: String,
+    kind: &'a str,
+    runner: Option<&'a str>,
+    request_id: Option<&'a str>,
+    event: serde_json::Value,
+    prev_hash: &'a str,
+    hash: &'a str,
+}
+
+/// Writes every row at or after `since` (unix ms), oldest first.
+pub async fn export(
+    db: &DatabaseConnection,
+    since: i64,
+    format: Format,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let mut n = 0u64;
+    if format == Format::Csv {
+        writeln!(
+            out,
+            "seq,event_id,at,recorded_at,kind,runner,request_id,event,prev_hash,hash"
+        )?;
+    } else {
+        write!(out, "[")?;
+    }
+    let mut pages = audit_log::Entity::find()
+        .filter(audit_log::Column::At.gte(since))
+        .order_by_asc(audit_log::Column::Seq)
+        .paginate(db, 1000);
+    while let Some(page) = pages.fetch_and_next().await? {
+        for r in page {
+            match format {
+                Format::Csv => writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{}",
+                    r.seq,
+                    csv_field(&r.event_id),
+                    rfc3339(r.at),
+                    rfc3339(r.recorded_at),
+                    csv_field(&r.kind),
+                    csv_field(r.runner.as_deref().unwrap_or("")),
+                    csv_field(r.request_id.as_deref().unwrap_or("")),
+                    csv_field(&r.body),
+                    r.prev_hash,
+                    r.hash
+                )?,
+                Format::Json => {
+                    let row = ExportRow {
+                        seq: r.seq,
+                        event_id: &r.event_id,
+                        at: rfc3339(r.at),
+                        recorded_at: rfc3339(r.recorded_at),
+                        kind: &r.kind,
+                        runner: r.runner.as_deref(),
+                        request_id: r.request_id.as_deref(),
+                        event: serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null),
+                        prev_hash: &r.prev_hash,
+                        hash: &r.hash,
+                    };
+                    if n > 0 {
+                        write!(out, ",")?;
+                    }
+                    write!(out, "\n{}", serde_json::to_string(&row)?)?;
+                }
+            }
+            n += 1;
+        }
+    }
+    if format == Format::Json {
+        writeln!(out, "\n]")?;
+    }
+    Ok(n)
+}
+
+/// How many rows the log holds.
+pub async fn count(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    audit_log::Entity::find().count(db).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_depends_on_every_field_and_the_previous_row() {
+        let base = link_hash(GENESIS, "e1", 1, "verdict", Some("r"), None, "{}");
+        assert_ne!(
+            base,
+            link_hash(GENESIS, "e1", 2, "verdict", Some("r"), None, "{}")
+        );
+        assert_ne!(
+            base,
+            link_hash(GENESIS, "e1", 1, "verdict", None, Some("r"), "{}")
+        );
+        assert_ne!(
+            base,
+            link_hash(&base, "e1", 1, "verdict", Some("r"), None, "{}")
+        );
+        assert_eq!(
+            base,
+            link_hash(GENESIS, "e1", 1, "verdict", Some("r"), None, "{}")
+        );
+    }
+
+    #[test]
+    fn csv_fields_cannot_break_rows_or_become_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\"\nnext"), "\"say \"\"hi\"\"\nnext\"");
+        assert_eq!(csv_field("=cmd()"), "\"'=cmd()\"");
+    }
+}

@@ -1,0 +1,6 @@
+//! sea-orm entities, one per table of `holdpoint-migrations`.
+
+pub mod audit_log;
+pub mod request;
+pub mod runner;
+pub mod web_token;

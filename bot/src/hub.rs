@@ -1,0 +1,149 @@
+//! The runner hub: which runner connections are open, and which connection
+//! waits for which request. It holds no state that matters after a restart;
+//! a runner that reconnects re-submits its requests and the database answers.
+
+use holdpoint_shared::protocol::{BotMessage, DecisionMessage};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+/// Something to do on one connection.
+#[derive(Debug)]
+pub enum Outbound {
+    Send(BotMessage),
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+struct Conn {
+    runner: String,
+    tx: mpsc::UnboundedSender<Outbound>,
+}
+
+struct Waiter {
+    conn: u64,
+    /// The decision was sent on this connection (waiting for the ack).
+    sent: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    next: u64,
+    conns: HashMap<u64, Conn>,
+    waiting: HashMap<String, Waiter>,
+}
+
+/// The open connections.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+}
+
+impl Hub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain maps behind, still
+        // consistent enough to route messages; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection; returns its id.
+    pub fn register(&self, runner: &str, tx: mpsc::UnboundedSender<Outbound>) -> u64 {
+        let mut g = self.lock();
+        g.next += 1;
+        let id = g.next;
+        g.conns.insert(
+            id,
+            Conn {
+                runner: runner.to_string(),
+                tx,
+            },
+        );
+        id
+    }
+
+    /// Forgets a closed connection and what it waited for.
+    pub fn unregister(&self, conn: u64) {
+        let mut g = self.lock();
+        g.conns.remove(&conn);
+        g.waiting.retain(|_, w| w.conn != conn);
+    }
+
+    /// Notes that `conn` waits for the decision on `request_id` (replacing
+    /// an older connection of the same runner, e.g. after a reconnect).
+    pub fn wait(&self, request_id: &str, conn: u64) {
+        self.lock()
+            .waiting
+            .insert(request_id.to_string(), Waiter { conn, sent: false });
+    }
+
+    /// The runner has the decision.
+    pub fn acked(&self, request_id: &str) {
+        self.lock().waiting.remove(request_id);
+    }
+
+    /// Sends a decision to the connection waiting for it, if any. Returns
+    /// whether one was waiting.
+    pub fn deliver(&self, decision: &DecisionMessage) -> bool {
+        let mut g = self.lock();
+        let Some(w) = g.waiting.get(&decision.request_id) else {
+            return false;
+        };
+        let conn = w.conn;
+        let ok = g
+            .conns
+            .get(&conn)
+            .map(|c| {
+                c.tx.send(Outbound::Send(BotMessage::Decision(decision.clone())))
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if let Some(w) = g.waiting.get_mut(&decision.request_id) {
+            w.sent = ok;
+        }
+        ok
+    }
+
+    /// Requests some connection waits for and has not been sent a decision.
+    pub fn undelivered(&self) -> Vec<String> {
+        self.lock()
+            .waiting
+            .iter()
+            .filter(|(_, w)| !w.sent)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Closes every connection of these runners.
+    pub fn close_runners(&self, names: &[String], code: u16, reason: &str) -> usize {
+        let g = self.lock();
+        let mut n = 0;
+        for c in g.conns.values() {
+            if names.iter().any(|r| *r == c.runner) {
+                let _ = c.tx.send(Outbound::Close(code, reason.to_string()));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for c in self.lock().conns.values() {
+            let _ = c.tx.send(Outbound::Close(code, reason.to_string()));
+        }
+    }
+
+    /// The names of connected runners, one per connection.
+    pub fn connected_runners(&self) -> Vec<String> {
+        self.lock()
+            .conns
+            .values()
+            .map(|c| c.runner.clone())
+            .collect()
+    }
+
+    /// How many connections are open.
+    pub fn connections(&self) -> usize {
+        self.lock().conns.len()
+    }
+}

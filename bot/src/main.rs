@@ -1,0 +1,346 @@
+//! `holdpoint-bot`: the approval server and its administration commands.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use holdpoint_bot::audit::{self, Format};
+use holdpoint_bot::config::{Config, LogFormat};
+use holdpoint_bot::time::{human_duration, now_ms, parse_since, rfc3339};
+use holdpoint_bot::{Bot, Decided, Reviewer, StoredRequest, db};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "holdpoint-bot",
+    version,
+    about = "Holds risky agent commands until a human approves or denies them"
+)]
+struct Cli {
+    /// The configuration file (default: HOLDPOINT_CONFIG, then
+    /// ~/.config/holdpoint/bot.toml if it exists).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Register, list and revoke runners.
+    Runner {
+        #[command(subcommand)]
+        action: RunnerAction,
+    },
+    /// List requests.
+    Requests {
+        #[command(subcommand)]
+        action: RequestsAction,
+    },
+    /// Approve a pending request (the id or a unique prefix of it).
+    Approve {
+        id: String,
+        /// An optional note kept with the decision.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a pending request; the reason reaches the agent.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Check or export the audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Print a new single-use login link for the web queue.
+    LoginLink {
+        /// The reviewer name shown with decisions made in that browser.
+        #[arg(long, default_value = "local")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunnerAction {
+    /// Register a runner and print its token (shown only this once).
+    Add { name: String },
+    /// List runners.
+    List,
+    /// Revoke a runner's token; its open connections close at once.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum RequestsAction {
+    /// Pending requests, then the latest decisions.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check that the hash chain is unbroken.
+    Verify,
+    /// Export the log.
+    Export {
+        /// A date (2026-11-01, 2026-11-01T12:00:00Z) or an age (7d, 24h).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: Format,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOLDPOINT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("holdpoint-bot: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("holdpoint-bot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open(config: Config) -> Result<Arc<Bot>> {
+    let db = db::open_and_migrate(&config.database_url).await?;
+    Ok(Arc::new(Bot::new(db, config)))
+}
+
+fn cli_reviewer() -> Reviewer {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    Reviewer {
+        id: format!("cli:{user}"),
+    }
+}
+
+async fn resolve(bot: &Bot, id: &str) -> Result<String> {
+    if holdpoint_shared::protocol::is_hex(id, 32) {
+        return Ok(id.to_string());
+    }
+    if id.len() < 6 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{id:?} is not a request id (32 hex digits, or a unique prefix of at least 6)");
+    }
+    let id = id.to_ascii_lowercase();
+    let mut matches: Vec<StoredRequest> = bot.pending().await?;
+    matches.extend(bot.recent(1000).await?);
+    matches.retain(|r| r.request.id.starts_with(&id));
+    match matches.len() {
+        1 => Ok(matches.remove(0).request.id),
+        0 => bail!("no recent request starts with {id}"),
+        n => bail!("{n} requests start with {id}: give more digits"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Serve) {
+        init_logging(config.log_format);
+    }
+    match command {
+        Command::Serve => {
+            let bot = open(config).await?;
+            holdpoint_bot::server::serve(bot).await?;
+        }
+        Command::Migrate => {
+            db::open_and_migrate(&config.database_url).await?;
+            println!("migrations applied to {}", config.database_display());
+        }
+        Command::Runner { action } => {
+            let bot = open(config).await?;
+            match action {
+                RunnerAction::Add { name } => {
+                    let token = bot.add_runner(&name).await?;
+                    eprintln!("Registered runner {name}. Its token is shown only now:");
+                    println!("{token}");
+                    eprintln!(
+                        "On the runner's machine:\n  export HOLDPOINT_URL={}\n  export HOLDPOINT_TOKEN={token}",
+                        bot.config.base_url()
+                    );
+                }
+                RunnerAction::List => {
+                    println!("{:<24} {:<10} {:<25} LAST SEEN", "NAME", "STATE", "CREATED");
+                    for r in bot.runners().await? {
+                        println!(
+                            "{:<24} {:<10} {:<25} {}",
+                            r.name,
+                            if r.revoked_at.is_some() {
+                                "revoked"
+                            } else {
+                                "active"
+                            },
+                            rfc3339(r.created_at),
+                            r.last_seen_at
+                                .map(rfc3339)
+                                .unwrap_or_else(|| "never".into())
+                        );
+                    }
+                }
+                RunnerAction::Revoke { name } => {
+                    bot.revoke_runner(&name).await?;
+                    println!("revoked {name}; its token no longer connects");
+                }
+            }
+        }
+        Command::Requests {
+            action: RequestsAction::List { json },
+        } => {
+            let bot = open(config).await?;
+            let pending = bot.pending().await?;
+            let recent = bot.recent(20).await?;
+            if json {
+                let v = serde_json::json!({ "pending": pending, "recent": recent });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let now = now_ms();
+                println!("{} pending", pending.len());
+                for r in &pending {
+                    println!(
+                        "  {}  {:<8} {:<14} expires in {:<8} {}",
+                        r.request.id,
+                        r.request.risk().as_str(),
+                        r.runner,
+                        human_duration(r.expires_at - now),
+                        one_line(&r.request.command)
+                    );
+                }
+                println!("{} recent", recent.len());
+                for r in &recent {
+                    println!(
+                        "  {}  {:<9} by {:<16} {}",
+                        r.request.id,
+                        r.status.as_str(),
+                        r.decided_by.as_deref().unwrap_or("-"),
+                        one_line(&r.request.command)
+                    );
+                }
+            }
+        }
+        Command::Approve { id, reason } => {
+            let bot = open(config).await?;
+            let id = resolve(&bot, &id).await?;
+            return report(bot.decide(&id, true, &cli_reviewer(), reason, None).await?);
+        }
+        Command::Deny { id, reason } => {
+            let bot = open(config).await?;
+            let id = resolve(&bot, &id).await?;
+            return report(
+                bot.decide(&id, false, &cli_reviewer(), Some(reason), None)
+                    .await?,
+            );
+        }
+        Command::Audit { action } => {
+            let bot = open(config).await?;
+            match action {
+                AuditAction::Verify => {
+                    let v = audit::verify(&bot.db).await?;
+                    match v.broken {
+                        None => println!(
+                            "ok: {} rows, the hash chain is unbroken (head {})",
+                            v.rows, v.head
+                        ),
+                        Some((seq, why)) => {
+                            println!("BROKEN at row {seq}: {why}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
+                AuditAction::Export { since, format } => {
+                    let since = match since {
+                        Some(s) => parse_since(&s, now_ms()).map_err(anyhow::Error::msg)?,
+                        None => i64::MIN,
+                    };
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n = audit::export(&bot.db, since, format, &mut out).await?;
+                    std::io::Write::flush(&mut out).context("writing the export")?;
+                    eprintln!("{n} rows");
+                }
+            }
+        }
+        Command::LoginLink { name } => {
+            let bot = open(config).await?;
+            let base = bot.config.base_url();
+            println!(
+                "{}",
+                holdpoint_bot::web::login_link(&bot, &base, &name).await?
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A command on one line, with control characters made visible.
+fn one_line(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(100)
+        .map(|c| if c.is_control() { '⏎' } else { c })
+        .collect();
+    if s.chars().count() > 100 {
+        out.push('…');
+    }
+    out
+}
+
+fn report(d: Decided) -> Result<ExitCode> {
+    match d {
+        Decided::Won(d) => {
+            println!("{} {}", d.status, d.request_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Decided::Already(d) => {
+            println!(
+                "already {} by {} at {}{}",
+                d.status,
+                d.decided_by,
+                rfc3339(d.decided_at),
+                d.reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+            Ok(ExitCode::from(3))
+        }
+        Decided::Refused(why) => {
+            println!("refused: {why}");
+            Ok(ExitCode::from(4))
+        }
+        Decided::NotFound => {
+            println!("no such request");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

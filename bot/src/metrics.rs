@@ -1,0 +1,156 @@
+//! Prometheus metrics, written by hand in the text exposition format: a few
+//! counters do not need a metrics framework.
+
+use holdpoint_shared::Decision;
+use holdpoint_shared::protocol::Status;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Upper bounds of the decision latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Counters kept by this process.
+#[derive(Default)]
+pub struct Metrics {
+    /// Verdicts reported by runners, by decision.
+    commands: [AtomicU64; 3],
+    /// Requests submitted.
+    submitted: AtomicU64,
+    /// Requests ended, by final status (approved, denied, expired, cancelled).
+    ended: [AtomicU64; 4],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ms: AtomicU64,
+    /// Frames refused as malformed, oversized or out of order.
+    bad_frames: AtomicU64,
+    /// Connections refused for a bad or revoked token.
+    auth_failures: AtomicU64,
+}
+
+fn status_index(s: Status) -> Option<usize> {
+    Some(match s {
+        Status::Approved => 0,
+        Status::Denied => 1,
+        Status::Expired => 2,
+        Status::Cancelled => 3,
+        Status::Pending => return None,
+    })
+}
+
+const ENDED: [Status; 4] = [
+    Status::Approved,
+    Status::Denied,
+    Status::Expired,
+    Status::Cancelled,
+];
+
+impl Metrics {
+    pub fn command(&self, d: Decision) {
+        let i = match d {
+            Decision::Allow => 0,
+            Decision::Review => 1,
+            Decision::Deny => 2,
+        };
+        self.commands[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn submitted(&self) {
+        self.submitted.fetch_add(1, Relaxed);
+    }
+
+    /// A request reached a final state after `latency_ms`.
+    pub fn ended(&self, s: Status, latency_ms: i64) {
+        if let Some(i) = status_index(s) {
+            self.ended[i].fetch_add(1, Relaxed);
+        }
+        if matches!(s, Status::Approved | Status::Denied) {
+            let secs = latency_ms.max(0) as f64 / 1000.0;
+            for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    self.latency_buckets[b].fetch_add(1, Relaxed);
+                }
+            }
+            self.latency_count.fetch_add(1, Relaxed);
+            self.latency_sum_ms
+                .fetch_add(latency_ms.max(0) as u64, Relaxed);
+        }
+    }
+
+    pub fn bad_frame(&self) {
+        self.bad_frames.fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Relaxed);
+    }
+
+    /// The exposition text. `pending` and `connected` are read at scrape time.
+    pub fn render(&self, pending: u64, connected: usize) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_commands_total Commands the runners classified, by verdict.\n# TYPE holdpoint_commands_total counter"
+        );
+        for (i, d) in ["allow", "review", "deny"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_commands_total{{verdict=\"{d}\"}} {}",
+                self.commands[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_requests_total Review requests, by outcome (submitted counts every new request).\n# TYPE holdpoint_requests_total counter"
+        );
+        let _ = writeln!(
+            o,
+            "holdpoint_requests_total{{outcome=\"submitted\"}} {}",
+            self.submitted.load(Relaxed)
+        );
+        for (i, s) in ENDED.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_requests_total{{outcome=\"{s}\"}} {}",
+                self.ended[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_requests_pending Requests waiting for a decision.\n# TYPE holdpoint_requests_pending gauge\nholdpoint_requests_pending {pending}"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_decision_latency_seconds Time from submission to a reviewer's decision.\n# TYPE holdpoint_decision_latency_seconds histogram"
+        );
+        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_decision_latency_seconds_bucket{{le=\"{bound}\"}} {}",
+                self.latency_buckets[b].load(Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(
+            o,
+            "holdpoint_decision_latency_seconds_bucket{{le=\"+Inf\"}} {count}\nholdpoint_decision_latency_seconds_sum {}\nholdpoint_decision_latency_seconds_count {count}",
+            self.latency_sum_ms.load(Relaxed) as f64 / 1000.0
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_runners_connected Open runner connections.\n# TYPE holdpoint_runners_connected gauge\nholdpoint_runners_connected {connected}"
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_bad_frames_total Runner frames refused as malformed, oversized or out of order.\n# TYPE holdpoint_bad_frames_total counter\nholdpoint_bad_frames_total {}",
+            self.bad_frames.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_auth_failures_total Runner connections refused for a bad or revoked token.\n# TYPE holdpoint_auth_failures_total counter\nholdpoint_auth_failures_total {}",
+            self.auth_failures.load(Relaxed)
+        );
+        o
+    }
+}

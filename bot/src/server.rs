@@ -1,0 +1,138 @@
+//! The HTTP server: routes, the background sweep (expiry, decisions made by
+//! other processes, revocations), start-up and graceful shutdown.
+
+use crate::state::Bot;
+use anyhow::{Context as _, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use holdpoint_shared::protocol::{WS_PATH, close};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the sweep runs.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Every route the bot serves.
+pub fn router(bot: Arc<Bot>) -> Router {
+    Router::new()
+        .route(WS_PATH, get(crate::ws::upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(crate::web::router())
+        .with_state(bot)
+}
+
+async fn readyz(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
+    match bot.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database is unreachable: {e}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
+    // The pending count comes from the database: other replicas and the CLI
+    // change it too. A failure shows as -1 rather than a stale number.
+    let pending = match bot.pending_count().await {
+        Ok(n) => n as i64,
+        Err(_) => -1,
+    };
+    let body = bot
+        .metrics
+        .render(pending.max(0) as u64, bot.hub.connections());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+/// The background sweep. Failures are logged (at most once a minute per
+/// kind) and retried on the next tick; none of them lets a command run.
+pub async fn sweep(bot: Arc<Bot>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error = std::time::Instant::now() - Duration::from_secs(120);
+    loop {
+        tick.tick().await;
+        let mut errors = Vec::new();
+        if let Err(e) = bot.expire_due().await {
+            errors.push(format!("expiring requests: {e}"));
+        }
+        if let Err(e) = bot.relay_foreign().await {
+            errors.push(format!("relaying decisions: {e}"));
+        }
+        match bot.revoked_but_connected().await {
+            Ok(names) if !names.is_empty() => {
+                bot.hub
+                    .close_runners(&names, close::REVOKED, "this runner's token was revoked");
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("checking revocations: {e}")),
+        }
+        if !errors.is_empty() && last_error.elapsed() > Duration::from_secs(60) {
+            last_error = std::time::Instant::now();
+            tracing::error!("sweep failed: {}", errors.join("; "));
+        }
+    }
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(bot: Arc<Bot>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(bot.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", bot.config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "holdpoint-bot {} listening on http://{addr} (database: {})",
+        env!("CARGO_PKG_VERSION"),
+        bot.config.database_display()
+    );
+    crate::welcome::print(&bot, addr).await?;
+    let sweeper = tokio::spawn(sweep(bot.clone()));
+    let app = router(bot.clone());
+    let shutdown_bot = bot.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shutdown_bot
+                .hub
+                .close_all(close::GOING_AWAY, "the bot is restarting");
+        })
+        .await
+        .context("the server stopped")?;
+    sweeper.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

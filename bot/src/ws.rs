@@ -1,0 +1,354 @@
+//! The runner websocket at `/v1/runners/ws`: authentication, the hello
+//! exchange, then one loop per connection that reads runner messages and
+//! writes what the hub queues for it.
+//!
+//! A frame that is not a valid message closes the connection with a code and
+//! a reason (see [`holdpoint_shared::protocol::close`]); it never takes the
+//! bot down and never changes a request.
+
+use crate::audit::NewEvent;
+use crate::hub::Outbound;
+use crate::lifecycle::{Decided, Submitted};
+use crate::runners::Auth;
+use crate::state::Bot;
+use crate::time::now_ms;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdpoint_shared::protocol::{
+    self, BotMessage, MAX_AUDIT_BATCH, MAX_FRAME_BYTES, PROTOCOL_VERSION, RunnerMessage, close,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A connection that sends nothing for this long is closed. Runners send a
+/// `ping` every 20 seconds.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a new connection has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The upgrade handler: the token is checked before the websocket exists.
+pub async fn upgrade(
+    State(bot): State<Arc<Bot>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        bot.metrics.auth_failure();
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer TOKEN`: make one with `holdpoint-bot runner add NAME`\n",
+        )
+            .into_response();
+    };
+    let runner = match bot.authenticate(token).await {
+        Ok(Auth::Runner(name)) => name,
+        Ok(Auth::Revoked(name)) => {
+            bot.metrics.auth_failure();
+            tracing::warn!(runner = name, "refused a revoked token");
+            return (
+                StatusCode::UNAUTHORIZED,
+                "this runner's token was revoked\n",
+            )
+                .into_response();
+        }
+        Ok(Auth::Unknown) => {
+            bot.metrics.auth_failure();
+            tracing::warn!("refused an unknown runner token");
+            return (StatusCode::UNAUTHORIZED, "unknown runner token\n").into_response();
+        }
+        Err(e) => {
+            tracing::error!("cannot check a runner token: {e}");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the bot cannot reach its database\n",
+            )
+                .into_response();
+        }
+    };
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| session(bot, runner, socket))
+}
+
+/// A close reason fits in 123 bytes.
+fn reason(text: &str) -> String {
+    let mut end = text.len().min(123);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, why: &str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason(why).into(),
+        })))
+        .await;
+}
+
+async fn send(socket: &mut WebSocket, m: &BotMessage) -> bool {
+    socket.send(Message::Text(m.encode().into())).await.is_ok()
+}
+
+/// What the read side decided.
+enum Step {
+    Continue,
+    Close(u16, String),
+}
+
+async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
+    // Hello first.
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(_))) => {
+            bot.metrics.bad_frame();
+            return close_with(
+                &mut socket,
+                close::OUT_OF_ORDER,
+                "expected a hello text frame",
+            )
+            .await;
+        }
+        Ok(_) => return,
+        Err(_) => {
+            return close_with(&mut socket, close::IDLE, "no hello within 10 seconds").await;
+        }
+    };
+    match RunnerMessage::decode(&first) {
+        Ok(RunnerMessage::Hello { protocol: v, .. }) if v == PROTOCOL_VERSION => {}
+        Ok(RunnerMessage::Hello { protocol: v, .. }) => {
+            bot.metrics.bad_frame();
+            let why = format!(
+                "unsupported protocol version {v}; this bot speaks {PROTOCOL_VERSION}: upgrade the older side"
+            );
+            return close_with(&mut socket, close::UNSUPPORTED_VERSION, &why).await;
+        }
+        Ok(_) => {
+            bot.metrics.bad_frame();
+            return close_with(
+                &mut socket,
+                close::OUT_OF_ORDER,
+                "the first message must be hello",
+            )
+            .await;
+        }
+        Err(e) => {
+            bot.metrics.bad_frame();
+            return close_with(&mut socket, close::BAD_MESSAGE, &e.to_string()).await;
+        }
+    }
+    let welcome = BotMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        runner: runner.clone(),
+        bot_version: env!("CARGO_PKG_VERSION").to_string(),
+        server_time: now_ms(),
+    };
+    if !send(&mut socket, &welcome).await {
+        return;
+    }
+    if let Err(e) = bot.seen(&runner).await {
+        tracing::warn!("cannot record that runner {runner} connected: {e}");
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let conn = bot.hub.register(&runner, tx);
+    tracing::debug!(runner, conn, "runner connected");
+    loop {
+        tokio::select! {
+            incoming = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => {
+                let step = match incoming {
+                    Err(_) => Step::Close(close::IDLE, "nothing received for 90 seconds".into()),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                            bot.metrics.bad_frame();
+                            Step::Close(close::TOO_LARGE, format!("frame larger than {MAX_FRAME_BYTES} bytes"))
+                        } else {
+                            break;
+                        }
+                    }
+                    Ok(Some(Ok(Message::Text(t)))) => handle(&bot, &runner, conn, &mut socket, &t).await,
+                    Ok(Some(Ok(Message::Binary(_)))) => {
+                        bot.metrics.bad_frame();
+                        Step::Close(close::BAD_MESSAGE, "binary frames are not part of the protocol".into())
+                    }
+                    Ok(Some(Ok(Message::Close(_)))) => break,
+                    Ok(Some(Ok(_))) => Step::Continue,
+                };
+                if let Step::Close(code, why) = step {
+                    close_with(&mut socket, code, &why).await;
+                    break;
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Outbound::Send(m)) => {
+                    if !send(&mut socket, &m).await {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(code, why)) => {
+                    close_with(&mut socket, code, &why).await;
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    bot.hub.unregister(conn);
+    tracing::debug!(runner, conn, "runner disconnected");
+}
+
+async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text: &str) -> Step {
+    let msg = match RunnerMessage::decode(text) {
+        Ok(m) => m,
+        Err(e) => {
+            bot.metrics.bad_frame();
+            return Step::Close(close::BAD_MESSAGE, e.to_string());
+        }
+    };
+    let reply = match msg {
+        RunnerMessage::Hello { .. } => {
+            bot.metrics.bad_frame();
+            return Step::Close(close::OUT_OF_ORDER, "hello was already said".into());
+        }
+        RunnerMessage::Ping { nonce } => BotMessage::Pong { nonce },
+        RunnerMessage::Pong { .. } => return Step::Continue,
+        RunnerMessage::Submit { request } => {
+            match bot.runner_active(runner).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Close(close::REVOKED, "this runner's token was revoked".into());
+                }
+                Err(e) => {
+                    return Step::Continue
+                        .tap_reject(
+                            socket,
+                            &request.id,
+                            &format!("the bot cannot reach its database: {e}"),
+                        )
+                        .await;
+                }
+            }
+            // Wait first, so a decision made the instant after the insert
+            // finds this connection.
+            bot.hub.wait(&request.id, conn);
+            match bot.submit(runner, &request).await {
+                Ok(Submitted::Pending { expires_at }) => BotMessage::Pending {
+                    request_id: request.id.clone(),
+                    expires_at,
+                    server_time: now_ms(),
+                    review_url: Some(format!("{}/#{}", bot.config.base_url(), request.id)),
+                },
+                Ok(Submitted::Decided(d)) => BotMessage::Decision(d),
+                Err(e) => {
+                    bot.hub.acked(&request.id);
+                    tracing::warn!(runner, request = request.id, "refused a submission: {e}");
+                    BotMessage::Rejected {
+                        request_id: request.id.clone(),
+                        reason: e.to_string(),
+                    }
+                }
+            }
+        }
+        RunnerMessage::Cancel { request_id } => match bot.cancel(runner, &request_id).await {
+            Ok(Decided::Won(d) | Decided::Already(d)) => BotMessage::Decision(d),
+            Ok(Decided::Refused(why)) => BotMessage::Rejected {
+                request_id,
+                reason: why,
+            },
+            Ok(Decided::NotFound) => BotMessage::Rejected {
+                request_id,
+                reason: "no such request".into(),
+            },
+            Err(e) => BotMessage::Rejected {
+                request_id,
+                reason: e.to_string(),
+            },
+        },
+        RunnerMessage::Ack { request_id } => {
+            if let Err(e) = bot.acknowledged(runner, &request_id).await {
+                tracing::warn!(runner, request = request_id, "cannot record an ack: {e}");
+            }
+            return Step::Continue;
+        }
+        RunnerMessage::Audit { events } => {
+            if events.len() > MAX_AUDIT_BATCH {
+                bot.metrics.bad_frame();
+                return Step::Close(
+                    close::BAD_MESSAGE,
+                    format!("more than {MAX_AUDIT_BATCH} audit events in one batch"),
+                );
+            }
+            if let Some(bad) = events.iter().find(|e| !protocol::is_hex(&e.id, 32)) {
+                bot.metrics.bad_frame();
+                return Step::Close(
+                    close::BAD_MESSAGE,
+                    format!("audit event id {:?} is not 32 hex digits", reason(&bad.id)),
+                );
+            }
+            let rows: Vec<NewEvent> = events
+                .iter()
+                .map(|e| NewEvent {
+                    event_id: e.id.clone(),
+                    at: e.at,
+                    kind: "verdict".into(),
+                    runner: Some(runner.to_string()),
+                    request_id: e.request_id.clone(),
+                    body: serde_json::to_value(e).unwrap_or_default(),
+                })
+                .collect();
+            match bot.audit(&rows).await {
+                Ok(fresh) => {
+                    for (e, new) in events.iter().zip(fresh) {
+                        if new {
+                            bot.metrics.command(e.decision);
+                        }
+                    }
+                    BotMessage::AuditAck {
+                        ids: events.into_iter().map(|e| e.id).collect(),
+                    }
+                }
+                Err(e) => {
+                    // No ack: the runner keeps the events and sends them again.
+                    tracing::error!(runner, "cannot store audit events: {e}");
+                    return Step::Continue;
+                }
+            }
+        }
+    };
+    if send(socket, &reply).await {
+        Step::Continue
+    } else {
+        Step::Close(close::GOING_AWAY, "write failed".into())
+    }
+}
+
+impl Step {
+    /// Sends a rejection for `id` and carries on.
+    async fn tap_reject(self, socket: &mut WebSocket, id: &str, why: &str) -> Step {
+        let m = BotMessage::Rejected {
+            request_id: id.to_string(),
+            reason: why.to_string(),
+        };
+        if send(socket, &m).await {
+            self
+        } else {
+            Step::Close(close::GOING_AWAY, "write failed".into())
+        }
+    }
+}

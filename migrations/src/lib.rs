@@ -1,0 +1,21 @@
+//! The database schema of `holdpoint-bot`, as sea-orm migrations. The bot
+//! applies them when it starts and `holdpoint-bot migrate` applies them on
+//! demand; both SQLite and PostgreSQL are supported.
+//!
+//! A migration must never rewrite or drop audit rows: the audit log is
+//! append-only and hash-chained, and the database refuses updates and deletes
+//! on it.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
