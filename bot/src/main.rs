@@ -143,6 +143,7 @@ fn cli_reviewer() -> Reviewer {
     let user = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "unknown".into());
     Reviewer {
         id: format!("cli:{user}"),

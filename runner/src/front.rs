@@ -1,5 +1,5 @@
 //! The front ends. They differ only in how they read a command and report
-//! the answer; the decision itself is [`gate::decide`].
+//! the answer; the decision itself is [`gate::settle`].
 
 use crate::config;
 use crate::gate::{self, Outcome};
@@ -152,7 +152,16 @@ pub fn exec(argv: &[String], policy: Option<&Path>) -> ExitCode {
     };
     let line = gate::shell_join(argv);
     let ctx = Context::from_process();
-    let (_, outcome) = gate::decide(&policy, &line, &ctx);
+    let (_, outcome) = gate::settle(
+        &policy,
+        &gate::Invocation {
+            line: &line,
+            ctx: &ctx,
+            front_end: "exec",
+            agent: agent_from_env(),
+            session: None,
+        },
+    );
     match outcome {
         Outcome::Run => {
             let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
@@ -168,6 +177,14 @@ pub fn exec(argv: &[String], policy: Option<&Path>) -> ExitCode {
             code(c)
         }
     }
+}
+
+/// The agent's name from `HOLDPOINT_AGENT`, if set.
+fn agent_from_env() -> Option<String> {
+    std::env::var("HOLDPOINT_AGENT")
+        .ok()
+        .map(|a| a.trim().chars().take(64).collect::<String>())
+        .filter(|a| !a.is_empty())
 }
 
 /// Whether an argument is a shell's option word that includes `-c`.
@@ -231,7 +248,16 @@ pub fn sh(args: &[String], policy: Option<&Path>) -> ExitCode {
         Err(c) => return c,
     };
     let ctx = Context::from_process();
-    let (_, outcome) = gate::decide(&policy, script, &ctx);
+    let (_, outcome) = gate::settle(
+        &policy,
+        &gate::Invocation {
+            line: script,
+            ctx: &ctx,
+            front_end: "sh",
+            agent: agent_from_env(),
+            session: None,
+        },
+    );
     match outcome {
         Outcome::Run => {
             let shell = real_shell();
@@ -275,7 +301,6 @@ struct HookInput {
     #[serde(default)]
     cwd: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     session_id: Option<String>,
 }
 
@@ -353,7 +378,16 @@ pub fn claude_code(policy: Option<&Path>) -> ExitCode {
     if let Some(cwd) = input.cwd.filter(|c| c.starts_with('/')) {
         ctx = ctx.with_cwd(cwd);
     }
-    let (verdict, outcome) = gate::decide(&policy, command, &ctx);
+    let (verdict, outcome) = gate::settle(
+        &policy,
+        &gate::Invocation {
+            line: command,
+            ctx: &ctx,
+            front_end: "hook",
+            agent: Some(agent_from_env().unwrap_or_else(|| "claude-code".into())),
+            session: input.session_id.clone(),
+        },
+    );
     match outcome {
         Outcome::Run => hook_answer(
             true,

@@ -1,6 +1,9 @@
 //! The one decision every front end shares: given a command line, run it or
 //! refuse it, and say why.
 
+use crate::bot::{Answer, Progress};
+use holdpoint_shared::protocol::{AuditEvent, ReviewRequest, Status};
+use holdpoint_shared::redact::redact;
 use holdpoint_shared::{Context, Decision, Policy, Verdict};
 
 /// Exit code when the policy denies a command.
@@ -45,6 +48,245 @@ pub fn decide(policy: &Policy, line: &str, ctx: &Context) -> (Verdict, Outcome) 
         },
     };
     (verdict, outcome)
+}
+
+/// One command reaching the gate through a front end.
+pub struct Invocation<'a> {
+    pub line: &'a str,
+    pub ctx: &'a Context,
+    /// `exec`, `sh` or `hook`.
+    pub front_end: &'static str,
+    /// The agent, when the front end knows it (`claude-code`).
+    pub agent: Option<String>,
+    /// The agent's session id, when the front end knows it.
+    pub session: Option<String>,
+}
+
+/// The host name, for requests and audit events.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn random_hex(bytes: usize) -> Option<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).ok()?;
+    Some(hex::encode(buf))
+}
+
+/// Hex SHA-256 of the exact command and directory, salted with a secret the
+/// bot never sees (so a redacted secret cannot be recovered by guessing).
+fn command_hash(salt: &str, cwd: &str, line: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [salt, cwd, line] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn requester() -> String {
+    if let Ok(r) = std::env::var("HOLDPOINT_REQUESTER")
+        && !r.trim().is_empty()
+    {
+        return r.trim().to_string();
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{}", hostname())
+}
+
+/// Classifies, records the verdict in the audit spool, and for a command
+/// that needs review asks the bot and waits. With no bot configured this is
+/// [`decide`].
+pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
+    let (verdict, outcome) = decide(policy, inv.line, inv.ctx);
+    let bot = match crate::bot::BotConfig::load() {
+        Ok(Some(b)) => b,
+        Ok(None) => return (verdict, outcome),
+        Err(e) => {
+            return match verdict.decision {
+                Decision::Allow => {
+                    eprintln!("holdpoint: warning: {e:#}; this command is not audited");
+                    (verdict, outcome)
+                }
+                Decision::Deny => (verdict, outcome),
+                Decision::Review => {
+                    let message = format!(
+                        "holdpoint: this command needs a human's approval, but the bot settings are broken: {e:#}; it was not run"
+                    );
+                    (
+                        verdict,
+                        Outcome::Refuse {
+                            code: EXIT_NOT_APPROVED,
+                            message,
+                        },
+                    )
+                }
+            };
+        }
+    };
+    let cwd = inv.ctx.cwd.clone().unwrap_or_else(|| "/".into());
+    let request_id = random_hex(16);
+    let spool = crate::spool::dir();
+    let record = |action: &str, request_id: Option<String>| {
+        let Some(dir) = &spool else { return };
+        let Some(id) = random_hex(16) else { return };
+        let event = AuditEvent {
+            id,
+            at: crate::bot::now(),
+            command: redact(inv.line),
+            decision: verdict.decision,
+            risk: verdict.risk,
+            rules: verdict
+                .deciding_rules()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            host: hostname(),
+            cwd: cwd.clone(),
+            agent: inv.agent.clone(),
+            front_end: inv.front_end.to_string(),
+            action: action.to_string(),
+            request_id,
+        };
+        if let Err(e) = crate::spool::record(dir, &event) {
+            eprintln!(
+                "holdpoint: warning: the audit spool is not writable ({e:#}); this verdict is not audited"
+            );
+        }
+        crate::spool::kick(dir);
+    };
+    match verdict.decision {
+        Decision::Allow => {
+            record("ran", None);
+            (verdict, outcome)
+        }
+        Decision::Deny => {
+            record("refused", None);
+            (verdict, outcome)
+        }
+        Decision::Review => {
+            let (Some(request_id), Some(salt)) = (request_id, random_hex(16)) else {
+                let message =
+                    "holdpoint: cannot make a request id (no randomness); the command was not run"
+                        .to_string();
+                return (
+                    verdict,
+                    Outcome::Refuse {
+                        code: EXIT_GATE_ERROR,
+                        message,
+                    },
+                );
+            };
+            record("submitted", Some(request_id.clone()));
+            let outcome = ask_bot(&bot, inv, &verdict, request_id, &salt, &cwd);
+            (verdict, outcome)
+        }
+    }
+}
+
+fn ask_bot(
+    bot: &crate::bot::BotConfig,
+    inv: &Invocation,
+    verdict: &Verdict,
+    id: String,
+    salt: &str,
+    cwd: &str,
+) -> Outcome {
+    let opts = crate::annotate::AnnotateOptions::from_env();
+    let annotations = crate::annotate::annotate(inv.line, inv.ctx, verdict, &opts);
+    let mut shown = verdict.clone();
+    for h in &mut shown.hits {
+        h.part = redact(&h.part);
+        h.reason = redact(&h.reason);
+    }
+    let request = ReviewRequest {
+        id,
+        command: redact(inv.line),
+        command_hash: command_hash(salt, cwd, inv.line),
+        verdict: shown,
+        annotations,
+        host: hostname(),
+        cwd: cwd.to_string(),
+        agent: inv.agent.clone(),
+        session: inv.session.clone(),
+        front_end: inv.front_end.to_string(),
+        requested_by: Some(requester()),
+    };
+    let short = &request.id[..8];
+    let why = format!(
+        "{} risk; {}",
+        verdict.risk,
+        verdict
+            .hits
+            .iter()
+            .filter(|h| h.decision == verdict.decision)
+            .map(|h| format!("{}: {}", h.rule, h.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let answer = crate::bot::ask(bot, &request, |p| match p {
+        Progress::Waiting { left, review_url } => {
+            eprintln!(
+                "holdpoint: waiting for a reviewer to approve this command ({why})\nholdpoint: request {short} expires in {}{}",
+                human(left),
+                review_url
+                    .map(|u| format!("; review it at {u}"))
+                    .unwrap_or_default()
+            );
+        }
+        Progress::Reconnecting { why } => {
+            eprintln!("holdpoint: lost the bot ({why}); reconnecting, request {short} still waits");
+        }
+        Progress::StillWaiting { left } => {
+            eprintln!(
+                "holdpoint: still waiting for a reviewer, request {short} expires in {}",
+                human(left)
+            );
+        }
+    });
+    let refuse = |message: String| Outcome::Refuse {
+        code: EXIT_NOT_APPROVED,
+        message,
+    };
+    match answer {
+        Answer::Decided(d) if d.status == Status::Approved => {
+            eprintln!("holdpoint: approved by {}; running it", d.decided_by);
+            Outcome::Run
+        }
+        Answer::Decided(d) => {
+            let reason = d.reason.map(|r| format!(": {r}")).unwrap_or_default();
+            let what = match d.status {
+                Status::Denied => format!("denied by {}{reason}", d.decided_by),
+                Status::Expired => format!("not approved in time{reason}"),
+                Status::Cancelled => format!("cancelled{reason}"),
+                Status::Pending | Status::Approved => format!("not approved ({})", d.status),
+            };
+            refuse(format!("holdpoint: {what}; the command was not run"))
+        }
+        Answer::Rejected(why) => refuse(format!(
+            "holdpoint: this command needs a human's approval and was not run: {why}"
+        )),
+        Answer::Unreachable(why) => refuse(format!(
+            "holdpoint: this command needs a human's approval and was not run: {why}"
+        )),
+    }
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h {:02}m", s / 3600, (s / 60) % 60)
+    }
 }
 
 /// Quotes words so that a POSIX shell reads them back as the same words.

@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 mod annotate;
+mod bot;
 mod config;
 mod front;
 mod gate;
+mod spool;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -69,6 +71,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The local audit spool.
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
     /// Agent hooks.
     Hook {
         #[command(subcommand)]
@@ -86,6 +93,18 @@ enum PolicyAction {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SpoolAction {
+    /// Send the spooled audit events to the bot now.
+    Flush {
+        /// Print nothing (used when the runner starts a flusher itself).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Show how many events wait to be sent.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -149,8 +168,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Exec { policy, argv } => Ok(front::exec(&argv, policy.as_deref())),
         Command::Sh { args } => Ok(front::sh(&args, None)),
+        Command::Spool { action } => spool_command(action),
         Command::Hook {
             agent: HookAgent::ClaudeCode { policy },
         } => Ok(front::claude_code(policy.as_deref())),
+    }
+}
+
+fn spool_command(action: SpoolAction) -> Result<ExitCode> {
+    let dir = spool::dir()
+        .ok_or_else(|| anyhow::anyhow!("no spool directory: set HOLDPOINT_SPOOL_DIR or HOME"))?;
+    match action {
+        SpoolAction::Status => {
+            println!("{}", spool::status(&dir));
+            Ok(ExitCode::SUCCESS)
+        }
+        SpoolAction::Flush { quiet } => {
+            let Some(cfg) = bot::BotConfig::load()? else {
+                anyhow::bail!("no bot is configured (set HOLDPOINT_URL and HOLDPOINT_TOKEN)");
+            };
+            let (linger, give_up) = if quiet {
+                (
+                    std::time::Duration::from_secs(5),
+                    std::time::Duration::from_secs(30),
+                )
+            } else {
+                (
+                    std::time::Duration::ZERO,
+                    std::time::Duration::from_secs(10),
+                )
+            };
+            let done = spool::flush(&cfg, &dir, linger, give_up)?;
+            if !quiet {
+                println!(
+                    "sent {} events ({} unreadable lines skipped)",
+                    done.sent, done.skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,484 @@
+//! The runner's side of the conversation with `holdpoint-bot`: a blocking
+//! websocket client that submits one request and waits for its decision,
+//! reconnecting (and re-submitting the same request id) when the connection
+//! drops, and the connection the spool uses to send audit events.
+//!
+//! Only an approval whose request id and command hash match what this
+//! process submitted lets a command run. A bot that cannot be reached in
+//! time, a refused token, a rejected submission and a decision for another
+//! command all end in a refusal.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use holdpoint_shared::protocol::{
+    BotMessage, DecisionMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, WS_PATH, close,
+    now_ms,
+};
+use std::io::ErrorKind;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// How long to keep trying to reach the bot before refusing, unless
+/// `HOLDPOINT_CONNECT_TIMEOUT` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a waiting runner says it is alive.
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// A connection that has received nothing for this long is presumed dead.
+const DEAD_AFTER: Duration = Duration::from_secs(65);
+
+/// How the runner reaches the bot.
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// `http(s)://host:port` or `ws(s)://host:port`, without the path.
+    pub url: String,
+    pub token: String,
+    pub connect_timeout: Duration,
+}
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The runner's config file: `url` and `token` (or `token_file`).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunnerFile {
+    url: Option<String>,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    connect_timeout_secs: Option<u64>,
+}
+
+fn runner_file() -> Result<RunnerFile> {
+    let path = env("HOLDPOINT_RUNNER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let base = env("XDG_CONFIG_HOME")
+                .map(std::path::PathBuf::from)
+                .or_else(|| env("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))?;
+            let p = base.join("holdpoint").join("runner.toml");
+            p.is_file().then_some(p)
+        });
+    let Some(path) = path else {
+        return Ok(RunnerFile::default());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the runner config {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("the runner config {} is not valid", path.display()))
+}
+
+impl BotConfig {
+    /// `HOLDPOINT_URL` and `HOLDPOINT_TOKEN`, else the runner config file.
+    /// `Ok(None)`: no bot is configured. `Err`: one is, but badly.
+    pub fn load() -> Result<Option<BotConfig>> {
+        let file = runner_file()?;
+        let Some(url) = env("HOLDPOINT_URL").or(file.url) else {
+            return Ok(None);
+        };
+        let token = match env("HOLDPOINT_TOKEN").or(file.token) {
+            Some(t) => t,
+            None => match file.token_file {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read the token file {}", p.display()))?
+                    .trim()
+                    .to_string(),
+                None => bail!(
+                    "HOLDPOINT_URL is set but no token is: set HOLDPOINT_TOKEN (from `holdpoint-bot runner add NAME`)"
+                ),
+            },
+        };
+        let connect_timeout = match env("HOLDPOINT_CONNECT_TIMEOUT") {
+            Some(v) => Duration::from_secs_f64(
+                v.trim()
+                    .trim_end_matches('s')
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 86400.0)
+                    .ok_or_else(|| {
+                        anyhow!("HOLDPOINT_CONNECT_TIMEOUT={v:?} is not a number of seconds")
+                    })?,
+            ),
+            None => file
+                .connect_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        };
+        Ok(Some(BotConfig {
+            url: url.trim().trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+            connect_timeout,
+        }))
+    }
+
+    /// The websocket URL.
+    pub fn ws_url(&self) -> Result<String> {
+        let u = &self.url;
+        let rest = if let Some(r) = u.strip_prefix("http://") {
+            format!("ws://{r}")
+        } else if let Some(r) = u.strip_prefix("https://") {
+            format!("wss://{r}")
+        } else if u.starts_with("ws://") || u.starts_with("wss://") {
+            u.clone()
+        } else {
+            bail!("HOLDPOINT_URL={u:?} must start with http://, https://, ws:// or wss://");
+        };
+        Ok(format!("{rest}{WS_PATH}"))
+    }
+}
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Worth retrying: the bot is down, restarting, or the network blipped.
+    Transient(String),
+    /// Retrying will not help: the token is refused, the protocol differs.
+    Permanent(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Transient(s) | ConnectError::Permanent(s) => f.write_str(s),
+        }
+    }
+}
+
+/// An open, greeted connection.
+pub struct Connection {
+    socket: Socket,
+    tcp: TcpStream,
+    last_heard: Instant,
+    last_ping: Instant,
+    nonce: u64,
+}
+
+fn install_crypto() {
+    // One process-wide provider; a second install attempt just fails.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn close_reason(frame: Option<&tungstenite::protocol::CloseFrame>) -> (u16, String) {
+    match frame {
+        Some(f) => (u16::from(f.code), f.reason.to_string()),
+        None => (1005, "no reason given".into()),
+    }
+}
+
+fn classify_close(code: u16, why: String) -> ConnectError {
+    match code {
+        close::REVOKED | close::UNSUPPORTED_VERSION | close::BAD_MESSAGE | close::OUT_OF_ORDER => {
+            ConnectError::Permanent(format!("the bot closed the connection: {why}"))
+        }
+        _ => ConnectError::Transient(format!("the bot closed the connection ({code}): {why}")),
+    }
+}
+
+impl Connection {
+    /// Connects, authenticates and says hello, all before `deadline`.
+    pub fn open(cfg: &BotConfig, deadline: Instant) -> Result<Connection, ConnectError> {
+        let url = cfg
+            .ws_url()
+            .map_err(|e| ConnectError::Permanent(e.to_string()))?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::Permanent(format!("bad bot URL {url}: {e}")))?;
+        let auth = HeaderValue::from_str(&format!("Bearer {}", cfg.token)).map_err(|_| {
+            ConnectError::Permanent("the token has characters a header cannot hold".into())
+        })?;
+        request.headers_mut().insert("authorization", auth);
+        let host = request.uri().host().unwrap_or_default().to_string();
+        let tls = request.uri().scheme_str() == Some("wss");
+        let port = request
+            .uri()
+            .port_u16()
+            .unwrap_or(if tls { 443 } else { 80 });
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnectError::Transient("out of time".into()));
+        }
+        let addrs: Vec<_> = (host.trim_matches(['[', ']']), port)
+            .to_socket_addrs()
+            .map_err(|e| ConnectError::Transient(format!("cannot resolve {host}: {e}")))?
+            .collect();
+        let mut last = String::from("no address");
+        let mut tcp = None;
+        for a in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match TcpStream::connect_timeout(&a, left) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = format!("cannot connect to {a}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(ConnectError::Transient(last))?;
+        let io = |e: std::io::Error| ConnectError::Transient(e.to_string());
+        tcp.set_nodelay(true).map_err(io)?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        tcp.set_read_timeout(Some(left)).map_err(io)?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))
+            .map_err(io)?;
+        let handle = tcp.try_clone().map_err(io)?;
+        if tls {
+            install_crypto();
+        }
+        let mut config = WebSocketConfig::default();
+        config.max_message_size = Some(holdpoint_shared::protocol::MAX_FRAME_BYTES);
+        config.max_frame_size = Some(holdpoint_shared::protocol::MAX_FRAME_BYTES);
+        let (socket, _) = tungstenite::client_tls_with_config(request, tcp, Some(config), None)
+            .map_err(|e| match e {
+                tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
+                    let status = resp.status();
+                    let body = resp
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                        .unwrap_or_default();
+                    let text = format!("the bot answered {status}: {body}");
+                    if status.as_u16() == 401 || status.as_u16() == 403 || status.as_u16() == 404 {
+                        ConnectError::Permanent(text)
+                    } else {
+                        ConnectError::Transient(text)
+                    }
+                }
+                other => ConnectError::Transient(format!("websocket handshake failed: {other}")),
+            })?;
+        let mut conn = Connection {
+            socket,
+            tcp: handle,
+            last_heard: Instant::now(),
+            last_ping: Instant::now(),
+            nonce: 0,
+        };
+        conn.send(&RunnerMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            runner_version: env!("CARGO_PKG_VERSION").to_string(),
+            host: crate::gate::hostname(),
+        })?;
+        match conn.recv_until(deadline)? {
+            Some(BotMessage::Welcome { .. }) => {}
+            Some(other) => {
+                return Err(ConnectError::Permanent(format!(
+                    "the bot answered hello with {other:?}"
+                )));
+            }
+            None => return Err(ConnectError::Transient("no welcome in time".into())),
+        }
+        let _ = conn.tcp.set_read_timeout(Some(Duration::from_millis(250)));
+        Ok(conn)
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, m: &RunnerMessage) -> Result<(), ConnectError> {
+        self.socket
+            .send(Message::Text(m.encode().into()))
+            .map_err(|e| ConnectError::Transient(format!("cannot send to the bot: {e}")))
+    }
+
+    /// Waits for the next bot message until `deadline`, sending keep-alive
+    /// pings as needed. `Ok(None)`: the deadline passed.
+    pub fn recv_until(&mut self, deadline: Instant) -> Result<Option<BotMessage>, ConnectError> {
+        loop {
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if self.last_heard.elapsed() > DEAD_AFTER {
+                return Err(ConnectError::Transient("the bot stopped answering".into()));
+            }
+            if self.last_ping.elapsed() > PING_EVERY {
+                self.last_ping = Instant::now();
+                self.nonce += 1;
+                let nonce = self.nonce;
+                self.send(&RunnerMessage::Ping { nonce })?;
+            }
+            match self.socket.read() {
+                Ok(Message::Text(t)) => {
+                    self.last_heard = Instant::now();
+                    match BotMessage::decode(&t) {
+                        Ok(BotMessage::Ping { nonce }) => {
+                            self.send(&RunnerMessage::Pong { nonce })?;
+                        }
+                        Ok(BotMessage::Pong { .. }) => {}
+                        Ok(m) => return Ok(Some(m)),
+                        Err(e) => {
+                            return Err(ConnectError::Permanent(format!(
+                                "the bot sent a message this runner cannot read ({e}); upgrade the runner"
+                            )));
+                        }
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    let (code, why) = close_reason(frame.as_ref());
+                    return Err(classify_close(code, why));
+                }
+                Ok(_) => self.last_heard = Instant::now(),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => {
+                    return Err(ConnectError::Transient(format!(
+                        "lost the connection to the bot: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Closes politely.
+    pub fn close(mut self) {
+        let _ = self.socket.close(None);
+        let _ = self.socket.flush();
+    }
+}
+
+/// How waiting went, for the messages shown to the agent.
+pub enum Progress<'a> {
+    /// The bot stored the request; it expires in `left`.
+    Waiting {
+        left: Duration,
+        review_url: Option<&'a str>,
+    },
+    /// The connection dropped; trying again.
+    Reconnecting { why: &'a str },
+    /// Still waiting, `left` to go.
+    StillWaiting { left: Duration },
+}
+
+/// The end of a wait.
+#[derive(Debug)]
+pub enum Answer {
+    /// The bot's decision for exactly this request and command.
+    Decided(DecisionMessage),
+    /// The bot refused the request or the runner; the reason says why.
+    Rejected(String),
+    /// The bot could not be reached (or stopped answering) in time.
+    Unreachable(String),
+}
+
+/// Submits `req` and waits for its decision.
+pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progress)) -> Answer {
+    let start = Instant::now();
+    // Until the bot has the request, the connect timeout bounds the wait;
+    // after that, the request's own deadline does.
+    let mut deadline = start + cfg.connect_timeout;
+    let mut stored = false;
+    let mut backoff = Duration::from_millis(100);
+    let mut last_error = String::new();
+    let mut last_reminder = Instant::now();
+    loop {
+        if Instant::now() >= deadline {
+            return Answer::Unreachable(if stored {
+                format!(
+                    "the request's deadline passed while the bot could not be reached ({last_error})"
+                )
+            } else {
+                format!(
+                    "could not reach the bot at {} within {}s ({last_error})",
+                    cfg.url,
+                    cfg.connect_timeout.as_secs_f64()
+                )
+            });
+        }
+        let attempt = Connection::open(cfg, deadline).and_then(|mut conn| {
+            conn.send(&RunnerMessage::Submit {
+                request: Box::new(req.clone()),
+            })?;
+            Ok(conn)
+        });
+        let mut conn = match attempt {
+            Ok(c) => c,
+            Err(ConnectError::Permanent(why)) => return Answer::Rejected(why),
+            Err(ConnectError::Transient(why)) => {
+                if stored && last_error.is_empty() {
+                    progress(Progress::Reconnecting { why: &why });
+                }
+                last_error = why;
+                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            if last_reminder.elapsed() >= Duration::from_secs(60) && stored {
+                last_reminder = Instant::now();
+                progress(Progress::StillWaiting {
+                    left: deadline.saturating_duration_since(Instant::now()),
+                });
+            }
+            let wait_until = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            match conn.recv_until(wait_until) {
+                Ok(None) => {
+                    if Instant::now() >= deadline {
+                        conn.close();
+                        break;
+                    }
+                }
+                Ok(Some(BotMessage::Pending {
+                    request_id,
+                    expires_at,
+                    server_time,
+                    review_url,
+                })) if request_id == req.id => {
+                    let left = Duration::from_millis((expires_at - server_time).max(0) as u64);
+                    // A few seconds' grace past the deadline for the bot's own
+                    // expiry message to arrive.
+                    deadline = Instant::now() + left + Duration::from_secs(5);
+                    if !stored {
+                        progress(Progress::Waiting {
+                            left,
+                            review_url: review_url.as_deref(),
+                        });
+                    }
+                    stored = true;
+                    last_error.clear();
+                }
+                Ok(Some(BotMessage::Decision(d))) if d.request_id == req.id => {
+                    let _ = conn.send(&RunnerMessage::Ack {
+                        request_id: d.request_id.clone(),
+                    });
+                    conn.close();
+                    if d.command_hash != req.command_hash {
+                        return Answer::Rejected(
+                            "the bot's decision is for a different command than this one".into(),
+                        );
+                    }
+                    return Answer::Decided(d);
+                }
+                Ok(Some(BotMessage::Rejected { request_id, reason })) if request_id == req.id => {
+                    conn.close();
+                    return Answer::Rejected(format!("the bot refused the request: {reason}"));
+                }
+                Ok(Some(_)) => {}
+                Err(ConnectError::Permanent(why)) => return Answer::Rejected(why),
+                Err(ConnectError::Transient(why)) => {
+                    if stored {
+                        progress(Progress::Reconnecting { why: &why });
+                    }
+                    last_error = why;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds now, for events.
+pub fn now() -> i64 {
+    now_ms()
+}
