@@ -20,6 +20,9 @@ struct Conn {
     tx: mpsc::UnboundedSender<Outbound>,
 }
 
+/// A wait that [`Hub::wait`] replaced.
+pub struct Waiting(Waiter);
+
 struct Waiter {
     conn: u64,
     /// The decision was sent on this connection (waiting for the ack).
@@ -70,10 +73,26 @@ impl Hub {
 
     /// Notes that `conn` waits for the decision on `request_id` (replacing
     /// an older connection of the same runner, e.g. after a reconnect).
-    pub fn wait(&self, request_id: &str, conn: u64) {
+    /// Returns what it replaced, for [`Hub::restore`].
+    pub fn wait(&self, request_id: &str, conn: u64) -> Option<Waiting> {
         self.lock()
             .waiting
-            .insert(request_id.to_string(), Waiter { conn, sent: false });
+            .insert(request_id.to_string(), Waiter { conn, sent: false })
+            .map(Waiting)
+    }
+
+    /// Undoes a [`Hub::wait`] whose submission was refused, so a refused
+    /// submission cannot take over another connection's wait.
+    pub fn restore(&self, request_id: &str, previous: Option<Waiting>) {
+        let mut g = self.lock();
+        match previous {
+            Some(Waiting(w)) => {
+                g.waiting.insert(request_id.to_string(), w);
+            }
+            None => {
+                g.waiting.remove(request_id);
+            }
+        }
     }
 
     /// The runner has the decision.

@@ -246,7 +246,7 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
             }
             // Wait first, so a decision made the instant after the insert
             // finds this connection.
-            bot.hub.wait(&request.id, conn);
+            let previous = bot.hub.wait(&request.id, conn);
             match bot.submit(runner, &request).await {
                 Ok(Submitted::Pending { expires_at }) => BotMessage::Pending {
                     request_id: request.id.clone(),
@@ -256,7 +256,7 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
                 },
                 Ok(Submitted::Decided(d)) => BotMessage::Decision(d),
                 Err(e) => {
-                    bot.hub.acked(&request.id);
+                    bot.hub.restore(&request.id, previous);
                     tracing::warn!(runner, request = request.id, "refused a submission: {e}");
                     BotMessage::Rejected {
                         request_id: request.id.clone(),

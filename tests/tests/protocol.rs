@@ -1,0 +1,336 @@
+//! The runner websocket under bad input: the bot answers every malformed,
+//! oversized, out-of-order or unauthenticated frame with a clear refusal,
+//! keeps serving, and never changes a request because of one.
+
+use holdpoint_e2e::*;
+use holdpoint_shared::protocol::{
+    AuditEvent, BotMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, close,
+};
+use holdpoint_shared::{Context, Decision, Policy, Risk};
+use std::net::TcpStream;
+use std::time::Duration;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+fn connect(bot: &BotProc, token: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    let mut req = format!("ws://127.0.0.1:{}/v1/runners/ws", bot.port)
+        .into_client_request()
+        .expect("request");
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    let (ws, _) = tungstenite::connect(req)?;
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    Ok(ws)
+}
+
+fn send(ws: &mut Ws, m: &RunnerMessage) {
+    ws.send(Message::Text(m.encode().into())).expect("send");
+}
+
+fn recv(ws: &mut Ws) -> BotMessage {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => return BotMessage::decode(&t).expect("a bot message"),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the bot closes; returns the code and reason.
+fn closed(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
+            Ok(Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => {}
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+}
+
+fn hello(ws: &mut Ws) {
+    send(
+        ws,
+        &RunnerMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            runner_version: "test".into(),
+            host: "test-host".into(),
+        },
+    );
+    assert!(matches!(recv(ws), BotMessage::Welcome { .. }));
+}
+
+fn request(id: &str) -> ReviewRequest {
+    let verdict = Policy::builtin()
+        .expect("policy")
+        .classify("git push --force origin main", &Context::fixed());
+    ReviewRequest {
+        id: id.to_string(),
+        command: "git push --force origin main".into(),
+        command_hash: random_hex(32),
+        verdict,
+        annotations: vec![],
+        host: "test-host".into(),
+        cwd: "/srv/app".into(),
+        agent: None,
+        session: None,
+        front_end: "exec".into(),
+        requested_by: None,
+    }
+}
+
+#[test]
+fn connections_without_a_valid_token_are_refused_before_the_websocket_opens() {
+    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+        return;
+    };
+    for token in [None, Some("hpr_nope"), Some("not-even-the-format")] {
+        match connect(&bot, token) {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 401, "{token:?}");
+                let body = resp.body().clone().map(|b| text(&b)).unwrap_or_default();
+                assert!(!body.is_empty(), "the refusal says why");
+            }
+            other => panic!("{token:?} was not refused: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn malformed_frames_close_with_a_reason_and_the_bot_keeps_serving() {
+    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+        return;
+    };
+    let token = bot.token.clone();
+
+    // A version this bot does not speak.
+    let mut ws = connect(&bot, Some(&token)).expect("connect");
+    ws.send(Message::Text(
+        r#"{"type":"hello","protocol":99,"runner_version":"9","host":"h"}"#.into(),
+    ))
+    .expect("send");
+    let (code, why) = closed(&mut ws);
+    assert_eq!(code, close::UNSUPPORTED_VERSION);
+    assert!(why.contains("unsupported protocol version 99"), "{why}");
+
+    // Anything before hello.
+    let mut ws = connect(&bot, Some(&token)).expect("connect");
+    send(&mut ws, &RunnerMessage::Ping { nonce: 1 });
+    assert_eq!(closed(&mut ws).0, close::OUT_OF_ORDER);
+
+    // Not JSON; an unknown type; an unknown field; a binary frame.
+    for frame in [
+        Message::Text("{not json".into()),
+        Message::Text(r#"{"type":"launch_missiles"}"#.into()),
+        Message::Text(r#"{"type":"ping","nonce":1,"admin":true}"#.into()),
+        Message::Binary(vec![0u8, 1, 2].into()),
+    ] {
+        let mut ws = connect(&bot, Some(&token)).expect("connect");
+        hello(&mut ws);
+        ws.send(frame.clone()).expect("send");
+        let (code, why) = closed(&mut ws);
+        assert_eq!(code, close::BAD_MESSAGE, "{frame:?}: {why}");
+        assert!(!why.is_empty());
+    }
+
+    // Larger than the frame limit.
+    let mut ws = connect(&bot, Some(&token)).expect("connect");
+    hello(&mut ws);
+    let big = format!(
+        r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let _ = ws.send(Message::Text(big.into()));
+    match ws.read() {
+        Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), close::TOO_LARGE),
+        Ok(other) => panic!("expected a close, got {other:?}"),
+        Err(_) => {} // the bot may drop the connection mid-frame: also a refusal
+    }
+
+    // Hello twice.
+    let mut ws = connect(&bot, Some(&token)).expect("connect");
+    hello(&mut ws);
+    send(
+        &mut ws,
+        &RunnerMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            runner_version: "t".into(),
+            host: "h".into(),
+        },
+    );
+    assert_eq!(closed(&mut ws).0, close::OUT_OF_ORDER);
+
+    // Still serving, and nothing was stored.
+    assert_eq!(http_get(bot.port, "/healthz").map(|x| x.0), Some(200));
+    let mut ws = connect(&bot, Some(&token)).expect("connect");
+    hello(&mut ws);
+    send(&mut ws, &RunnerMessage::Ping { nonce: 7 });
+    assert_eq!(recv(&mut ws), BotMessage::Pong { nonce: 7 });
+    assert_eq!(bot.requests()["pending"].as_array().map(Vec::len), Some(0));
+    let (_, metrics) = http_get(bot.port, "/metrics").expect("metrics");
+    let bad: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("holdpoint_bad_frames_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the bad frame counter");
+    assert!(bad >= 7, "bad frames are counted: {bad}");
+}
+
+#[test]
+fn invalid_submissions_are_rejected_and_resubmissions_are_idempotent() {
+    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+        return;
+    };
+    let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut ws);
+
+    // Ids are the runner's to choose, but they must be 32 hex digits.
+    let mut bad = request("../../etc/passwd");
+    bad.command_hash = random_hex(32);
+    send(
+        &mut ws,
+        &RunnerMessage::Submit {
+            request: Box::new(bad),
+        },
+    );
+    match recv(&mut ws) {
+        BotMessage::Rejected { reason, .. } => {
+            assert!(reason.contains("32 lowercase hex"), "{reason}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // An allowed verdict is not something to review.
+    let mut allowed = request(&random_hex(16));
+    allowed.verdict.decision = Decision::Allow;
+    send(
+        &mut ws,
+        &RunnerMessage::Submit {
+            request: Box::new(allowed),
+        },
+    );
+    assert!(matches!(recv(&mut ws), BotMessage::Rejected { .. }));
+    // An oversized command.
+    let mut huge = request(&random_hex(16));
+    huge.command = "x".repeat(300 * 1024);
+    send(
+        &mut ws,
+        &RunnerMessage::Submit {
+            request: Box::new(huge),
+        },
+    );
+    match ws.read() {
+        Ok(Message::Text(t)) => assert!(matches!(
+            BotMessage::decode(&t),
+            Ok(BotMessage::Rejected { .. })
+        )),
+        Ok(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), close::TOO_LARGE),
+        other => panic!("{other:?}"),
+    }
+
+    let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut ws);
+    let req = request(&random_hex(16));
+    send(
+        &mut ws,
+        &RunnerMessage::Submit {
+            request: Box::new(req.clone()),
+        },
+    );
+    let first = match recv(&mut ws) {
+        BotMessage::Pending { expires_at, .. } => expires_at,
+        other => panic!("expected pending, got {other:?}"),
+    };
+    // The same request again (a reconnecting runner) is the same request.
+    send(
+        &mut ws,
+        &RunnerMessage::Submit {
+            request: Box::new(req.clone()),
+        },
+    );
+    match recv(&mut ws) {
+        BotMessage::Pending { expires_at, .. } => assert_eq!(expires_at, first),
+        other => panic!("expected pending, got {other:?}"),
+    }
+    // The same id with another command is refused.
+    let mut forged = req.clone();
+    forged.command_hash = random_hex(32);
+    send(
+        &mut ws,
+        &RunnerMessage::Submit {
+            request: Box::new(forged),
+        },
+    );
+    assert!(matches!(recv(&mut ws), BotMessage::Rejected { .. }));
+    assert_eq!(bot.requests()["pending"].as_array().map(Vec::len), Some(1));
+
+    // The decision carries the submitted hash back.
+    assert!(
+        bot.run(&["deny", &req.id, "--reason", "no"])
+            .status
+            .success()
+    );
+    match recv(&mut ws) {
+        BotMessage::Decision(d) => {
+            assert_eq!(d.command_hash, req.command_hash);
+            assert_eq!(d.reason.as_deref(), Some("no"));
+        }
+        other => panic!("expected the decision, got {other:?}"),
+    }
+}
+
+#[test]
+fn audit_events_are_stored_once_however_often_they_are_sent() {
+    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+        return;
+    };
+    let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut ws);
+    let event = |id: String| AuditEvent {
+        id,
+        at: 1,
+        command: "ls".into(),
+        decision: Decision::Allow,
+        risk: Risk::Low,
+        rules: vec!["fs.read".into()],
+        host: "h".into(),
+        cwd: "/".into(),
+        agent: None,
+        front_end: "exec".into(),
+        action: "ran".into(),
+        request_id: None,
+    };
+    let a = event(random_hex(16));
+    let b = event(random_hex(16));
+    for batch in [
+        vec![a.clone(), b.clone()],
+        vec![a.clone()],
+        vec![b.clone(), a.clone(), a.clone()],
+    ] {
+        send(
+            &mut ws,
+            &RunnerMessage::Audit {
+                events: batch.clone(),
+            },
+        );
+        match recv(&mut ws) {
+            BotMessage::AuditAck { ids } => {
+                assert_eq!(ids, batch.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+            }
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+    let rows = bot.audit();
+    assert_eq!(rows.iter().filter(|r| r["kind"] == "verdict").count(), 2);
+    assert!(bot.run(&["audit", "verify"]).status.success());
+}
