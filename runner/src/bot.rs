@@ -368,10 +368,50 @@ pub enum Answer {
     Rejected(String),
     /// The bot could not be reached (or stopped answering) in time.
     Unreachable(String),
+    /// The agent was interrupted (SIGINT, SIGTERM, SIGHUP) while waiting;
+    /// the request was cancelled if the bot had it.
+    Interrupted,
+}
+
+/// Set when the process is asked to stop while it waits.
+fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        // If a handler cannot be installed, the default action (exit)
+        // still ends the wait without running anything.
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+/// Cancels the request on an open connection and waits briefly for the
+/// bot to confirm.
+fn cancel(conn: &mut Connection, req: &ReviewRequest) {
+    if conn
+        .send(&RunnerMessage::Cancel {
+            request_id: req.id.clone(),
+        })
+        .is_ok()
+    {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(m)) = conn.recv_until(deadline) {
+            if matches!(&m, BotMessage::Decision(d) if d.request_id == req.id)
+                || matches!(&m, BotMessage::Rejected { request_id, .. } if *request_id == req.id)
+            {
+                break;
+            }
+        }
+    }
 }
 
 /// Submits `req` and waits for its decision.
 pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progress)) -> Answer {
+    let interrupted = interrupt_flag();
+    let stop = || interrupted.load(std::sync::atomic::Ordering::SeqCst);
     let start = Instant::now();
     // Until the bot has the request, the connect timeout bounds the wait;
     // after that, the request's own deadline does.
@@ -408,20 +448,32 @@ pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progre
                     progress(Progress::Reconnecting { why: &why });
                 }
                 last_error = why;
-                std::thread::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())));
+                let until = Instant::now()
+                    + backoff.min(deadline.saturating_duration_since(Instant::now()));
+                while Instant::now() < until {
+                    if stop() {
+                        return Answer::Interrupted;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(3));
                 continue;
             }
         };
         backoff = Duration::from_millis(100);
         loop {
+            if stop() {
+                cancel(&mut conn, req);
+                conn.close();
+                return Answer::Interrupted;
+            }
             if last_reminder.elapsed() >= Duration::from_secs(60) && stored {
                 last_reminder = Instant::now();
                 progress(Progress::StillWaiting {
                     left: deadline.saturating_duration_since(Instant::now()),
                 });
             }
-            let wait_until = (Instant::now() + Duration::from_secs(1)).min(deadline);
+            let wait_until = (Instant::now() + Duration::from_millis(250)).min(deadline);
             match conn.recv_until(wait_until) {
                 Ok(None) => {
                     if Instant::now() >= deadline {

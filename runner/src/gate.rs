@@ -10,6 +10,9 @@ use holdpoint_shared::{Context, Decision, Policy, Verdict};
 pub const EXIT_DENIED: i32 = 126;
 /// Exit code when a command needs approval that was not given.
 pub const EXIT_NOT_APPROVED: i32 = 125;
+/// Exit code when the wait for a reviewer was interrupted (as a shell
+/// reports SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
 /// Exit code when holdpoint itself cannot work (bad policy, bad input).
 pub const EXIT_GATE_ERROR: i32 = 124;
 
@@ -272,6 +275,10 @@ fn ask_bot(
         Answer::Rejected(why) => refuse(format!(
             "holdpoint: this command needs a human's approval and was not run: {why}"
         )),
+        Answer::Interrupted => Outcome::Refuse {
+            code: EXIT_INTERRUPTED,
+            message: "holdpoint: interrupted while waiting; the request was cancelled and the command was not run".into(),
+        },
         Answer::Unreachable(why) => refuse(format!(
             "holdpoint: this command needs a human's approval and was not run: {why}"
         )),

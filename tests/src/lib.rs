@@ -466,6 +466,15 @@ impl Agent {
         self.child.wait_with_output().expect("output")
     }
 
+    /// Sends a signal (`INT`, `TERM`) as a terminal or a supervisor would.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -s {sig} failed");
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

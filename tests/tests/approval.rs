@@ -349,6 +349,37 @@ fn claude_code_hook_waits_for_approval(backend: Backend) {
     );
 }
 
+fn interrupting_the_agent_cancels_its_request(backend: Backend) {
+    let Some(bot) = BotProc::start(backend, &[]) else {
+        return;
+    };
+    let ws = Workspace::new();
+    let before = ws.origin_head();
+    let spool = TempDir::new("spool");
+    let agent = Agent::spawn({
+        let mut c = runner(&bot.url(), &bot.token, &ws.repo(), spool.path());
+        c.args(["sh", "-c", FORCE_PUSH]);
+        c
+    });
+    let id = pending_id(&bot);
+    agent.signal("INT");
+    let out = agent.finish(Duration::from_secs(10));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    let r = bot.requests();
+    assert_eq!(r["recent"][0]["id"], id.as_str());
+    assert_eq!(r["recent"][0]["status"], "cancelled", "{r}");
+    // A reviewer who comes later learns it is gone; nothing runs.
+    let late = bot.run(&["approve", &id]);
+    assert!(
+        text(&late.stdout).contains("already cancelled"),
+        "{}",
+        text(&late.stdout)
+    );
+    assert_eq!(ws.origin_head(), before);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -370,4 +401,5 @@ on_both_backends!(
     bad_or_revoked_token_is_refused,
     allowed_commands_audit_arrives_after_the_bot_was_down,
     claude_code_hook_waits_for_approval,
+    interrupting_the_agent_cancels_its_request,
 );
