@@ -403,3 +403,50 @@ on_both_backends!(
     claude_code_hook_waits_for_approval,
     interrupting_the_agent_cancels_its_request,
 );
+
+/// The database disappears under a running bot: readiness says so, a
+/// command that needs review is refused with the reason, nothing runs, and
+/// allowed commands are not slowed down.
+#[test]
+fn a_dead_database_refuses_review_and_runs_nothing() {
+    let Some(bot) = BotProc::start(Backend::Postgres, &[]) else {
+        return;
+    };
+    let ws = Workspace::new();
+    let before = ws.origin_head();
+    let spool = TempDir::new("spool");
+    let (base, name) = bot
+        .database_url
+        .rsplit_once('/')
+        .map(|(b, n)| (b.to_string(), n.to_string()))
+        .expect("a database name");
+    let drop = std::process::Command::new("psql")
+        .args([
+            &format!("{base}/test"),
+            "-qAtc",
+            &format!("DROP DATABASE {name} WITH (FORCE)"),
+        ])
+        .output()
+        .expect("psql");
+    assert!(drop.status.success(), "{}", text(&drop.stderr));
+    assert_eq!(http_get(bot.port, "/readyz").map(|x| x.0), Some(503));
+
+    let out = runner(&bot.url(), &bot.token, &ws.repo(), spool.path())
+        .args(["sh", "-c", FORCE_PUSH])
+        .output()
+        .expect("run");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("was not run"), "{err}");
+    assert_eq!(ws.origin_head(), before);
+
+    let ok = runner(&bot.url(), &bot.token, &ws.repo(), spool.path())
+        .args(["exec", "--", "git", "status", "--short"])
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "allowed commands still run: {}",
+        text(&ok.stderr)
+    );
+}
