@@ -40,16 +40,32 @@ fn main() {
             .stdout(Stdio::null());
         c
     };
-    let (mut gate, mut bare) = (Vec::new(), Vec::new());
+    // With a bot configured, every verdict is appended to the audit spool and
+    // a flusher is started when none runs. The bot address here refuses
+    // connections, so the flusher keeps retrying (holding its lock) and the
+    // runner's own cost is the append and the lock check.
+    let spool = home.join("spool");
+    let _ = std::fs::remove_dir_all(&spool);
+    let mk_audited = |argv: &[&str]| {
+        let mut c = mk(argv);
+        c.env("HOLDPOINT_URL", "http://127.0.0.1:9")
+            .env("HOLDPOINT_TOKEN", "hpr_bench")
+            .env("HOLDPOINT_SPOOL_DIR", &spool);
+        c
+    };
+    let (mut gate, mut bare, mut audited) = (Vec::new(), Vec::new(), Vec::new());
     // Warm the page cache.
     for _ in 0..20 {
         time(&mut mk(&[bin, "sh", "-c", "true"]));
         time(&mut mk(&["/bin/sh", "-c", "true"]));
+        time(&mut mk_audited(&[bin, "sh", "-c", "true"]));
     }
     for _ in 0..RUNS {
         gate.push(time(&mut mk(&[bin, "sh", "-c", "true"])));
         bare.push(time(&mut mk(&["/bin/sh", "-c", "true"])));
+        audited.push(time(&mut mk_audited(&[bin, "sh", "-c", "true"])));
     }
+    let ma = median(audited.clone());
     let (mg, mb) = (median(gate.clone()), median(bare.clone()));
     println!("runs: {RUNS} each, alternated");
     println!(
@@ -66,5 +82,11 @@ fn main() {
         "added by the gate     median {:>8.3} ms  (ratio {:.2}x)",
         (mg.as_secs_f64() - mb.as_secs_f64()) * 1e3,
         mg.as_secs_f64() / mb.as_secs_f64()
+    );
+    println!(
+        "with a bot (spooled)  median {:>8.3} ms  p90 {:>8.3} ms  (+{:.3} ms over no bot)",
+        ma.as_secs_f64() * 1e3,
+        pct(audited, 0.9).as_secs_f64() * 1e3,
+        (ma.as_secs_f64() - mg.as_secs_f64()) * 1e3
     );
 }
