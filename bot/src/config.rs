@@ -38,6 +38,95 @@ struct File {
     log_format: Option<String>,
     #[serde(default)]
     expiry: ExpiryFile,
+    #[serde(default)]
+    slack: SlackFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackFile {
+    bot_token: Option<String>,
+    signing_secret: Option<String>,
+    app_token: Option<String>,
+    api_url: Option<String>,
+    channel: Option<String>,
+    reviewers: Option<Vec<String>>,
+    #[serde(default)]
+    routes: Vec<SlackRoute>,
+}
+
+/// Sends requests that match to another Slack channel. The first route whose
+/// every given condition holds wins; none means the default channel.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackRoute {
+    /// The runner's name; a trailing `*` matches any suffix (`prod-*`).
+    #[serde(default)]
+    pub runner: Option<String>,
+    /// Only requests of this risk or higher.
+    #[serde(default)]
+    pub min_risk: Option<Risk>,
+    /// The channel id (`C0123…`).
+    pub channel: String,
+}
+
+impl SlackRoute {
+    /// Whether a request from `runner` with `risk` takes this route.
+    pub fn matches(&self, runner: &str, risk: Risk) -> bool {
+        let runner_ok = match self.runner.as_deref() {
+            None => true,
+            Some(p) => match p.strip_suffix('*') {
+                Some(prefix) => runner.starts_with(prefix),
+                None => runner == p,
+            },
+        };
+        runner_ok && self.min_risk.is_none_or(|m| risk >= m)
+    }
+}
+
+/// The Slack API the bot talks to unless told otherwise.
+pub const DEFAULT_SLACK_API_URL: &str = "https://slack.com/api";
+
+/// Slack settings. Present only when a bot token is configured.
+#[derive(Clone)]
+pub struct SlackConfig {
+    /// `xoxb-…`.
+    pub bot_token: String,
+    /// Verifies interactions posted to `/slack/interactions` (HTTP mode).
+    pub signing_secret: Option<String>,
+    /// `xapp-…`: receive interactions over Socket Mode instead.
+    pub app_token: Option<String>,
+    /// Without a trailing `/`, e.g. `https://slack.com/api`.
+    pub api_url: String,
+    /// Where requests go unless a route says otherwise.
+    pub channel: String,
+    /// Slack user ids (`U…`, `W…`) and user-group ids (`S…`) that may decide.
+    pub reviewers: Vec<String>,
+    pub routes: Vec<SlackRoute>,
+}
+
+impl SlackConfig {
+    /// The channel for a request from `runner` with `risk`.
+    pub fn channel_for(&self, runner: &str, risk: Risk) -> &str {
+        self.routes
+            .iter()
+            .find(|r| r.matches(runner, risk))
+            .map_or(self.channel.as_str(), |r| r.channel.as_str())
+    }
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens and secrets stay out of logs.
+        f.debug_struct("SlackConfig")
+            .field("signing_secret", &self.signing_secret.as_ref().map(|_| "…"))
+            .field("app_token", &self.app_token.as_ref().map(|_| "…"))
+            .field("api_url", &self.api_url)
+            .field("channel", &self.channel)
+            .field("reviewers", &self.reviewers)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +196,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub expiry: Expiry,
     pub log_format: LogFormat,
+    /// Slack, when configured.
+    pub slack: Option<SlackConfig>,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -263,6 +354,8 @@ impl Config {
             }
         }
 
+        let slack = load_slack(file.slack, &bad_file)?;
+
         Ok(Config {
             listen,
             data_dir,
@@ -270,6 +363,7 @@ impl Config {
             public_url,
             expiry,
             log_format,
+            slack,
         })
     }
 
@@ -284,6 +378,83 @@ impl Config {
     pub fn database_display(&self) -> String {
         holdpoint_shared::redact::redact(&self.database_url)
     }
+}
+
+/// `[slack]` and `HOLDPOINT_SLACK_*`: off unless a bot token is set; once
+/// it is, everything needed to post and to receive clicks must be there.
+fn load_slack(
+    file: SlackFile,
+    bad_file: &dyn Fn(String) -> ConfigError,
+) -> Result<Option<SlackConfig>, ConfigError> {
+    let Some(bot_token) = env("HOLDPOINT_SLACK_BOT_TOKEN").or(file.bot_token) else {
+        return Ok(None);
+    };
+    let missing = |what: &str| ConfigError::Env {
+        var: "HOLDPOINT_SLACK_BOT_TOKEN",
+        value: "…".into(),
+        message: format!("Slack is configured but {what}"),
+    };
+    let signing_secret = env("HOLDPOINT_SLACK_SIGNING_SECRET").or(file.signing_secret);
+    let app_token = env("HOLDPOINT_SLACK_APP_TOKEN").or(file.app_token);
+    if signing_secret.is_none() && app_token.is_none() {
+        return Err(missing(
+            "neither a signing secret (HTTP mode) nor an app-level token (Socket Mode) is set",
+        ));
+    }
+    let channel = env("HOLDPOINT_SLACK_CHANNEL")
+        .or(file.channel)
+        .ok_or_else(|| missing("no channel is set (HOLDPOINT_SLACK_CHANNEL)"))?;
+    let reviewers: Vec<String> = match env("HOLDPOINT_SLACK_REVIEWERS") {
+        Some(v) => v.split([',', ' ']).map(str::to_string).collect(),
+        None => file.reviewers.unwrap_or_default(),
+    }
+    .into_iter()
+    .map(|r| r.trim().to_string())
+    .filter(|r| !r.is_empty())
+    .collect();
+    if reviewers.is_empty() {
+        return Err(missing(
+            "no reviewers are set (HOLDPOINT_SLACK_REVIEWERS: user ids U… and group ids S…)",
+        ));
+    }
+    if let Some(bad) = reviewers.iter().find(|r| {
+        !r.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    }) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_SLACK_REVIEWERS",
+            value: bad.clone(),
+            message: "expected Slack user ids (U…, W…) or user-group ids (S…)".into(),
+        });
+    }
+    let mut api_url = env("HOLDPOINT_SLACK_API_URL")
+        .or(file.api_url)
+        .unwrap_or_else(|| DEFAULT_SLACK_API_URL.into());
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_SLACK_API_URL",
+            value: api_url,
+            message: "expected an http(s) URL like https://slack.com/api".into(),
+        });
+    }
+    // slack-morphism joins `URL/method`.
+    while api_url.ends_with('/') {
+        api_url.pop();
+    }
+    if let Some(r) = file.routes.iter().find(|r| r.channel.trim().is_empty()) {
+        return Err(bad_file(format!(
+            "a [[slack.routes]] entry has no channel: {r:?}"
+        )));
+    }
+    Ok(Some(SlackConfig {
+        bot_token,
+        signing_secret,
+        app_token,
+        api_url,
+        channel,
+        reviewers,
+        routes: file.routes,
+    }))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod runners;
 pub mod server;
+pub mod slack;
 pub mod state;
 pub mod time;
 pub mod web;

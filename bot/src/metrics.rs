@@ -27,7 +27,22 @@ pub struct Metrics {
     bad_frames: AtomicU64,
     /// Connections refused for a bad or revoked token.
     auth_failures: AtomicU64,
+    /// Slack calls that failed after their retries, by kind.
+    slack_failures: [AtomicU64; SLACK_FAILURES.len()],
+    /// Slack interactions refused: bad signature, stale or replayed.
+    slack_refused: AtomicU64,
 }
+
+/// The kinds of Slack failure counted.
+const SLACK_FAILURES: [&str; 7] = [
+    "post",
+    "update",
+    "thread",
+    "ephemeral",
+    "modal",
+    "usergroups",
+    "socket",
+];
 
 fn status_index(s: Status) -> Option<usize> {
     Some(match s {
@@ -84,6 +99,19 @@ impl Metrics {
 
     pub fn auth_failure(&self) {
         self.auth_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A Slack call of this kind (`post`, `update`, `thread`, `ephemeral`,
+    /// `modal`, `usergroups`, `socket`) failed for good.
+    pub fn slack_failure(&self, kind: &str) {
+        if let Some(i) = SLACK_FAILURES.iter().position(|k| *k == kind) {
+            self.slack_failures[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A Slack interaction was refused (signature, timestamp or replay).
+    pub fn slack_refused(&self) {
+        self.slack_refused.fetch_add(1, Relaxed);
     }
 
     /// The exposition text. `pending` and `connected` are read at scrape time.
@@ -150,6 +178,22 @@ impl Metrics {
             o,
             "# HELP holdpoint_auth_failures_total Runner connections refused for a bad or revoked token.\n# TYPE holdpoint_auth_failures_total counter\nholdpoint_auth_failures_total {}",
             self.auth_failures.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_slack_failures_total Slack calls that failed after retries, by kind.\n# TYPE holdpoint_slack_failures_total counter"
+        );
+        for (i, k) in SLACK_FAILURES.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_slack_failures_total{{kind=\"{k}\"}} {}",
+                self.slack_failures[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_slack_interactions_refused_total Slack interactions refused for a bad signature, a stale timestamp or a replay.\n# TYPE holdpoint_slack_interactions_refused_total counter\nholdpoint_slack_interactions_refused_total {}",
+            self.slack_refused.load(Relaxed)
         );
         o
     }

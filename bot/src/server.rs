@@ -98,7 +98,10 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
     );
     crate::welcome::print(&bot, addr).await?;
     let sweeper = tokio::spawn(sweep(bot.clone()));
-    let app = router(bot.clone());
+    let mut app = router(bot.clone());
+    if let Some(slack) = crate::slack::start(&bot).context("cannot start Slack")? {
+        app = app.merge(crate::slack::router(slack));
+    }
     let shutdown_bot = bot.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

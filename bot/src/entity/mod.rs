@@ -3,4 +3,5 @@
 pub mod audit_log;
 pub mod request;
 pub mod runner;
+pub mod slack_message;
 pub mod web_token;
