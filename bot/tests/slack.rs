@@ -497,7 +497,7 @@ fn hostile_commands_render_safely() {
             .as_str()
             .unwrap_or_default();
         assert!(shown.chars().count() <= holdpoint_bot::slack::render::COMMAND_SHOWN + 10);
-        match name.as_ref() {
+        match **name {
             "bidi" => assert!(shown.contains("⟨U+202E⟩"), "{shown}"),
             "zero-width" => assert!(shown.contains("⟨U+200B⟩") && shown.contains("⟨U+FEFF⟩")),
             "huge" => {
