@@ -137,7 +137,7 @@ impl Hub {
         let g = self.lock();
         let mut n = 0;
         for c in g.conns.values() {
-            if names.iter().any(|r| *r == c.runner) {
+            if names.contains(&c.runner) {
                 let _ = c.tx.send(Outbound::Close(code, reason.to_string()));
                 n += 1;
             }
