@@ -1,34 +1,53 @@
-//! The web review queue. (Placeholder until the page lands.)
+//! The web review queue at `/`: where a reviewer sees what agents want to
+//! run and approves or denies it, when no chat is configured.
+//!
+//! - [`auth`]: single-use login links (printed by the bot, `holdpoint-bot
+//!   login-link`) that become a 12-hour session cookie.
+//! - [`api`]: the JSON API the page uses (`/api/requests`, approve, deny),
+//!   which goes through the request lifecycle like every other front door.
+//! - [`events`]: server-sent events, so the page updates as requests arrive
+//!   and are decided.
+//! - [`pages`]: the page itself (one HTML file, one script, one stylesheet,
+//!   all compiled into the binary) and the security headers on every answer.
+//!
+//! Everything shown here was written by a possibly prompt-injected agent.
+//! The server never puts request data into HTML: it sends JSON, and the
+//! script builds the page with `textContent` only, making invisible and
+//! direction-changing characters visible. The page must never run anything
+//! but its own script (the Content-Security-Policy forbids inline code and
+//! every other origin), never decide without a session, and never decide
+//! on a request other than the one the reviewer saw: a decision carries the
+//! command hash the page showed, and a cross-site request cannot make one
+//! (JSON content type, a custom header, the Origin checked, `SameSite=Strict`).
 
-use crate::db::{random_hex, sha256_hex};
-use crate::entity::web_token;
+pub mod api;
+pub mod auth;
+pub mod events;
+pub mod pages;
+
+pub use auth::{LOGIN_LINK_TTL_MS, SESSION_COOKIE, SESSION_TTL_MS, login_link};
+
 use crate::state::Bot;
-use crate::time::now_ms;
 use axum::Router;
-use sea_orm::{ActiveModelTrait, Set};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use std::sync::Arc;
 
-/// How long a login link stays valid.
-pub const LOGIN_LINK_TTL_MS: i64 = 24 * 3600 * 1000;
+/// The largest request body the web routes read.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The web routes.
 pub fn router() -> Router<Arc<Bot>> {
     Router::new()
-}
-
-/// Makes a single-use login link for a reviewer called `name`.
-pub async fn login_link(bot: &Bot, base: &str, name: &str) -> Result<String, sea_orm::DbErr> {
-    let secret = random_hex(20);
-    let now = now_ms();
-    web_token::ActiveModel {
-        token_hash: Set(sha256_hex(secret.as_bytes())),
-        kind: Set("login".into()),
-        name: Set(name.to_string()),
-        created_at: Set(now),
-        expires_at: Set(now + LOGIN_LINK_TTL_MS),
-        used_at: Set(None),
-    }
-    .insert(&bot.db)
-    .await?;
-    Ok(format!("{base}/login?token={secret}"))
+        .route("/", get(pages::index))
+        .route("/login", get(auth::login))
+        .route("/assets/app.js", get(pages::script))
+        .route("/assets/app.css", get(pages::stylesheet))
+        .route("/api/requests", get(api::list))
+        .route("/api/requests/{id}/approve", post(api::approve))
+        .route("/api/requests/{id}/deny", post(api::deny))
+        .route("/api/events", get(events::stream))
+        .route("/api/logout", post(auth::logout))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(pages::security_headers))
 }

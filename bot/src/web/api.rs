@@ -1,0 +1,274 @@
+//! The JSON API of the web queue. Every route needs a session; the ones
+//! that change something also need proof that the page made the request
+//! (see [`same_origin_json`]).
+
+use super::auth::{self, Session};
+use crate::lifecycle::{Decided, LifecycleError};
+use crate::state::Bot;
+use crate::time::now_ms;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdpoint_shared::protocol::{DecisionMessage, is_hex};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// How many decided requests `GET /api/requests` returns.
+pub const RECENT: u64 = 50;
+
+/// The longest command a recent decision shows, in characters (the page
+/// shows one line of it).
+const RECENT_COMMAND_CHARS: usize = 500;
+
+fn error(status: StatusCode, why: &str) -> Response {
+    (status, Json(json!({ "error": why }))).into_response()
+}
+
+/// 401 for a request without a valid session.
+pub fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "not logged in: open a login link from `holdpoint-bot login-link`",
+    )
+}
+
+/// 403 for a request the page did not make.
+pub fn forbidden(why: &str) -> Response {
+    error(StatusCode::FORBIDDEN, why)
+}
+
+fn database(e: impl std::fmt::Display) -> Response {
+    tracing::error!("web api: {e}");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the bot cannot read its database; try again in a moment",
+    )
+}
+
+/// The session, or the answer to give without one.
+pub async fn require_session(bot: &Bot, headers: &HeaderMap) -> Result<Session, Response> {
+    match auth::session(bot, headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(unauthorized()),
+        Err(e) => Err(database(e)),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `scheme://host[:port]` → `host[:port]`, lowercased.
+fn authority(origin: &str) -> Option<String> {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a state-changing request came from the page: a JSON body (which
+/// a cross-site form cannot send), the `X-Holdpoint: 1` header (which a
+/// cross-site request cannot set without a preflight the bot never
+/// answers), and, when the browser says where it came from, this site.
+pub fn same_origin_json(bot: &Bot, headers: &HeaderMap) -> Result<(), &'static str> {
+    let json = header_str(headers, header::CONTENT_TYPE)
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err("the body must be JSON (Content-Type: application/json)");
+    }
+    if header_str(headers, "x-holdpoint").map(str::trim) != Some("1") {
+        return Err("missing the X-Holdpoint: 1 header");
+    }
+    if let Some(site) = header_str(headers, "sec-fetch-site")
+        && !matches!(site.trim(), "same-origin" | "none")
+    {
+        return Err("cross-site requests are refused");
+    }
+    if let Some(origin) = header_str(headers, header::ORIGIN) {
+        let Some(from) = authority(origin.trim()) else {
+            return Err("the Origin header does not name this site");
+        };
+        let host = header_str(headers, header::HOST).map(|h| h.trim().to_ascii_lowercase());
+        let public = bot.config.public_url.as_deref().and_then(authority);
+        if host.as_deref() != Some(from.as_str()) && public.as_deref() != Some(from.as_str()) {
+            return Err("the Origin header does not match this site");
+        }
+    }
+    Ok(())
+}
+
+/// A decided request with its command cut to what the page shows.
+fn recent_entry(r: &crate::lifecycle::StoredRequest) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    let chars = r.request.command.chars().count();
+    if chars > RECENT_COMMAND_CHARS
+        && let Some(obj) = v.as_object_mut()
+    {
+        let cut: String = r
+            .request
+            .command
+            .chars()
+            .take(RECENT_COMMAND_CHARS)
+            .collect();
+        obj.insert("command".into(), Value::String(cut));
+        obj.insert("command_truncated".into(), Value::Bool(true));
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("command_chars".into(), json!(chars));
+    }
+    v
+}
+
+/// `GET /api/requests`: pending requests (oldest first), the latest
+/// decisions, and the bot's clock.
+pub async fn list(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response {
+    let session = match require_session(&bot, &headers).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    let pending = match bot.pending().await {
+        Ok(p) => p,
+        Err(e) => return database(e),
+    };
+    let recent = match bot.recent(RECENT).await {
+        Ok(r) => r,
+        Err(e) => return database(e),
+    };
+    let recent: Vec<Value> = recent.iter().map(recent_entry).collect();
+    Json(json!({
+        "pending": pending,
+        "recent": recent,
+        "now": now_ms(),
+        "reviewer": session.reviewer().id,
+    }))
+    .into_response()
+}
+
+/// The body of approve and deny.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    /// Why; the agent sees it.
+    #[serde(default)]
+    reason: Option<String>,
+    /// The command hash of the request the page showed.
+    command_hash: String,
+}
+
+fn decision_json(d: &DecisionMessage) -> Value {
+    json!({
+        "status": d.status,
+        "decided_by": d.decided_by,
+        "decided_at": d.decided_at,
+        "reason": d.reason,
+    })
+}
+
+async fn decide(
+    bot: Arc<Bot>,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    approve: bool,
+) -> Response {
+    let session = match require_session(&bot, &headers).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    if let Err(why) = same_origin_json(&bot, &headers) {
+        return forbidden(why);
+    }
+    if !is_hex(&id, 32) {
+        return error(StatusCode::NOT_FOUND, "no such request");
+    }
+    let body: DecisionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be {{\"reason\": …, \"command_hash\": …}}: {e}"),
+            );
+        }
+    };
+    if !is_hex(&body.command_hash, 64) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "command_hash must be the 64 hex digits the page showed",
+        );
+    }
+    let reviewer = session.reviewer();
+    match bot
+        .decide(
+            &id,
+            approve,
+            &reviewer,
+            body.reason,
+            Some(&body.command_hash),
+        )
+        .await
+    {
+        Ok(Decided::Won(d)) => (StatusCode::OK, Json(decision_json(&d))).into_response(),
+        Ok(Decided::Already(d)) => {
+            let mut v = decision_json(&d);
+            if let Some(obj) = v.as_object_mut()
+                && let Some(status) = obj.remove("status")
+            {
+                obj.insert("already".into(), status);
+            }
+            (StatusCode::CONFLICT, Json(v)).into_response()
+        }
+        Ok(Decided::Refused(why)) => {
+            (StatusCode::FORBIDDEN, Json(json!({ "refused": why }))).into_response()
+        }
+        Ok(Decided::NotFound) => error(StatusCode::NOT_FOUND, "no such request"),
+        Err(LifecycleError::Db(e)) => database(e),
+        Err(e) => {
+            tracing::error!(request = id, "web decision failed: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+/// `POST /api/requests/{id}/approve`.
+pub async fn approve(
+    State(bot): State<Arc<Bot>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(bot, headers, id, body, true).await
+}
+
+/// `POST /api/requests/{id}/deny`.
+pub async fn deny(
+    State(bot): State<Arc<Bot>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    decide(bot, headers, id, body, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_reduce_to_their_authority() {
+        assert_eq!(
+            authority("http://127.0.0.1:8470").as_deref(),
+            Some("127.0.0.1:8470")
+        );
+        assert_eq!(
+            authority("https://Review.Example.com").as_deref(),
+            Some("review.example.com")
+        );
+        assert_eq!(authority("null"), None);
+        assert_eq!(authority("http://"), None);
+    }
+}
