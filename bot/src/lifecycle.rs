@@ -450,6 +450,7 @@ impl Bot {
                     && self.hub.deliver(&d)
                 {
                     n += 1;
+                    self.notify(Change::Decided(d.request_id.clone()));
                 }
             }
         }
@@ -469,17 +470,16 @@ impl Bot {
         Ok(())
     }
 
-    /// Pending requests, oldest first.
+    /// Pending requests, oldest first. A row that cannot be read is logged
+    /// and left out rather than hiding every other request.
     pub async fn pending(&self) -> Result<Vec<StoredRequest>, LifecycleError> {
-        request::Entity::find()
+        let rows = request::Entity::find()
             .filter(request::Column::Status.eq(Status::Pending.as_str()))
             .order_by_asc(request::Column::CreatedAt)
             .limit(1000)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(StoredRequest::from_row)
-            .collect()
+            .await?;
+        Ok(readable(rows))
     }
 
     /// How many requests are pending.
@@ -492,14 +492,24 @@ impl Bot {
 
     /// The most recently decided requests, newest first.
     pub async fn recent(&self, limit: u64) -> Result<Vec<StoredRequest>, LifecycleError> {
-        request::Entity::find()
+        let rows = request::Entity::find()
             .filter(request::Column::Status.ne(Status::Pending.as_str()))
             .order_by_desc(request::Column::DecidedAt)
             .limit(limit)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(StoredRequest::from_row)
-            .collect()
+            .await?;
+        Ok(readable(rows))
     }
+}
+
+fn readable(rows: Vec<request::Model>) -> Vec<StoredRequest> {
+    rows.into_iter()
+        .filter_map(|r| match StoredRequest::from_row(r) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        })
+        .collect()
 }
