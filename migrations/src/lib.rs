@@ -10,6 +10,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_slack;
+mod m0003_slack_claims;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_slack::Migration),
+            Box::new(m0003_slack_claims::Migration),
         ]
     }
 }
