@@ -528,3 +528,337 @@ fn hostile_commands_render_safely() {
         assert!(header.chars().count() <= 150, "{name}: header {header}");
     }
 }
+
+/// `[[slack.routes]]`: the first route whose every condition holds picks
+/// the channel (`runner` exact or a `*` prefix, `min_risk` at or above);
+/// anything no route takes goes to the default channel.
+#[test]
+fn requests_are_routed_by_runner_and_risk() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let config = config_file(
+        r#"
+[slack]
+[[slack.routes]]
+runner = "prod-*"
+channel = "C0PRODOPS1"
+
+[[slack.routes]]
+runner = "db-primary"
+min_risk = "high"
+channel = "C0DBA00001"
+
+[[slack.routes]]
+min_risk = "critical"
+channel = "C0PAGER001"
+"#,
+    );
+    let config_path = config.display().to_string();
+    let bot = BotProc::start(&fake, Mode::Http, &[("HOLDPOINT_CONFIG", &config_path)]);
+    let mut runners: std::collections::HashMap<&str, Runner> = std::collections::HashMap::new();
+    runners.insert("local", Runner::connect(&bot));
+    for name in ["prod-web", "prod", "db-primary", "db-primary-2"] {
+        let token = bot.add_runner(name);
+        runners.insert(name, Runner::connect_as(&bot, &token));
+    }
+    let cases: [(&str, Risk, &str); 10] = [
+        // The prefix route, whatever the risk (it comes first).
+        ("prod-web", Risk::Low, "C0PRODOPS1"),
+        ("prod-web", Risk::Critical, "C0PRODOPS1"),
+        // `prod-*` needs the dash: `prod` is not `prod-…`.
+        ("prod", Risk::Medium, CHANNEL),
+        // Exact runner and a risk floor: both must hold.
+        ("db-primary", Risk::High, "C0DBA00001"),
+        ("db-primary", Risk::Critical, "C0DBA00001"),
+        ("db-primary", Risk::Medium, CHANNEL),
+        ("db-primary-2", Risk::High, CHANNEL),
+        // Risk alone: at the floor goes there, below does not.
+        ("local", Risk::Critical, "C0PAGER001"),
+        ("local", Risk::High, CHANNEL),
+        ("db-primary-2", Risk::Critical, "C0PAGER001"),
+    ];
+    let mut sent = Vec::new();
+    for (runner, risk, want) in cases {
+        let req = request(
+            "terraform destroy -auto-approve",
+            "terraform.destroy",
+            risk,
+            "terraform destroy",
+            None,
+        );
+        runners
+            .get_mut(runner)
+            .expect("a connected runner")
+            .submit(&req);
+        sent.push((runner, risk, want, req.id));
+    }
+    for (runner, risk, want, id) in &sent {
+        let posted = fake.posted(id);
+        assert_eq!(
+            posted["body"]["channel"], *want,
+            "a {risk} request from runner {runner} went to the wrong channel"
+        );
+    }
+    // One message each, nothing posted twice or elsewhere.
+    let posts: Vec<Value> = fake
+        .calls_of("chat.postMessage")
+        .into_iter()
+        .filter(|c| c["body"]["thread_ts"].is_null())
+        .collect();
+    assert_eq!(posts.len(), sent.len(), "{posts:#?}");
+
+    // The buttons work from a routed channel, and the update goes to the
+    // message where it is.
+    let (_, _, want, id) = &sent[3];
+    let posted = fake.posted(id);
+    let (value, channel) = button(&posted, "hp_approve");
+    assert_eq!(channel, *want);
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let updated = fake.wait_for("chat.update in the routed channel", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"].to_string().contains(id.as_str())
+    });
+    assert_eq!(updated["body"]["channel"], *want);
+    let _ = std::fs::remove_dir_all(config.parent().unwrap_or(&config));
+}
+
+/// Where each message lives is in the database: after the bot is killed
+/// (no shutdown code runs) and started again, a decision made by the CLI,
+/// or by a click on the old message, updates the original message in its
+/// channel and answers in its thread; nothing is posted again.
+#[test]
+fn decision_after_restart_updates_the_original_message() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let mut bot = BotProc::start(&fake, Mode::Http, &[]);
+    let mut runner = Runner::connect(&bot);
+    let by_cli = force_push(None);
+    let by_click = force_push(None);
+    runner.submit(&by_cli);
+    runner.submit(&by_click);
+    let mut originals = Vec::new();
+    for req in [&by_cli, &by_click] {
+        let posted = fake.posted(&req.id);
+        // Stored where it is before the kill.
+        bot.wait_log(&format!("Slack: request {} posted to", req.id), WAIT);
+        originals.push((
+            posted["body"]["channel"].clone(),
+            posted_ts(&fake, &req.id),
+            posted,
+        ));
+    }
+    drop(runner);
+    bot.kill_and_restart();
+    // Give the restarted bot's first reconcile a chance to (wrongly) post
+    // again before anything is decided.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let reason = "restore the branch protection first";
+    let (ok, out, err) = bot.cli(&["deny", &by_cli.id, "--reason", reason]);
+    assert!(ok, "holdpoint-bot deny failed: {out}{err}");
+    let (value, channel) = button(&originals[1].2, "hp_approve");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+
+    for (req, (channel, ts, _), status) in [
+        (&by_cli, &originals[0], "Denied"),
+        (&by_click, &originals[1], "Approved"),
+    ] {
+        let updated = fake.wait_for("chat.update of the original message", WAIT, |c| {
+            c["method"] == "chat.update" && c["body"].to_string().contains(req.id.as_str())
+        });
+        assert_eq!(updated["body"]["channel"], *channel, "{updated}");
+        assert_eq!(updated["body"]["ts"], *ts, "{updated}");
+        let body = updated["body"].to_string();
+        assert!(
+            body.contains(status) && !body.contains("hp_approve"),
+            "{body}"
+        );
+        fake.wait_for("the thread reply", WAIT, |c| {
+            c["method"] == "chat.postMessage"
+                && c["body"]["thread_ts"] == *ts
+                && c["body"]["channel"] == *channel
+        });
+    }
+    let cli_update = fake
+        .calls_of("chat.update")
+        .into_iter()
+        .find(|c| c["body"].to_string().contains(by_cli.id.as_str()))
+        .expect("the CLI decision's update");
+    assert!(cli_update["body"].to_string().contains(reason));
+    // Let a reconcile pass or two run, then count.
+    std::thread::sleep(Duration::from_secs(4));
+    for req in [&by_cli, &by_click] {
+        let top_level = fake
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .filter(|c| {
+                c["body"]["thread_ts"].is_null() && c["body"].to_string().contains(req.id.as_str())
+            })
+            .count();
+        assert_eq!(top_level, 1, "request {} was posted again", req.id);
+        let updates = fake
+            .calls_of("chat.update")
+            .into_iter()
+            .filter(|c| c["body"].to_string().contains(req.id.as_str()))
+            .count();
+        assert_eq!(updates, 1, "request {} was updated {updates} times", req.id);
+    }
+    let log = bot.log();
+    let slack_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("Slack"))
+        .collect();
+    assert!(slack_errors.is_empty(), "Slack errors in the log:\n{log}");
+}
+
+/// Several replicas share one database: a request's message is posted by
+/// one of them and updated by one of them, also while Slack is slow enough
+/// that the other replica's reconcile runs in the middle of the call.
+#[test]
+fn two_bots_on_one_database_post_once() {
+    let py = need_python!();
+    // One SQLite file, always; one PostgreSQL database when reachable.
+    let dir = temp_dir();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
+    two_bots_post_once(&py, &sqlite);
+    let _ = std::fs::remove_dir_all(&dir);
+    match PgDatabase::create() {
+        Some(pg) => two_bots_post_once(&py, &pg.url()),
+        None => eprintln!(
+            "two_bots_on_one_database_post_once: PostgreSQL variant skipped (set HOLDPOINT_E2E_POSTGRES=required to fail instead)"
+        ),
+    }
+}
+
+fn two_bots_post_once(py: &std::path::Path, database_url: &str) {
+    let fake = FakeSlack::start(py);
+    let a = BotProc::start_on(&fake, Mode::Http, &[], Some(database_url));
+    let b = BotProc::start_on(&fake, Mode::Http, &[], Some(database_url));
+    assert!(
+        b.token.is_empty(),
+        "the second replica found the first one's runner"
+    );
+    let mut runner = Runner::connect(&a);
+
+    // Slack takes longer to post than a reconcile period, so B's reconcile
+    // sees the requests while A's posts are in flight.
+    let slow = RECONCILE_SECS + 1.0;
+    fake.control(
+        "/_delay",
+        json!({"method": "chat.postMessage", "seconds": slow, "count": 3}),
+    );
+    let reqs: Vec<_> = (0..3).map(|_| force_push(None)).collect();
+    for r in &reqs {
+        runner.submit(r);
+    }
+    let mut posts = Vec::new();
+    for r in &reqs {
+        let posted = fake.posted(&r.id);
+        // Both processes log the same way; only one stored it.
+        let deadline = std::time::Instant::now() + WAIT;
+        let needle = format!("Slack: request {} posted to", r.id);
+        while !(a.log().contains(&needle) || b.log().contains(&needle)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never stored",
+                r.id
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        posts.push(posted);
+    }
+
+    // Slack is slow to update too; the three are decided through B (a
+    // click), through A (a click) and by the CLI (which both replicas only
+    // learn of from the database).
+    fake.control(
+        "/_delay",
+        json!({"method": "chat.update", "seconds": slow, "count": 3}),
+    );
+    let (value, channel) = button(&posts[0], "hp_approve");
+    assert_eq!(
+        b.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let (value, channel) = button(&posts[1], "hp_approve");
+    assert_eq!(
+        a.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let (ok, out, err) = b.cli(&["deny", &reqs[2].id, "--reason", "not today"]);
+    assert!(ok, "deny failed: {out}{err}");
+
+    // The runner (on A) gets every decision, wherever it was made.
+    let mut statuses = std::collections::HashMap::new();
+    while statuses.len() < reqs.len() {
+        let d = runner.decision(WAIT).expect("a decision");
+        statuses.insert(d.request_id.clone(), d.status);
+    }
+    assert_eq!(statuses[&reqs[0].id], Status::Approved);
+    assert_eq!(statuses[&reqs[1].id], Status::Approved);
+    assert_eq!(statuses[&reqs[2].id], Status::Denied);
+
+    for (r, want) in reqs.iter().zip(["Approved", "Approved", "Denied"]) {
+        let updated = fake.wait_for("chat.update", WAIT + Duration::from_secs(5), |c| {
+            c["method"] == "chat.update" && c["body"].to_string().contains(r.id.as_str())
+        });
+        assert!(updated["body"].to_string().contains(want), "{updated}");
+    }
+    // Two reconcile periods after the slow calls ended, count.
+    std::thread::sleep(Duration::from_secs_f64(slow + 2.0 * RECONCILE_SECS));
+    let calls = fake.calls();
+    for r in &reqs {
+        let mentions = |method: &str, top_level: bool| -> Vec<&Value> {
+            calls
+                .iter()
+                .filter(|c| {
+                    c["method"] == method
+                        && (!top_level || c["body"]["thread_ts"].is_null())
+                        && c["body"].to_string().contains(r.id.as_str())
+                })
+                .collect()
+        };
+        let posted = mentions("chat.postMessage", true);
+        assert_eq!(
+            posted.len(),
+            1,
+            "{}: posted more than once on {database_url}",
+            r.id
+        );
+        let posted = posted[0];
+        assert!(posted["ts"].is_string(), "{posted}");
+        let updates = mentions("chat.update", false);
+        assert_eq!(
+            updates.len(),
+            1,
+            "{}: updated {} times on {database_url}: {updates:#?}",
+            r.id,
+            updates.len()
+        );
+        assert_eq!(updates[0]["body"]["ts"], posted["ts"]);
+        let replies = calls
+            .iter()
+            .filter(|c| c["method"] == "chat.postMessage" && c["body"]["thread_ts"] == posted["ts"])
+            .count();
+        assert_eq!(replies, 1, "{}: {replies} thread replies", r.id);
+    }
+    for (name, bot) in [("A", &a), ("B", &b)] {
+        let log = bot.log();
+        assert!(
+            !log.contains("may show twice") && !log.contains("took it over"),
+            "replica {name} lost a claim:\n{log}"
+        );
+    }
+}
+
+/// The bot's reconcile period (`slack::RECONCILE_EVERY`), in seconds.
+const RECONCILE_SECS: f64 = 3.0;

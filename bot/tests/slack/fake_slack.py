@@ -9,6 +9,7 @@ Control endpoints (JSON):
   GET  /_calls                 every recorded call
   POST /_fail {"method", "statuses": [429, 500], "retry_after": 1}
   POST /_groups {"S123": ["U1", "U2"]}
+  POST /_delay {"method", "seconds": 4, "count": 2}   the next calls answer late
   POST /_socket/send {"payload": {...}}   -> {"acked": bool}
   POST /_socket/disconnect     sends a `disconnect` envelope
 """
@@ -28,6 +29,7 @@ import websockets
 LOCK = threading.Lock()
 CALLS = []
 FAILS = {}  # method -> list of (status, retry_after)
+DELAYS = {}  # method -> list of seconds, one per call to come
 GROUPS = {}
 TS = [1700000000]
 SOCKET = {"conns": [], "acks": {}, "connects": 0}
@@ -138,6 +140,13 @@ class Handler(BaseHTTPRequestHandler):
                     (s, req.get("retry_after")) for s in req["statuses"]
                 )
             return self.reply(200, {"ok": True})
+        if url.path == "/_delay":
+            req = json.loads(raw)
+            with LOCK:
+                DELAYS.setdefault(req["method"], []).extend(
+                    [float(req["seconds"])] * int(req.get("count", 1))
+                )
+            return self.reply(200, {"ok": True})
         if url.path == "/_groups":
             with LOCK:
                 GROUPS.update(json.loads(raw))
@@ -168,14 +177,21 @@ class Handler(BaseHTTPRequestHandler):
             queue = FAILS.get(method)
             if queue:
                 fail = queue.pop(0)
-            CALLS.append({
+            delays = DELAYS.get(method)
+            delay = delays.pop(0) if delays else 0
+            rec = {
                 "method": method,
                 "body": body,
                 "auth": auth,
                 "errors": errors,
                 "injected": fail[0] if fail else None,
                 "at": time.time(),
-            })
+                "delayed": delay or None,
+            }
+            CALLS.append(rec)
+        if delay:
+            # Recorded at once, answered late: a slow Slack.
+            time.sleep(delay)
         if fail and isinstance(fail[0], str):
             return self.reply(200, {"ok": False, "error": fail[0]})
         if fail:
@@ -194,6 +210,7 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 TS[0] += 1
                 ts = f"{TS[0]}.000100"
+                rec["ts"] = ts
             return self.reply(200, {"ok": True, "channel": body.get("channel"), "ts": ts})
         if method == "chat.update":
             return self.reply(200, {"ok": True, "channel": body.get("channel"), "ts": body.get("ts")})

@@ -247,7 +247,11 @@ pub fn free_port() -> u16 {
 pub struct BotProc {
     pub dir: PathBuf,
     pub port: u16,
+    /// The `local` runner's token; empty when the database already had
+    /// runners (a second replica on a shared database).
     pub token: String,
+    /// The environment it runs with (the CLI gets the same).
+    env: Vec<(String, String)>,
     child: Child,
     log: Arc<Mutex<String>>,
 }
@@ -257,72 +261,134 @@ pub enum Mode {
     Socket,
 }
 
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "holdpoint-slack-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes a bot configuration file in a fresh directory; returns its path.
+pub fn config_file(toml: &str) -> PathBuf {
+    let path = temp_dir().join("bot.toml");
+    std::fs::write(&path, toml).expect("write the config file");
+    path
+}
+
 impl BotProc {
     pub fn start(fake: &FakeSlack, mode: Mode, extra: &[(&str, &str)]) -> BotProc {
-        let dir = std::env::temp_dir().join(format!(
-            "holdpoint-slack-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        BotProc::start_on(fake, mode, extra, None)
+    }
+
+    /// Starts a bot on `database_url` (default: SQLite in its own directory).
+    pub fn start_on(
+        fake: &FakeSlack,
+        mode: Mode,
+        extra: &[(&str, &str)],
+        database_url: Option<&str>,
+    ) -> BotProc {
+        let dir = temp_dir();
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdpoint-bot"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &dir)
-            .env("HOLDPOINT_DATA_DIR", &dir)
-            .env("HOLDPOINT_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HOLDPOINT_LOG", "info,holdpoint_bot=debug")
-            .env("HOLDPOINT_SLACK_BOT_TOKEN", "xoxb-test-token")
-            .env("HOLDPOINT_SLACK_API_URL", fake.api_url())
-            .env("HOLDPOINT_SLACK_CHANNEL", CHANNEL)
-            .env("HOLDPOINT_SLACK_REVIEWERS", format!("{REVIEWER},{GROUP}"));
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".into(), dir.display().to_string()),
+            ("USER".into(), "reviewer".into()),
+            ("HOLDPOINT_DATA_DIR".into(), dir.display().to_string()),
+            ("HOLDPOINT_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("HOLDPOINT_LOG".into(), "info,holdpoint_bot=debug".into()),
+            ("HOLDPOINT_SLACK_BOT_TOKEN".into(), "xoxb-test-token".into()),
+            ("HOLDPOINT_SLACK_API_URL".into(), fake.api_url()),
+            ("HOLDPOINT_SLACK_CHANNEL".into(), CHANNEL.into()),
+            (
+                "HOLDPOINT_SLACK_REVIEWERS".into(),
+                format!("{REVIEWER},{GROUP}"),
+            ),
+        ];
         match mode {
-            Mode::Http => cmd.env("HOLDPOINT_SLACK_SIGNING_SECRET", SECRET),
-            Mode::Socket => cmd.env("HOLDPOINT_SLACK_APP_TOKEN", "xapp-test-token"),
-        };
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start holdpoint-bot");
-        let err = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
+            Mode::Http => env.push(("HOLDPOINT_SLACK_SIGNING_SECRET".into(), SECRET.into())),
+            Mode::Socket => {
+                env.push(("HOLDPOINT_SLACK_APP_TOKEN".into(), "xapp-test-token".into()))
             }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http(port, "GET", "/healthz", &[], b"").is_none_or(|(c, _)| c != 200) {
-            assert!(
-                Instant::now() < deadline,
-                "the bot did not start:\n{}",
-                log.lock().map(|s| s.clone()).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let env = std::fs::read_to_string(dir.join("runner-local.env")).expect("runner-local.env");
-        let token = env
-            .lines()
-            .find_map(|l| l.strip_prefix("export HOLDPOINT_TOKEN="))
-            .expect("a token")
-            .to_string();
+        if let Some(url) = database_url {
+            env.push(("HOLDPOINT_DATABASE_URL".into(), url.into()));
+        }
+        for (k, v) in extra {
+            env.push((k.to_string(), v.to_string()));
+        }
+        let log = Arc::new(Mutex::new(String::new()));
+        let child = spawn_bot(&env, &log, port);
+        let token = std::fs::read_to_string(dir.join("runner-local.env"))
+            .ok()
+            .and_then(|env| {
+                env.lines()
+                    .find_map(|l| l.strip_prefix("export HOLDPOINT_TOKEN="))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        assert!(
+            database_url.is_some() || !token.is_empty(),
+            "a fresh bot writes runner-local.env with a token"
+        );
         BotProc {
             dir,
             port,
             token,
+            env,
             child,
             log,
+        }
+    }
+
+    /// Kills the bot at once (SIGKILL: no shutdown code runs) and starts it
+    /// again with the same settings, data directory and database.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(mut s) = self.log.lock() {
+            s.push_str("----- killed; restarting -----\n");
+        }
+        self.child = spawn_bot(&self.env, &self.log, self.port);
+    }
+
+    /// Runs `holdpoint-bot ARGS` with this bot's settings; (success, stdout,
+    /// stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_holdpoint-bot"))
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run holdpoint-bot");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// Registers a runner named `name`; returns its token.
+    pub fn add_runner(&self, name: &str) -> String {
+        let (ok, out, err) = self.cli(&["runner", "add", name]);
+        assert!(ok, "runner add {name} failed: {err}");
+        out.trim().to_string()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -369,6 +435,101 @@ impl Drop for BotProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `holdpoint-bot serve` with exactly `env`, copies its stderr into
+/// `log`, and waits until it answers on `port`.
+fn spawn_bot(env: &[(String, String)], log: &Arc<Mutex<String>>, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdpoint-bot"))
+        .arg("serve")
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start holdpoint-bot");
+    let err = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/healthz", &[], b"").is_none_or(|(c, _)| c != 200) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the bot exited ({status}):\n{}",
+                log.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bot did not start:\n{}",
+            log.lock().map(|s| s.clone()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// A fresh PostgreSQL database on 127.0.0.1:5432 (or
+/// `HOLDPOINT_E2E_POSTGRES_URL`), dropped again on drop. `None` (with a
+/// message) when no server is reachable, unless
+/// `HOLDPOINT_E2E_POSTGRES=required`, which turns that into a failure.
+pub struct PgDatabase {
+    base: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub fn create() -> Option<PgDatabase> {
+        let base = std::env::var("HOLDPOINT_E2E_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("holdpoint_slack_{}", random_hex(6));
+        let out = Command::new("psql")
+            .args([
+                &format!("{base}/postgres"),
+                "-qAtc",
+                &format!("CREATE DATABASE {name}"),
+            ])
+            .output();
+        let required = std::env::var("HOLDPOINT_E2E_POSTGRES").is_ok_and(|v| v == "required");
+        match out {
+            Ok(o) if o.status.success() => Some(PgDatabase { base, name }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => format!("psql: {e}"),
+                };
+                assert!(
+                    !required,
+                    "PostgreSQL is required here (HOLDPOINT_E2E_POSTGRES=required) but unreachable: {why}"
+                );
+                eprintln!("PostgreSQL is unreachable ({why}); skipping the PostgreSQL variant");
+                None
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &format!("{}/postgres", self.base),
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
     }
 }
 
@@ -470,13 +631,18 @@ pub struct Runner {
 
 impl Runner {
     pub fn connect(bot: &BotProc) -> Runner {
+        Runner::connect_as(bot, &bot.token)
+    }
+
+    /// Connects with the token of another registered runner.
+    pub fn connect_as(bot: &BotProc, token: &str) -> Runner {
         use tungstenite::client::IntoClientRequest;
         let mut req = format!("ws://127.0.0.1:{}/v1/runners/ws", bot.port)
             .into_client_request()
             .expect("ws request");
         req.headers_mut().insert(
             "Authorization",
-            format!("Bearer {}", bot.token).parse().expect("header"),
+            format!("Bearer {token}").parse().expect("header"),
         );
         let (ws, _) = tungstenite::connect(req).expect("connect to the bot");
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
