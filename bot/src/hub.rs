@@ -34,6 +34,8 @@ struct Inner {
     next: u64,
     conns: HashMap<u64, Conn>,
     waiting: HashMap<String, Waiter>,
+    /// Open connections per runner name.
+    per_runner: HashMap<String, usize>,
 }
 
 /// The open connections.
@@ -54,6 +56,7 @@ impl Hub {
         let mut g = self.lock();
         g.next += 1;
         let id = g.next;
+        *g.per_runner.entry(runner.to_string()).or_default() += 1;
         g.conns.insert(
             id,
             Conn {
@@ -67,7 +70,14 @@ impl Hub {
     /// Forgets a closed connection and what it waited for.
     pub fn unregister(&self, conn: u64) {
         let mut g = self.lock();
-        g.conns.remove(&conn);
+        if let Some(c) = g.conns.remove(&conn)
+            && let Some(n) = g.per_runner.get_mut(&c.runner)
+        {
+            *n -= 1;
+            if *n == 0 {
+                g.per_runner.remove(&c.runner);
+            }
+        }
         g.waiting.retain(|_, w| w.conn != conn);
     }
 
@@ -107,6 +117,10 @@ impl Hub {
         let Some(w) = g.waiting.get(&decision.request_id) else {
             return false;
         };
+        if w.sent {
+            // Already on its way (the sweep and the decider can both try).
+            return true;
+        }
         let conn = w.conn;
         let ok = g
             .conns
@@ -152,13 +166,9 @@ impl Hub {
         }
     }
 
-    /// The names of connected runners, one per connection.
-    pub fn connected_runners(&self) -> Vec<String> {
-        self.lock()
-            .conns
-            .values()
-            .map(|c| c.runner.clone())
-            .collect()
+    /// Whether any connection of this runner is open.
+    pub fn is_connected(&self, runner: &str) -> bool {
+        self.lock().per_runner.contains_key(runner)
     }
 
     /// How many connections are open.

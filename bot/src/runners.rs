@@ -153,8 +153,7 @@ impl Bot {
 
     /// Names of revoked runners that still have connections here.
     pub async fn revoked_but_connected(&self) -> Result<Vec<String>, DbErr> {
-        let connected = self.hub.connected_runners();
-        if connected.is_empty() {
+        if self.hub.connections() == 0 {
             return Ok(vec![]);
         }
         let revoked = runner::Entity::find()
@@ -164,7 +163,7 @@ impl Bot {
         Ok(revoked
             .into_iter()
             .map(|r| r.name)
-            .filter(|n| connected.contains(n))
+            .filter(|n| self.hub.is_connected(n))
             .collect())
     }
 

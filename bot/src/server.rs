@@ -91,6 +91,14 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", bot.config.listen))?;
     let addr = listener.local_addr()?;
+    // Decisions are small frames that must leave at once, not wait for the
+    // runner's delayed acknowledgement of the previous frame (Nagle).
+    let listener = {
+        use axum::serve::ListenerExt;
+        listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    };
     tracing::info!(
         "holdpoint-bot {} listening on http://{addr} (database: {})",
         env!("CARGO_PKG_VERSION"),

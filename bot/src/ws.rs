@@ -167,9 +167,12 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let conn = bot.hub.register(&runner, tx);
     tracing::debug!(runner, conn, "runner connected");
+    // Only what the runner sends keeps the connection alive.
+    let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
         tokio::select! {
-            incoming = tokio::time::timeout(IDLE_TIMEOUT, socket.recv()) => {
+            incoming = tokio::time::timeout_at(idle_deadline, socket.recv()) => {
+                idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
                 let step = match incoming {
                     Err(_) => Step::Close(close::IDLE, "nothing received for 90 seconds".into()),
                     Ok(None) => break,
