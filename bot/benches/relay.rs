@@ -10,11 +10,20 @@
 //!   each as soon as it is pending; requests completed (decision received
 //!   and acknowledged) per second, and a check that none was lost (goal:
 //!   200/s, none lost).
+//! - Phase S, Slack relay latency: a second bot, with Slack configured in
+//!   HTTP mode against a fake Web API inside this bench, and 1,000 runners
+//!   connected. For each request the bench waits until the bot has posted
+//!   its message (the fake API saw `chat.postMessage` with its buttons),
+//!   then posts a signed `block_actions` click on Approve by the configured
+//!   reviewer to `POST /slack/interactions`, and times it from just before
+//!   the POST to the moment the runner's socket yields the decision (goal:
+//!   p99 at most 10 ms).
 //!
 //! ```text
 //! cargo bench -p holdpoint-bot --bench relay
 //! cargo bench -p holdpoint-bot --bench relay -- --runners 10000
 //! cargo bench -p holdpoint-bot --bench relay --profile dev -- --quick
+//! cargo bench -p holdpoint-bot --bench relay -- --only slack
 //! ```
 //!
 //! Options: `--runners N` (phase A's largest step, default 10000),
@@ -25,7 +34,9 @@
 //! `--think-ms N` (phase B: wait this long between pending and the approve
 //! call, as a human would; default 0),
 //! `--approve api|cli|auto` (default auto: the web API, or the
-//! `holdpoint-bot approve` command if the API is missing), `--quick`,
+//! `holdpoint-bot approve` command if the API is missing),
+//! `--slack-relays N` (phase S, default 300), `--only web|slack` (only
+//! phases A to C, or only phase S), `--quick` (every phase, smaller),
 //! `--keep` (keep the data directory). `HOLDPOINT_BOT_BIN` runs another
 //! build of the bot; `HOLDPOINT_LOG` sets its log level (default `warn`).
 
@@ -34,7 +45,7 @@ use holdpoint_shared::protocol::{
     BotMessage, DecisionMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, Status, WS_PATH,
 };
 use holdpoint_shared::{Context, Decision, Policy, Verdict};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -71,6 +82,16 @@ enum Via {
     Cli,
 }
 
+/// Which phases run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Only {
+    All,
+    /// Phases A to C: the bot without Slack.
+    Web,
+    /// Phase S: the bot with Slack.
+    Slack,
+}
+
 #[derive(Debug)]
 struct Opts {
     runners: usize,
@@ -82,6 +103,8 @@ struct Opts {
     reviewers: usize,
     think: Duration,
     via: Via,
+    slack_relays: usize,
+    only: Only,
     keep: bool,
     quick: bool,
 }
@@ -100,6 +123,8 @@ fn parse_opts() -> Result<Opts> {
             reviewers: 4,
             think: Duration::ZERO,
             via: Via::Auto,
+            slack_relays: 50,
+            only: Only::All,
             keep: false,
             quick,
         }
@@ -114,6 +139,8 @@ fn parse_opts() -> Result<Opts> {
             reviewers: 8,
             think: Duration::ZERO,
             via: Via::Auto,
+            slack_relays: 300,
+            only: Only::All,
             keep: false,
             quick,
         }
@@ -139,6 +166,14 @@ fn parse_opts() -> Result<Opts> {
             "--runners" => o.runners = num(value(a)?, a)?,
             "--relay-runners" => o.relay_runners = num(value(a)?, a)?,
             "--relays" => o.relays = num(value(a)?, a)?,
+            "--slack-relays" => o.slack_relays = num(value(a)?, a)?,
+            "--only" => {
+                o.only = match value(a)?.as_str() {
+                    "web" => Only::Web,
+                    "slack" => Only::Slack,
+                    other => return Err(format!("--only {other}: use web or slack").into()),
+                }
+            }
             "--concurrency" => o.concurrency = num(value(a)?, a)?,
             "--reviewers" => o.reviewers = num(value(a)?, a)?,
             "--think-ms" => {
@@ -167,7 +202,8 @@ fn parse_opts() -> Result<Opts> {
             "-h" | "--help" => {
                 println!(
                     "relay bench: --runners N --relay-runners N --relays N --seconds S \
-                     --concurrency N --reviewers N --think-ms N --approve api|cli|auto --quick --keep"
+                     --concurrency N --reviewers N --think-ms N --approve api|cli|auto \
+                     --slack-relays N --only web|slack --quick --keep"
                 );
                 std::process::exit(0);
             }
@@ -293,14 +329,28 @@ fn env_for(c: &mut Command, data_dir: &Path, config_home: &Path, addr: SocketAdd
         .env_remove("HOLDPOINT_DATABASE_URL")
         .env_remove("HOLDPOINT_PUBLIC_URL")
         .env_remove("HOLDPOINT_EXPIRY");
+    // Slack only where the bench asks for it (phase S).
+    for var in SLACK_VARS {
+        c.env_remove(var);
+    }
 }
+
+const SLACK_VARS: [&str; 6] = [
+    "HOLDPOINT_SLACK_BOT_TOKEN",
+    "HOLDPOINT_SLACK_SIGNING_SECRET",
+    "HOLDPOINT_SLACK_APP_TOKEN",
+    "HOLDPOINT_SLACK_CHANNEL",
+    "HOLDPOINT_SLACK_REVIEWERS",
+    "HOLDPOINT_SLACK_API_URL",
+];
 
 fn free_port() -> Result<SocketAddr> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?)
 }
 
-async fn start_bot(bin: &Path, keep: bool) -> Result<Bot> {
+/// Starts `holdpoint-bot serve` with `extra` in its environment.
+async fn start_bot(bin: &Path, keep: bool, extra: &[(&str, String)]) -> Result<Bot> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -322,6 +372,9 @@ async fn start_bot(bin: &Path, keep: bool) -> Result<Bot> {
         .arg(r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" serve"#)
         .arg(bin);
     env_for(&mut c, &data_dir, &config_home, addr);
+    for (k, v) in extra {
+        c.env(k, v);
+    }
     if std::env::var_os("HOLDPOINT_LOG").is_none() {
         c.env("HOLDPOINT_LOG", "warn");
     }
@@ -1362,6 +1415,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The summary table's rows (goal, measured, against the goal, met) and
+/// the lines printed under it.
+#[derive(Default)]
+struct Summary {
+    rows: Vec<(String, String, String, bool)>,
+    after: Vec<String>,
+}
+
+impl Summary {
+    fn row(&mut self, goal: &str, measured: String, ratio: String, met: bool) {
+        self.rows.push((goal.to_string(), measured, ratio, met));
+    }
+}
+
 async fn run(opts: Opts) -> Result<()> {
     let (bin, profile) = bot_binary()?;
     let cores = std::thread::available_parallelism()
@@ -1383,7 +1450,60 @@ async fn run(opts: Opts) -> Result<()> {
     println!("  bot build:  {profile}");
     println!("  cores:      {cores} (the bench's runners and reviewers share them with the bot)");
 
-    let bot = start_bot(&bin, opts.keep).await?;
+    let mut summary = Summary::default();
+    if opts.only != Only::Slack {
+        web_phases(&bin, &verdict, &opts, &mut summary).await?;
+    }
+    if opts.only != Only::Web {
+        slack_phase(&bin, &verdict, &opts, &mut summary).await?;
+    }
+
+    println!("\nSummary ({cores} cores; bot build: {profile})");
+    let line = |goal: &str, measured: &str, ratio: &str, result: &str| {
+        println!("  {goal:<48} {measured:<50} {ratio:<12} {result}");
+    };
+    line("goal", "measured", "vs goal", "result");
+    for (goal, measured, ratio, met) in &summary.rows {
+        line(goal, measured, ratio, if *met { "met" } else { "NOT met" });
+    }
+    if !summary.after.is_empty() {
+        println!();
+        for l in &summary.after {
+            println!("  {l}");
+        }
+    }
+    Ok(())
+}
+
+/// The runner tokens: the auto-registered `local`, and a few more.
+fn runner_tokens(bot: &Bot) -> Result<Vec<String>> {
+    let env_file = std::fs::read_to_string(bot.data_dir.join("runner-local.env"))?;
+    let mut tokens: Vec<String> = env_file
+        .lines()
+        .filter_map(|l| l.strip_prefix("export HOLDPOINT_TOKEN="))
+        .map(|t| t.trim().to_string())
+        .collect();
+    for i in 1..=4 {
+        tokens.push(
+            bot.cli(&["runner", "add", &format!("bench-{i}")])?
+                .trim()
+                .to_string(),
+        );
+    }
+    if tokens.len() != 5 || tokens.iter().any(|t| t.is_empty()) {
+        return Err("cannot read the runner tokens".into());
+    }
+    Ok(tokens)
+}
+
+/// Phases A to C, on a bot without Slack.
+async fn web_phases(
+    bin: &Path,
+    verdict: &Verdict,
+    opts: &Opts,
+    summary: &mut Summary,
+) -> Result<()> {
+    let bot = start_bot(bin, opts.keep, &[]).await?;
     println!(
         "  bot pid {} on http://{} (data {})",
         bot.pid,
@@ -1419,23 +1539,7 @@ async fn run(opts: Opts) -> Result<()> {
         }
     }
 
-    // Runner tokens: the auto-registered `local`, and a few more.
-    let env_file = std::fs::read_to_string(bot.data_dir.join("runner-local.env"))?;
-    let mut tokens: Vec<String> = env_file
-        .lines()
-        .filter_map(|l| l.strip_prefix("export HOLDPOINT_TOKEN="))
-        .map(|t| t.trim().to_string())
-        .collect();
-    for i in 1..=4 {
-        tokens.push(
-            bot.cli(&["runner", "add", &format!("bench-{i}")])?
-                .trim()
-                .to_string(),
-        );
-    }
-    if tokens.len() != 5 || tokens.iter().any(|t| t.is_empty()) {
-        return Err("cannot read the runner tokens".into());
-    }
+    let tokens = runner_tokens(&bot)?;
 
     // Reviewing: the API with the printed login link, else the CLI.
     let link = bot
@@ -1571,7 +1675,7 @@ async fn run(opts: Opts) -> Result<()> {
             opts.think.as_millis()
         );
     }
-    let relay = match phase_b(&runners, &approver, &verdict, &opts).await {
+    let relay = match phase_b(&runners, &approver, verdict, opts).await {
         Ok(r) => r,
         Err(e) if approver.is_api() && opts.via == Via::Auto => {
             notes.push(format!(
@@ -1580,7 +1684,7 @@ async fn run(opts: Opts) -> Result<()> {
             println!("  the approve API failed ({e}); falling back to the CLI");
             approver = cli.clone();
             println!("  approvals via {}", approver.label());
-            phase_b(&runners, &approver, &verdict, &opts).await?
+            phase_b(&runners, &approver, verdict, opts).await?
         }
         Err(e) => return Err(e),
     };
@@ -1611,7 +1715,7 @@ async fn run(opts: Opts) -> Result<()> {
     );
     println!("  approvals via {}", approver.label());
     let runners = Arc::new(runners);
-    let thr = phase_c(&bot, runners.clone(), &approver, &verdict, &opts).await?;
+    let thr = phase_c(&bot, runners.clone(), &approver, verdict, opts).await?;
     let rps = thr.in_window as f64 / thr.window;
     let (min_s, max_s) = (
         thr.per_second.iter().min().copied().unwrap_or(0),
@@ -1655,15 +1759,7 @@ async fn run(opts: Opts) -> Result<()> {
         Err(_) => notes.push("runner handles still shared at the end".into()),
     }
 
-    // ---- Summary.
-    println!("\nSummary ({} cores; bot build: {profile})", cores);
-    let line = |goal: &str, measured: &str, ratio: &str, result: &str| {
-        println!("  {goal:<48} {measured:<36} {ratio:<12} {result}");
-    };
-    line("goal", "measured", "vs goal", "result");
-    let row = |goal: &str, measured: String, ratio: String, met: bool| {
-        line(goal, &measured, &ratio, if met { "met" } else { "NOT met" });
-    };
+    // ---- Summary rows.
     // Memory at 10,000 (or extrapolated from the largest step).
     if let Some((n, s)) = memory.steps.last() {
         let (rss, how) = if *n == GOAL_IDLE_RUNNERS {
@@ -1675,7 +1771,7 @@ async fn run(opts: Opts) -> Result<()> {
                 format!(" (extrapolated from {n})"),
             )
         };
-        row(
+        summary.row(
             "10,000 idle runners in ≤ 256 MiB RSS",
             format!("{}{how}", mib(rss)),
             format!("{:.2}× limit", rss / GOAL_RSS_BYTES),
@@ -1688,7 +1784,7 @@ async fn run(opts: Opts) -> Result<()> {
     } else {
         format!("relay p99 ≤ 10 ms ({} runners, goal: 1,000)", relay.runners)
     };
-    row(
+    summary.row(
         &format!(
             "{latency_goal}{}",
             if approver.is_api() { "" } else { " [CLI]" }
@@ -1702,7 +1798,7 @@ async fn run(opts: Opts) -> Result<()> {
         && thr.db_missing == 0
         && thr.db_not_approved == 0
         && thr.errors.is_empty();
-    row(
+    summary.row(
         &format!(
             "≥ 200 requests/s end to end{}",
             if approver.is_api() { "" } else { " [CLI]" }
@@ -1711,42 +1807,738 @@ async fn run(opts: Opts) -> Result<()> {
         format!("{:.2}× goal", rps / GOAL_RPS),
         rps >= GOAL_RPS,
     );
-    row(
+    summary.row(
         "none lost",
         format!("{lost} lost of {}", thr.submitted),
         String::new(),
         none_lost,
     );
-    println!();
-    println!(
-        "  bot after the run: RSS {}  HWM {}  threads {}",
+    summary.after.push(format!(
+        "bot after phases A to C: RSS {}  HWM {}  threads {}",
         mib(after.rss as f64),
         mib(after.hwm as f64),
         after.threads
-    );
-    println!("  audit chain: {audit}");
+    ));
+    summary.after.push(format!("audit chain: {audit}"));
     if closed > 0 {
-        println!(
-            "  the bot closed {closed} runner connections during the run (first: {})",
+        summary.after.push(format!(
+            "the bot closed {closed} runner connections during phases A to C (first: {})",
             shared
                 .close_reason
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .unwrap_or_default()
-        );
+        ));
     }
     if unexpected > 0 {
-        println!("  {unexpected} unexpected frames from the bot");
+        summary
+            .after
+            .push(format!("{unexpected} unexpected frames from the bot"));
     }
     for n in &notes {
-        println!("  note: {n}");
+        summary.after.push(format!("note: {n}"));
     }
     if !approver.is_api() {
-        println!(
-            "  note: approvals went through the CLI, so latency and throughput above measure \
+        summary.after.push(
+            "note: approvals went through the CLI, so latency and throughput above measure \
              process start + database + the 250 ms sweep, not the relay path the goals are about"
+                .into(),
         );
     }
     Ok(())
+}
+
+// ------------------------------------------------------------ phase S: Slack
+
+const SLACK_BOT_TOKEN: &str = "xoxb-relay-bench";
+const SLACK_SECRET: &str = "relay-bench-signing-secret-0123456789";
+const SLACK_CHANNEL: &str = "C0BENCH";
+const SLACK_REVIEWER: &str = "U0BENCH";
+
+/// What the fake Web API saw.
+#[derive(Default)]
+struct FakeSlackState {
+    /// Requests whose message (with its buttons) was posted, and when the
+    /// `chat.postMessage` arrived.
+    posted: Mutex<HashMap<String, Instant>>,
+    /// Calls per Web API method.
+    calls: Mutex<BTreeMap<String, u64>>,
+    /// Calls without a bot token, or that could not be read.
+    refused: AtomicU64,
+    ts: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+/// A stand-in for the Slack Web API on loopback: HTTP/1.1 with keep-alive,
+/// every method answered with a minimal valid body.
+struct FakeSlack {
+    addr: SocketAddr,
+    state: Arc<FakeSlackState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeSlack {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl FakeSlack {
+    async fn start() -> Result<FakeSlack> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(FakeSlackState::default());
+        let accept = tokio::spawn({
+            let state = state.clone();
+            async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            tokio::spawn(fake_slack_connection(stream, state.clone()));
+                        }
+                        // Out of descriptors, say: try again shortly.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            }
+        });
+        Ok(FakeSlack {
+            addr,
+            state,
+            accept,
+        })
+    }
+
+    fn api_url(&self) -> String {
+        format!("http://{}/api", self.addr)
+    }
+
+    fn posted_at(&self, id: &str) -> Option<Instant> {
+        self.state
+            .posted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    /// When the message of `id` was posted, waiting up to `within`.
+    async fn wait_posted(&self, id: &str, within: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.state.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(at) = self.posted_at(id) {
+                return Some(at);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.posted_at(id);
+            }
+        }
+    }
+
+    fn calls(&self) -> BTreeMap<String, u64> {
+        self.state
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn calls_of(&self, method: &str) -> u64 {
+        self.calls().get(method).copied().unwrap_or(0)
+    }
+}
+
+struct HttpRequest {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    close: bool,
+}
+
+impl HttpRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Serves one connection until the bot closes it (or asks to).
+async fn fake_slack_connection(stream: TcpStream, state: Arc<FakeSlackState>) {
+    let mut conn = BufReader::new(stream);
+    loop {
+        let req = match read_http_request(&mut conn).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(_) => {
+                state.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let (status, body) = fake_slack_answer(&req, &state);
+        let mut wire = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if req.close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        wire.extend_from_slice(body.as_bytes());
+        if conn.get_mut().write_all(&wire).await.is_err() || req.close {
+            return;
+        }
+    }
+}
+
+/// One HTTP/1.1 request; `None` when the connection ends between requests.
+async fn read_http_request(
+    conn: &mut BufReader<TcpStream>,
+) -> std::io::Result<Option<HttpRequest>> {
+    use std::io::{Error, ErrorKind};
+    const MAX_BODY: usize = 16 << 20;
+    let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
+    let mut line = String::new();
+    // Empty lines before a request line are allowed.
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        if !line.trim().is_empty() {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), version) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad(format!("bad request line {line:?}")));
+    };
+    let (method, target) = (method.to_string(), target.to_string());
+    let http10 = version == Some("HTTP/1.0");
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await? == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed in the headers",
+            ));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let connection = get("connection").unwrap_or_default();
+    let close = connection.contains("close") || (http10 && !connection.contains("keep-alive"));
+    if get("expect").is_some_and(|v| v.contains("100-continue")) {
+        conn.get_mut()
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await?;
+    }
+    let mut body = Vec::new();
+    if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                loop {
+                    line.clear();
+                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                break;
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(bad("body too large".into()));
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..]).await?;
+            line.clear();
+            conn.read_line(&mut line).await?;
+        }
+    } else if let Some(n) = get("content-length") {
+        let n: usize = n
+            .parse()
+            .map_err(|_| bad(format!("bad content-length {n:?}")))?;
+        if n > MAX_BODY {
+            return Err(bad("body too large".into()));
+        }
+        body.resize(n, 0);
+        conn.read_exact(&mut body).await?;
+    }
+    Ok(Some(HttpRequest {
+        method,
+        target,
+        headers,
+        body,
+        close,
+    }))
+}
+
+fn form_object(bytes: &[u8]) -> serde_json::Value {
+    serde_json::Value::Object(
+        form_urlencoded::parse(bytes)
+            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+            .collect(),
+    )
+}
+
+/// The ids of the requests whose buttons (`ID:HASH` values) are in `v`.
+fn button_requests(v: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(s)) = m.get("value")
+                && let Some((id, hash)) = s.split_once(':')
+                && id.len() == 32
+                && hash.len() == 64
+                && id
+                    .bytes()
+                    .chain(hash.bytes())
+                    .all(|b| b.is_ascii_hexdigit())
+            {
+                out.push(id.to_string());
+            }
+            for x in m.values() {
+                button_requests(x, out);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                button_requests(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The status line and JSON body for one Web API call.
+fn fake_slack_answer(req: &HttpRequest, state: &FakeSlackState) -> (&'static str, String) {
+    use serde_json::{Value, json};
+    let (path, query) = req
+        .target
+        .split_once('?')
+        .unwrap_or((req.target.as_str(), ""));
+    let Some(method) = path.strip_prefix("/api/") else {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        return (
+            "404 Not Found",
+            json!({"ok": false, "error": "unknown_path"}).to_string(),
+        );
+    };
+    *state
+        .calls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(method.to_string())
+        .or_default() += 1;
+    let params = if req.method == "GET" {
+        form_object(query.as_bytes())
+    } else if req
+        .header("content-type")
+        .is_some_and(|t| t.contains("json"))
+    {
+        serde_json::from_slice(&req.body).unwrap_or(Value::Null)
+    } else {
+        form_object(&req.body)
+    };
+    if !req
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer xoxb-"))
+    {
+        state.refused.fetch_add(1, Ordering::Relaxed);
+        return (
+            "200 OK",
+            json!({"ok": false, "error": "not_authed"}).to_string(),
+        );
+    }
+    let field = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("");
+    let answer = match method {
+        "chat.postMessage" => {
+            let n = state.ts.fetch_add(1, Ordering::Relaxed) + 1;
+            let ts = format!("{}.000100", 1_700_000_000 + n);
+            if params.get("thread_ts").is_none() {
+                let mut ids = Vec::new();
+                button_requests(&params, &mut ids);
+                if !ids.is_empty() {
+                    let now = Instant::now();
+                    let mut posted = state.posted.lock().unwrap_or_else(|e| e.into_inner());
+                    for id in ids {
+                        posted.entry(id).or_insert(now);
+                    }
+                    drop(posted);
+                    state.changed.notify_waiters();
+                }
+            }
+            json!({"ok": true, "channel": field("channel"), "ts": ts, "message": {"ts": ts}})
+        }
+        "chat.update" => json!({"ok": true, "channel": field("channel"), "ts": field("ts")}),
+        "chat.postEphemeral" => json!({"ok": true, "message_ts": "1700000000.000001"}),
+        "views.open" => json!({"ok": true, "view": {"id": "V0BENCH"}}),
+        "usergroups.users.list" => json!({"ok": true, "users": [SLACK_REVIEWER]}),
+        "users.info" => {
+            json!({"ok": true, "user": {"id": field("user"), "name": "bench-reviewer"}})
+        }
+        "auth.test" => json!({
+            "ok": true, "url": "https://bench.slack.invalid/", "team": "bench",
+            "user": "holdpoint", "team_id": "T0BENCH", "user_id": "U0BOT", "bot_id": "B0BENCH"
+        }),
+        _ => json!({"ok": true}),
+    };
+    ("200 OK", answer.to_string())
+}
+
+/// Percent-encodes everything but unreserved characters, as Slack does.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Slack's request signature: `v0=` hex(HMAC-SHA256(secret, `v0:TS:BODY`)).
+fn slack_sign(secret: &str, ts: i64, body: &str) -> String {
+    format!(
+        "v0={}",
+        hex::encode(hmac_sha256(
+            secret.as_bytes(),
+            format!("v0:{ts}:{body}").as_bytes()
+        ))
+    )
+}
+
+fn unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A click on a request message's button, as Slack sends it.
+fn slack_click(user: &str, action_id: &str, value: &str, ts: i64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": "bench-reviewer", "team_id": "T0BENCH"},
+        "api_app_id": "A0BENCH",
+        "token": "legacy",
+        "container": {
+            "type": "message",
+            "message_ts": "1700000001.000100",
+            "channel_id": SLACK_CHANNEL,
+            "is_ephemeral": false
+        },
+        "trigger_id": format!("{ts}.{}", holdpoint_bot::db::random_hex(8)),
+        "team": {"id": "T0BENCH", "domain": "bench"},
+        "channel": {"id": SLACK_CHANNEL, "name": "holdpoint"},
+        "response_url": "https://hooks.slack.invalid/actions/bench",
+        "actions": [{
+            "action_id": action_id,
+            "block_id": "hp_actions",
+            "text": {"type": "plain_text", "text": "Approve"},
+            "value": value,
+            "type": "button",
+            "action_ts": format!("{ts}.000200")
+        }]
+    })
+}
+
+struct SlackResult {
+    runners: usize,
+    relay: Dist,
+    http: Dist,
+    posted: Dist,
+    failures: Vec<String>,
+}
+
+/// Phase S: a bot with Slack in HTTP mode, `relay_runners` runners, and
+/// approvals by signed clicks.
+async fn slack_phase(
+    bin: &Path,
+    verdict: &Verdict,
+    opts: &Opts,
+    summary: &mut Summary,
+) -> Result<()> {
+    let fake = FakeSlack::start().await?;
+    let env = [
+        ("HOLDPOINT_SLACK_BOT_TOKEN", SLACK_BOT_TOKEN.to_string()),
+        ("HOLDPOINT_SLACK_SIGNING_SECRET", SLACK_SECRET.to_string()),
+        ("HOLDPOINT_SLACK_CHANNEL", SLACK_CHANNEL.to_string()),
+        ("HOLDPOINT_SLACK_REVIEWERS", SLACK_REVIEWER.to_string()),
+        ("HOLDPOINT_SLACK_API_URL", fake.api_url()),
+    ];
+    let bot = start_bot(bin, opts.keep, &env).await?;
+    println!(
+        "\nPhase S: Slack relay latency with {} runners, {} relays after {} warm-up",
+        opts.relay_runners, opts.slack_relays, opts.warmup
+    );
+    println!(
+        "  a second bot, pid {} on http://{} (data {}), Slack in HTTP mode; its Web API is a fake at {}",
+        bot.pid,
+        bot.addr,
+        bot.data_dir.display(),
+        fake.api_url()
+    );
+    println!(
+        "  approvals: signed block_actions clicks on Approve by {SLACK_REVIEWER}, \
+         POST /slack/interactions, each once the bot has posted the request's message"
+    );
+    if opts.keep {
+        println!("  log: {}", bot.log.display());
+    }
+    let tokens = runner_tokens(&bot)?;
+    let shared = Arc::new(Shared::default());
+    let t = Instant::now();
+    let (runners, errors) = connect_many(bot.addr, &tokens, 0, opts.relay_runners, &shared).await;
+    println!(
+        "  {} runners connected in {:.1} s (bot counts {})",
+        runners.len(),
+        t.elapsed().as_secs_f64(),
+        connected(bot.addr)
+            .await
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into())
+    );
+    if !errors.is_empty() {
+        println!(
+            "  {} connections FAILED; first error: {}",
+            errors.len(),
+            errors[0]
+        );
+    }
+    if runners.is_empty() {
+        return Err("no runner could connect to the Slack bot".into());
+    }
+    let result = phase_s(&bot, &fake, &runners, verdict, opts).await;
+    let after = bot.status();
+    close_runners(runners).await;
+    let r = result?;
+    print_dist("click POST → Decision at runner", &r.relay);
+    print_dist("click POST → HTTP response", &r.http);
+    print_dist("Pending → chat.postMessage at API", &r.posted);
+    if !r.failures.is_empty() {
+        println!("  {} FAILURES; first: {}", r.failures.len(), r.failures[0]);
+    }
+    let calls = fake.calls();
+    let ephemeral = calls.get("chat.postEphemeral").copied().unwrap_or(0);
+    println!(
+        "  fake Web API calls: {}",
+        calls
+            .iter()
+            .map(|(m, n)| format!("{m} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let refused = fake.state.refused.load(Ordering::Relaxed);
+    if refused > 0 {
+        println!("  the fake Web API refused {refused} calls (no bot token, or unreadable)");
+    }
+    if ephemeral > 0 {
+        println!(
+            "  the bot answered {ephemeral} clicks with an ephemeral message (a refusal, or already decided)"
+        );
+    }
+    let closed = shared.closed_by_bot.load(Ordering::Relaxed);
+    let duplicates = shared.duplicates.load(Ordering::Relaxed);
+    let unexpected = shared.unexpected.load(Ordering::Relaxed);
+    if closed + duplicates + unexpected > 0 {
+        println!(
+            "  runners: {closed} closed by the bot, {duplicates} duplicate decisions, {unexpected} unexpected frames"
+        );
+    }
+
+    let goal = if r.runners == GOAL_RELAY_RUNNERS {
+        "Slack click relay p99 ≤ 10 ms, 1,000 runners".to_string()
+    } else {
+        format!("Slack click relay p99 ≤ 10 ms ({} runners)", r.runners)
+    };
+    let p99 = r.relay.p99;
+    summary.row(
+        &goal,
+        format!(
+            "p99 {} (p50 {:.3}, p90 {:.3}, max {:.3})",
+            ms(p99),
+            r.relay.p50.as_secs_f64() * 1e3,
+            r.relay.p90.as_secs_f64() * 1e3,
+            r.relay.max.as_secs_f64() * 1e3
+        ),
+        format!("{:.2}× limit", p99.as_secs_f64() / GOAL_P99.as_secs_f64()),
+        p99 <= GOAL_P99 && r.failures.is_empty() && r.relay.n > 0 && ephemeral == 0,
+    );
+    if let Ok(s) = after {
+        summary.after.push(format!(
+            "Slack bot after phase S: RSS {}  HWM {}  threads {}; {} messages posted, {} updated",
+            mib(s.rss as f64),
+            mib(s.hwm as f64),
+            s.threads,
+            fake.state
+                .posted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+            fake.calls_of("chat.update")
+        ));
+    }
+    if !r.failures.is_empty() {
+        summary.after.push(format!(
+            "phase S: {} failures; first: {}",
+            r.failures.len(),
+            r.failures[0]
+        ));
+    }
+    Ok(())
+}
+
+async fn phase_s(
+    bot: &Bot,
+    fake: &FakeSlack,
+    runners: &[Runner],
+    verdict: &Verdict,
+    opts: &Opts,
+) -> Result<SlackResult> {
+    let mut http = Http::new(bot.addr);
+    let mut rng = Rng::new();
+    let (mut relay, mut answered, mut posted) = (Vec::new(), Vec::new(), Vec::new());
+    let mut failures = Vec::new();
+    let total = opts.warmup + opts.slack_relays;
+    for i in 0..total {
+        // The first round's failure is a setup problem: stop and say why.
+        let fail = |failures: &mut Vec<String>, e: String| -> Result<()> {
+            if i == 0 {
+                return Err(format!("{e}\nbot log:\n{}", bot.log_tail()).into());
+            }
+            failures.push(e);
+            Ok(())
+        };
+        let runner = &runners[rng.below(runners.len())];
+        let req = request(verdict);
+        let (id, hash) = (req.id.clone(), req.command_hash.clone());
+        let (pending_at, decided) = match submit(runner, req).await {
+            Ok(x) => x,
+            Err(e) => {
+                fail(&mut failures, format!("submit: {e}"))?;
+                continue;
+            }
+        };
+        let Some(posted_at) = fake.wait_posted(&id, Duration::from_secs(10)).await else {
+            fail(
+                &mut failures,
+                format!("the bot posted no message for {id} within 10 s"),
+            )?;
+            continue;
+        };
+        // Slack signs the click before sending it: not part of the time.
+        let ts = unix_secs();
+        let click = slack_click(SLACK_REVIEWER, "hp_approve", &format!("{id}:{hash}"), ts);
+        let body = format!("payload={}", form_encode(&click.to_string()));
+        let signature = slack_sign(SLACK_SECRET, ts, &body);
+        let ts = ts.to_string();
+        let headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Slack-Signature", signature.as_str()),
+            ("X-Slack-Request-Timestamp", ts.as_str()),
+        ];
+        let t0 = Instant::now();
+        let r = match http
+            .send("POST", "/slack/interactions", &headers, body.as_bytes())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                fail(&mut failures, format!("POST /slack/interactions: {e}"))?;
+                continue;
+            }
+        };
+        let t_http = Instant::now();
+        if r.status != 200 {
+            fail(
+                &mut failures,
+                format!(
+                    "POST /slack/interactions answered {}: {}",
+                    r.status,
+                    r.text()
+                ),
+            )?;
+            continue;
+        }
+        let got = match tokio::time::timeout(Duration::from_secs(10), decided).await {
+            Ok(Ok(g)) => g,
+            Ok(Err(_)) => {
+                fail(
+                    &mut failures,
+                    "the runner's connection closed before the decision".into(),
+                )?;
+                continue;
+            }
+            Err(_) => {
+                fail(
+                    &mut failures,
+                    format!(
+                        "no decision for {id} within 10 s of the click ({} ephemeral answers so far)",
+                        fake.calls_of("chat.postEphemeral")
+                    ),
+                )?;
+                continue;
+            }
+        };
+        if got.decision.status != Status::Approved || got.decision.command_hash != hash {
+            fail(
+                &mut failures,
+                format!("unexpected decision {:?}", got.decision),
+            )?;
+        }
+        if i >= opts.warmup {
+            relay.push(got.at.saturating_duration_since(t0));
+            answered.push(t_http.saturating_duration_since(t0));
+            posted.push(posted_at.saturating_duration_since(pending_at));
+        }
+    }
+    Ok(SlackResult {
+        runners: runners.len(),
+        relay: dist(relay),
+        http: dist(answered),
+        posted: dist(posted),
+        failures,
+    })
 }
