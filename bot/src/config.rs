@@ -446,14 +446,22 @@ fn load_slack(
             "a [[slack.routes]] entry has no channel: {r:?}"
         )));
     }
+    let routes = file
+        .routes
+        .into_iter()
+        .map(|mut r| {
+            r.channel = r.channel.trim().to_string();
+            r
+        })
+        .collect();
     Ok(Some(SlackConfig {
         bot_token,
         signing_secret,
         app_token,
         api_url,
-        channel,
+        channel: channel.trim().to_string(),
         reviewers,
-        routes: file.routes,
+        routes,
     }))
 }
 
