@@ -12,6 +12,10 @@
 //! - `flush.next`: before this time (unix ms) no new flusher starts (backoff
 //!   while the bot is down).
 //!
+//! The spool holds commands as typed, like shell history: the directory is
+//! created 0700 and the file 0600, and the flusher redacts every command
+//! before it leaves the machine.
+//!
 //! The bot stores each event id once, so a resend after a crash counts once.
 //! The file is truncated only when every byte is acknowledged, under an
 //! exclusive lock that appenders respect.
@@ -48,13 +52,20 @@ fn events_path(dir: &Path) -> PathBuf {
 /// Appends one event. Errors are returned, not hidden: the caller tells the
 /// agent the audit trail is incomplete.
 pub fn record(dir: &Path, event: &AuditEvent) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the spool {}", dir.display()))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the spool {}", dir.display()))?;
+    }
     let mut line = serde_json::to_vec(event)?;
     line.push(b'\n');
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(events_path(dir))
         .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
     f.lock_shared().context("cannot lock the spool")?;
@@ -255,6 +266,13 @@ pub fn flush(cfg: &BotConfig, dir: &Path, linger: Duration, give_up: Duration) -
                 }
             },
         };
+        let events: Vec<AuditEvent> = events
+            .into_iter()
+            .map(|mut e| {
+                e.command = holdpoint_shared::redact::redact(&e.command);
+                e
+            })
+            .collect();
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         let n = events.len();
         let result = c.send(&RunnerMessage::Audit { events }).and_then(|_| {
