@@ -343,6 +343,12 @@ impl Bot {
         let Some(d) = r.decision() else {
             return Ok(());
         };
+        // The decision is already durable in `requests`: tell the waiting
+        // runner first, then write the audit row (a failed audit append is
+        // an error for the caller either way; relaying later would only
+        // make the agent wait longer).
+        self.hub.deliver(&d);
+        self.notify(Change::Decided(r.request.id.clone()));
         self.metrics
             .ended(d.status, d.decided_at.saturating_sub(r.created_at));
         self.audit(&[NewEvent::now(
@@ -357,8 +363,6 @@ impl Bot {
             }),
         )])
         .await?;
-        self.hub.deliver(&d);
-        self.notify(Change::Decided(r.request.id.clone()));
         Ok(())
     }
 
