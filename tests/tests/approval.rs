@@ -292,7 +292,7 @@ fn allowed_commands_audit_arrives_after_the_bot_was_down(backend: Backend) {
         .expect("run");
     assert!(secret.status.success(), "{}", text(&secret.stderr));
     bot.restart();
-    let audit = eventually(
+    eventually(
         Duration::from_secs(45),
         "the spooled verdict reaches the bot",
         || {
@@ -302,7 +302,6 @@ fn allowed_commands_audit_arrives_after_the_bot_was_down(backend: Backend) {
                 .then_some(rows)
         },
     );
-    let verdicts: Vec<_> = audit.iter().filter(|r| r["kind"] == "verdict").collect();
     let audit = eventually(Duration::from_secs(30), "both verdicts arrive", || {
         let rows = bot.audit();
         (rows.iter().filter(|r| r["kind"] == "verdict").count() >= 2).then_some(rows)
