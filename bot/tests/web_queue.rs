@@ -575,30 +575,7 @@ impl EventStream {
 
     /// Reads until `needle` has arrived; returns how long that took.
     fn wait_for(&mut self, needle: &str, within: Duration) -> Duration {
-        let start = Instant::now();
-        let mut buf = [0u8; 4096];
-        while !self.seen.contains(needle) {
-            assert!(
-                start.elapsed() < within,
-                "no {needle:?} within {within:?}; the stream said:\n{}",
-                self.seen
-            );
-            match self.s.read(&mut buf) {
-                Ok(0) => panic!("the event stream ended:\n{}", self.seen),
-                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("reading the event stream: {e}"),
-            }
-        }
-        // Later waits look only at what comes after.
-        if let Some(i) = self.seen.find(needle) {
-            self.seen.drain(..i + needle.len());
-        }
-        start.elapsed()
+        self.wait_for_any(&[needle], within)
     }
 }
 
