@@ -134,7 +134,6 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
         }
     };
     let cwd = inv.ctx.cwd.clone().unwrap_or_else(|| "/".into());
-    let request_id = random_hex(16);
     let spool = crate::spool::dir();
     let record = |action: &str, request_id: Option<String>| {
         let Some(dir) = &spool else { return };
@@ -178,7 +177,7 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
             (verdict, outcome)
         }
         Decision::Review => {
-            let (Some(request_id), Some(salt)) = (request_id, random_hex(16)) else {
+            let (Some(request_id), Some(salt)) = (random_hex(16), random_hex(16)) else {
                 let message =
                     "holdpoint: cannot make a request id (no randomness); the command was not run"
                         .to_string();
