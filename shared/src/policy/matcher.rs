@@ -522,7 +522,7 @@ impl Matcher {
 
 /// Inside the working tree or a temp dir; the tree and temp dirs themselves
 /// count only when `roots` is true.
-fn inside(abs: &str, cwd: Option<&str>, ctx: &Context, roots: bool) -> bool {
+pub(super) fn inside(abs: &str, cwd: Option<&str>, ctx: &Context, roots: bool) -> bool {
     if ctx
         .temp_dirs()
         .iter()

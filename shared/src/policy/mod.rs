@@ -2,7 +2,10 @@
 //!
 //! Every invocation the shell walk finds is matched against every rule for
 //! its program; all rules that match contribute a hit, the strictest hit
-//! decides, and an invocation no rule matches is `review`. A user policy is
+//! decides, and an invocation no rule matches is `review`. Allow rules are
+//! closed-world: one matches only when the program's toolbox entry
+//! ([`toolbox`]) accounts for every word of the invocation and every
+//! variable set in front of it. A user policy is
 //! layered over the built-in one: a user rule with the same id replaces the
 //! built-in rule, `disable` removes built-in rules, and every other rule
 //! applies alongside. Because the strictest hit wins, a user allow rule
@@ -11,6 +14,7 @@
 
 mod glob;
 mod matcher;
+pub mod toolbox;
 
 use crate::context::Context;
 use crate::shell::{self, Limits};
@@ -22,6 +26,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
+use toolbox::{Entries, Tool};
+pub use toolbox::{HARMLESS_ENV, ToolSpec, Unaccounted, harmless_env};
 
 /// FNV-1a: program names are short and trusted (they come from policies),
 /// so a fast non-cryptographic hash is right; building the index at every
@@ -49,8 +55,9 @@ impl Hasher for FnvHasher {
 
 type Fnv = BuildHasherDefault<FnvHasher>;
 
-/// The built-in default policy, compiled into the binary.
-pub const BUILTIN_POLICY: &str = include_str!("default.toml");
+/// The built-in default policy, compiled into the binary: `default.toml`
+/// with the toolbox files of `tools/` merged in by the build script.
+pub const BUILTIN_POLICY: &str = include_str!(concat!(env!("OUT_DIR"), "/builtin_policy.toml"));
 
 // The same policy, indexed by the build script: ids and programs as Rust
 // data, each rule and program spec as JSON parsed on first use.
@@ -75,6 +82,10 @@ pub struct PolicyFile {
     pub programs: BTreeMap<String, ProgramSpec>,
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleSpec>,
+    /// The toolbox: for each program, the words an allow rule can account
+    /// for. A user entry replaces the built-in entry of the same name.
+    #[serde(default, rename = "tool", skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolSpec>,
 }
 
 /// How a program's options look.
@@ -216,6 +227,12 @@ pub enum PolicyError {
         rule: String,
         message: String,
     },
+    #[error("{origin}: toolbox entry `{tool}`: {message}")]
+    Tool {
+        origin: String,
+        tool: String,
+        message: String,
+    },
     #[error("{origin}: duplicate rule id `{rule}`")]
     Duplicate { origin: String, rule: String },
     #[error("{origin}: `disable` names `{rule}`, which is not a built-in rule")]
@@ -349,11 +366,43 @@ impl Program {
     }
 }
 
+/// A toolbox entry, parsed and compiled on first use for built-in ones.
+#[derive(Debug, Clone)]
+struct ToolEntry {
+    json: Option<&'static str>,
+    spec: OnceLock<Result<(ToolSpec, Tool), String>>,
+}
+
+impl ToolEntry {
+    fn get(&self) -> Result<&(ToolSpec, Tool), &str> {
+        self.spec
+            .get_or_init(|| {
+                let json = self.json.ok_or("the entry was not compiled")?;
+                let spec: ToolSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+                let tool = Tool::compile(&spec)?;
+                Ok((spec, tool))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// Pseudo-programs of the walk (redirections, SQL statements): their own
+/// rules judge them whole; they have no words for a toolbox to account for.
+const PSEUDO_PROGRAMS: &[&str] = &[">", ">>", "<", "sql"];
+
+impl Entries for Policy {
+    fn entry(&self, name: &str) -> Option<Result<&Tool, &str>> {
+        self.tools.get(name).map(|t| t.get().map(|(_, tool)| tool))
+    }
+}
+
 /// A compiled policy, ready to classify.
 #[derive(Debug, Clone)]
 pub struct Policy {
     rules: Vec<Rule>,
     programs: HashMap<Cow<'static, str>, Program, Fnv>,
+    tools: HashMap<Cow<'static, str>, ToolEntry, Fnv>,
     by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv>,
     by_glob: Vec<(Glob, usize)>,
     /// Rules on every program (`*`).
@@ -417,7 +466,33 @@ impl Policy {
                 )
             })
             .collect();
+        let mut tools: HashMap<Cow<'static, str>, ToolEntry, Fnv> = BUILTIN_TOOLS
+            .iter()
+            .map(|(name, json)| {
+                (
+                    Cow::Borrowed(*name),
+                    ToolEntry {
+                        json: Some(json),
+                        spec: OnceLock::new(),
+                    },
+                )
+            })
+            .collect();
         for (file, origin) in layers {
+            for (name, spec) in file.tools {
+                let tool = Tool::compile(&spec).map_err(|message| PolicyError::Tool {
+                    origin: origin.clone(),
+                    tool: name.clone(),
+                    message,
+                })?;
+                tools.insert(
+                    Cow::Owned(name),
+                    ToolEntry {
+                        json: None,
+                        spec: OnceLock::from(Ok((spec, tool))),
+                    },
+                );
+            }
             let mut seen = std::collections::HashSet::new();
             for d in &file.disable {
                 rules.retain(|r| r.id != d.as_str());
@@ -469,6 +544,7 @@ impl Policy {
         Ok(Policy {
             rules,
             programs,
+            tools,
             by_program,
             by_glob,
             every_program,
@@ -536,6 +612,9 @@ impl Policy {
             candidates.dedup();
             let mut matched = false;
             let mut part: Option<String> = None;
+            // Whether the toolbox accounts for every word: asked once, and
+            // only when an allow rule would match.
+            let mut closed: Option<Result<(), Unaccounted>> = None;
             for &i in &candidates {
                 let r = &self.rules[i];
                 let (spec, matcher) = match r.get() {
@@ -556,6 +635,14 @@ impl Policy {
                     }
                 };
                 if matcher.matches(inv, &parsed, ctx) {
+                    if spec.decision == Decision::Allow
+                        && !PSEUDO_PROGRAMS.contains(&inv.program.as_str())
+                        && closed
+                            .get_or_insert_with(|| toolbox::account(self, inv, ctx))
+                            .is_err()
+                    {
+                        continue;
+                    }
                     // Rules on every program (`*`) do not make a program known.
                     matched |= !r.programs.iter().any(|p| p == "*");
                     let part = part.get_or_insert_with(|| inv.display()).clone();
@@ -583,7 +670,20 @@ impl Policy {
                     });
                 }
             }
-            if !matched {
+            if !matched && let Some(Err(u)) = &closed {
+                hits.push(Hit {
+                    rule: "gate.unaccounted".into(),
+                    decision: Decision::Review,
+                    risk: Risk::Medium,
+                    reason: format!(
+                        "`{}` in this `{}` command is {}; only commands whose every word is known to be harmless run at once",
+                        u.word,
+                        shell::shorten(&inv.program, 60),
+                        u.why
+                    ),
+                    part: part.unwrap_or_else(|| inv.display()),
+                });
+            } else if !matched {
                 hits.push(Hit {
                     rule: "gate.unknown".into(),
                     decision: Decision::Review,
@@ -648,7 +748,13 @@ impl Policy {
     pub fn to_toml(&self) -> String {
         let mut programs: Vec<(&Cow<'static, str>, &Program)> = self.programs.iter().collect();
         programs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut tools: Vec<(&Cow<'static, str>, &ToolEntry)> = self.tools.iter().collect();
+        tools.sort_by(|a, b| a.0.cmp(b.0));
         let file = PolicyFile {
+            tools: tools
+                .into_iter()
+                .filter_map(|(k, v)| v.get().ok().map(|(spec, _)| (k.to_string(), spec.clone())))
+                .collect(),
             disable: Vec::new(),
             programs: programs
                 .into_iter()
@@ -698,5 +804,61 @@ mod tests {
         for r in &policy.rules {
             assert!(r.get().is_ok(), "rule {} does not load", r.id);
         }
+        for (name, t) in &policy.tools {
+            if let Err(e) = t.get() {
+                panic!("toolbox entry {name} does not load: {e}");
+            }
+        }
+    }
+
+    /// An allow rule on a program with no toolbox entry could never match:
+    /// every program a built-in allow rule names has one, and every entry a
+    /// `tool` hand-over names exists.
+    #[test]
+    fn every_allowed_program_has_a_toolbox_entry() {
+        let policy = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let mut missing = Vec::new();
+        for r in &policy.rules {
+            let Ok((spec, _)) = r.get() else { continue };
+            if spec.decision != Decision::Allow {
+                continue;
+            }
+            for p in &spec.when.program {
+                if PSEUDO_PROGRAMS.contains(&p.as_str()) || p.contains(['*', '?']) {
+                    continue;
+                }
+                if !policy.tools.contains_key(p.as_str()) {
+                    missing.push(format!("{p} (rule {})", spec.id));
+                }
+            }
+        }
+        fn delegates(spec: &ToolSpec, out: &mut Vec<String>) {
+            out.extend(spec.tool.iter().cloned());
+            for kind in spec.options.values().chain(spec.args.iter().flatten()) {
+                if let Some(list) = kind.trim_end_matches("...").strip_prefix("tool:") {
+                    out.extend(list.split('|').map(str::to_string));
+                }
+            }
+            for s in spec.sub.values() {
+                delegates(s, out);
+            }
+        }
+        for (name, t) in &policy.tools {
+            let Ok((spec, _)) = t.get() else { continue };
+            let mut d = Vec::new();
+            delegates(spec, &mut d);
+            for n in d {
+                if !policy.tools.contains_key(n.as_str()) {
+                    missing.push(format!("{n} (handed over to by {name})"));
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        assert!(
+            missing.is_empty(),
+            "no toolbox entry for: {}",
+            missing.join(", ")
+        );
     }
 }

@@ -1,0 +1,786 @@
+//! The toolbox: what an allow rule can account for.
+//!
+//! An allow rule is closed-world. It lets a command run at once only when
+//! every word of the invocation is accounted for by the program's entry
+//! here: its subcommands, its options with the kind of their values, and the
+//! kinds of its positional words. A word no entry accounts for makes the
+//! allow rule not match, so the command falls to review with that word named.
+//! `tools/README.md` beside this file is the schema as policy authors read it.
+//!
+//! This module never loosens a verdict: it can only stop an allow rule from
+//! matching.
+
+use super::glob::Glob;
+use crate::context::{Context, normalize};
+use crate::shell::{Invocation, UNKNOWN, Word};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// One program's entry, as written in TOML (`[tool.NAME]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    /// Options and the kind of their values (`"-o" = "write"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+    /// Kinds of the positional words; a trailing `...` repeats the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Accepts `-20` style options (`head -20`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub numeric: bool,
+    /// `-name` is one option, never a bundle of letters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_dash_long: bool,
+    /// A word the gate cannot see is taken as a positional word, not as a
+    /// possible option: only for programs none of whose options is harmful.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown_words_are_args: bool,
+    /// Subcommands (keys may be globs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sub: BTreeMap<String, ToolSpec>,
+    /// Other names of this subcommand (`b` for `cargo build`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The words after this subcommand are checked against another entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
+/// The kind of an option's value or a positional word.
+#[derive(Debug, Clone)]
+enum Kind {
+    Flag,
+    /// The option alone, or a value of the inner kind attached with `=`.
+    Optional(Box<Kind>),
+    Number,
+    Text,
+    Enum(Vec<String>),
+    Match(Vec<Glob>),
+    Read,
+    Write,
+    Url,
+    Host,
+    Name,
+    Inert,
+    /// `NAME` or `NAME=VALUE` with a plain name (no subscript).
+    Assign,
+    /// `NAME` or `NAME=VALUE` with a name on the harmless list.
+    Env,
+    Code,
+    Tool(Vec<String>),
+}
+
+impl Kind {
+    fn parse(s: &str) -> Result<Kind, String> {
+        if let Some(inner) = s.strip_prefix('?') {
+            let k = Kind::parse(inner)?;
+            if matches!(k, Kind::Flag | Kind::Optional(_) | Kind::Tool(_)) {
+                return Err(format!("`{s}`: `?` needs a value kind"));
+            }
+            return Ok(Kind::Optional(Box::new(k)));
+        }
+        if let Some(list) = s.strip_prefix("enum:") {
+            return Ok(Kind::Enum(list.split('|').map(str::to_string).collect()));
+        }
+        if let Some(list) = s.strip_prefix("match:") {
+            return list
+                .split('|')
+                .map(|g| Glob::new(g, false, false))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Kind::Match);
+        }
+        if let Some(list) = s.strip_prefix("tool:") {
+            return Ok(Kind::Tool(list.split('|').map(str::to_string).collect()));
+        }
+        Ok(match s {
+            "flag" => Kind::Flag,
+            "number" => Kind::Number,
+            "text" => Kind::Text,
+            "read" => Kind::Read,
+            "write" => Kind::Write,
+            "url" => Kind::Url,
+            "host" => Kind::Host,
+            "name" => Kind::Name,
+            "inert" => Kind::Inert,
+            "assign" => Kind::Assign,
+            "env" => Kind::Env,
+            "code" => Kind::Code,
+            other => return Err(format!("unknown kind `{other}`")),
+        })
+    }
+
+    fn takes_value(&self) -> bool {
+        !matches!(self, Kind::Flag | Kind::Optional(_))
+    }
+}
+
+/// An entry, compiled.
+#[derive(Debug, Clone)]
+pub(super) struct Tool {
+    options: HashMap<String, Kind>,
+    args: Vec<Kind>,
+    repeat_last: bool,
+    has_args: bool,
+    numeric: bool,
+    single_dash_long: bool,
+    unknown_words_are_args: bool,
+    subs: HashMap<String, usize>,
+    sub_globs: Vec<(Glob, usize)>,
+    children: Vec<Tool>,
+    delegate: Option<String>,
+}
+
+impl Tool {
+    pub(super) fn compile(spec: &ToolSpec) -> Result<Tool, String> {
+        let mut options = HashMap::new();
+        for (name, kind) in &spec.options {
+            if !name.starts_with('-') && !name.starts_with('+') {
+                return Err(format!("option `{name}` must start with `-` or `+`"));
+            }
+            let k = Kind::parse(kind).map_err(|e| format!("option `{name}`: {e}"))?;
+            options.insert(name.clone(), k);
+        }
+        let mut args = Vec::new();
+        let mut repeat_last = false;
+        if let Some(list) = &spec.args {
+            for (i, a) in list.iter().enumerate() {
+                let (k, rep) = match a.strip_suffix("...") {
+                    Some(k) => (k, true),
+                    None => (a.as_str(), false),
+                };
+                if rep && i + 1 != list.len() {
+                    return Err(format!("`{a}`: only the last argument kind may repeat"));
+                }
+                repeat_last = rep;
+                let k = Kind::parse(k).map_err(|e| format!("argument `{a}`: {e}"))?;
+                if matches!(k, Kind::Flag | Kind::Optional(_)) {
+                    return Err(format!(
+                        "argument `{a}`: a positional word has a value kind"
+                    ));
+                }
+                args.push(k);
+            }
+        }
+        let mut subs = HashMap::new();
+        let mut globbed: Vec<(String, usize)> = Vec::new();
+        let mut children = Vec::new();
+        for (name, child) in &spec.sub {
+            let c = Tool::compile(child).map_err(|e| format!("subcommand `{name}`: {e}"))?;
+            let idx = children.len();
+            children.push(c);
+            for n in std::iter::once(name).chain(&child.aliases) {
+                if n.contains(['*', '?', '[']) {
+                    globbed.push((n.clone(), idx));
+                } else {
+                    subs.insert(n.clone(), idx);
+                }
+            }
+        }
+        // The most specific glob first: the longest literal text.
+        globbed.sort_by_key(|(g, _)| std::cmp::Reverse(g.replace(['*', '?'], "").len()));
+        let sub_globs = globbed
+            .into_iter()
+            .map(|(g, i)| Glob::new(&g, false, false).map(|g| (g, i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tool {
+            options,
+            args,
+            repeat_last,
+            has_args: spec.args.is_some(),
+            numeric: spec.numeric,
+            single_dash_long: spec.single_dash_long,
+            unknown_words_are_args: spec.unknown_words_are_args,
+            subs,
+            sub_globs,
+            children,
+            delegate: spec.tool.clone(),
+        })
+    }
+
+    fn sub(&self, word: &str) -> Option<&Tool> {
+        if let Some(&i) = self.subs.get(word) {
+            return self.children.get(i);
+        }
+        self.sub_globs
+            .iter()
+            .find(|(g, _)| g.matches(word))
+            .and_then(|(_, i)| self.children.get(*i))
+    }
+
+    fn has_subs(&self) -> bool {
+        !self.children.is_empty()
+    }
+}
+
+/// Why a word is not accounted for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unaccounted {
+    /// The word as the gate saw it.
+    pub word: String,
+    /// What is wrong with it, in a reviewer's terms.
+    pub why: String,
+}
+
+impl Unaccounted {
+    fn new(word: &str, why: impl Into<String>) -> Unaccounted {
+        Unaccounted {
+            word: crate::shell::shorten(word, 80),
+            why: why.into(),
+        }
+    }
+}
+
+/// Looks up entries by name (the policy's table of compiled tools).
+pub(super) trait Entries {
+    fn entry(&self, name: &str) -> Option<Result<&Tool, &str>>;
+}
+
+/// Variables that may be set in front of an allowed command: they change
+/// how output looks or how much is logged, never what runs or what is read.
+pub const HARMLESS_ENV: &[&str] = &[
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_COLLATE",
+    "LC_MESSAGES",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "LC_MONETARY",
+    "TZ",
+    "TERM",
+    "COLUMNS",
+    "LINES",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "COLORTERM",
+    "CI",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "RUST_LIB_BACKTRACE",
+    "RUST_TEST_THREADS",
+    "RUST_TEST_NOCAPTURE",
+    "CARGO_TERM_COLOR",
+    "CARGO_TERM_VERBOSE",
+    "CARGO_TERM_QUIET",
+    "CARGO_TERM_PROGRESS_WHEN",
+    "CARGO_INCREMENTAL",
+    "CARGO_BUILD_JOBS",
+    "NEXTEST_PROFILE",
+    "INSTA_UPDATE",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONHASHSEED",
+    "PYTHONIOENCODING",
+    "PYTHONUTF8",
+    "PYTHONFAULTHANDLER",
+    "PYTHONDEVMODE",
+    "PYTHONWARNINGS",
+    "NODE_ENV",
+    "NODE_NO_WARNINGS",
+    "GOMAXPROCS",
+    "GOOS",
+    "GOARCH",
+    "CGO_ENABLED",
+    "GIT_TERMINAL_PROMPT",
+    "GIT_AUTHOR_NAME",
+    "GIT_AUTHOR_EMAIL",
+    "GIT_AUTHOR_DATE",
+    "GIT_COMMITTER_NAME",
+    "GIT_COMMITTER_EMAIL",
+    "GIT_COMMITTER_DATE",
+    "SOURCE_DATE_EPOCH",
+    "DEBIAN_FRONTEND",
+    "LOG_LEVEL",
+    "VERBOSE",
+    "QUIET",
+    "DEBUG",
+    "TIMEFORMAT",
+];
+
+/// Whether a variable may be set in front of an allowed command.
+pub fn harmless_env(name: &str) -> bool {
+    HARMLESS_ENV.contains(&name)
+}
+
+/// The host names and address prefixes of cloud metadata services and
+/// link-local addresses: fetching them hands out the machine's credentials.
+const METADATA_HOSTS: &[&str] = &[
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+    "100.100.100.200",
+    "fd00:ec2::254",
+    "[fd00:ec2::254]",
+];
+
+fn metadata_host(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    METADATA_HOSTS.contains(&h.as_str())
+        || h.starts_with("169.254.")
+        || h.starts_with("[fe80:")
+        || h.starts_with("fe80:")
+        || h.starts_with("0x")
+        || h.chars().all(|c| c.is_ascii_digit())
+}
+
+fn host_ok(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c))
+        && !metadata_host(host)
+}
+
+fn url_ok(url: &str) -> Result<(), &'static str> {
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+                return Err("only http and https addresses are known to be harmless");
+            }
+            rest
+        }
+        None if url.starts_with(|c: char| c.is_ascii_alphanumeric()) => url,
+        None => return Err("not an address"),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("the address carries credentials");
+    }
+    let host = if authority.starts_with('[') {
+        authority
+            .split_once(']')
+            .map(|(h, _)| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or("").to_string()
+    };
+    if !host_ok(&host) {
+        return Err(
+            "a cloud metadata, link-local or numeric host hands out the machine's credentials",
+        );
+    }
+    if url.contains(['{', '}', '[', ']']) && !authority.starts_with('[') {
+        return Err("an address pattern expands to many requests");
+    }
+    Ok(())
+}
+
+fn number_ok(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == '%');
+    !digits.is_empty()
+        && digits.starts_with(|c: char| c.is_ascii_digit())
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && s.len() - digits.len() <= 3
+}
+
+fn name_ok(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A path written: inside the working tree or a temp directory (not the
+/// roots themselves, not a repository's own `.git`), or a standard stream.
+fn write_ok(text: &str, inv: &Invocation, ctx: &Context) -> Result<(), &'static str> {
+    if matches!(text, "-" | "/dev/null" | "/dev/stdout" | "/dev/stderr") {
+        return Ok(());
+    }
+    let text = text.strip_prefix("file://").unwrap_or(text);
+    let abs = if text.starts_with('/') {
+        normalize(text)
+    } else if let Some(rest) = text.strip_prefix("~/") {
+        normalize(&format!("{}/{rest}", ctx.home.trim_end_matches('/')))
+    } else {
+        match inv.cwd.as_deref() {
+            Some(c) => normalize(&format!("{c}/{text}")),
+            None => return Err("a path written where the gate cannot tell"),
+        }
+    };
+    if abs.split('/').any(|c| c == ".git") {
+        return Err("a write into a repository's .git directory");
+    }
+    if super::matcher::inside(&abs, inv.cwd.as_deref(), ctx, false) {
+        Ok(())
+    } else {
+        Err("a path written outside the working tree and temp directories")
+    }
+}
+
+fn wholly_unknown(w: &Word) -> bool {
+    w.dynamic && w.text.starts_with(UNKNOWN)
+}
+
+/// Checks one word against a kind.
+fn check(kind: &Kind, w: &Word, inv: &Invocation, ctx: &Context) -> Result<(), Unaccounted> {
+    let t = w.text.as_str();
+    let fail = |why: &str| Err(Unaccounted::new(t, why));
+    let literal = |what: &str| -> Result<(), Unaccounted> {
+        if w.dynamic {
+            Err(Unaccounted::new(
+                t,
+                format!("{what} the gate cannot see (a variable or substitution)"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match kind {
+        Kind::Flag => fail("an option that takes no value was given one"),
+        Kind::Optional(k) => check(k, w, inv, ctx),
+        Kind::Text | Kind::Read => Ok(()),
+        Kind::Number => {
+            literal("a number")?;
+            if number_ok(t) {
+                Ok(())
+            } else {
+                fail("not a number")
+            }
+        }
+        Kind::Enum(list) => {
+            literal("a value")?;
+            if list.iter().any(|v| v == t) {
+                Ok(())
+            } else {
+                fail("not one of the values known to be harmless")
+            }
+        }
+        Kind::Match(globs) => {
+            literal("a value")?;
+            if globs.iter().any(|g| g.matches(t)) {
+                Ok(())
+            } else {
+                fail("not a value known to be harmless")
+            }
+        }
+        Kind::Write => {
+            literal("a path written")?;
+            write_ok(t, inv, ctx).or_else(|why| fail(why))
+        }
+        Kind::Url => {
+            literal("an address")?;
+            url_ok(t).or_else(|why| fail(why))
+        }
+        Kind::Host => {
+            literal("a host")?;
+            if host_ok(t) {
+                Ok(())
+            } else {
+                fail("a cloud metadata, link-local or unusual host")
+            }
+        }
+        Kind::Name => {
+            literal("a name")?;
+            if name_ok(t) {
+                Ok(())
+            } else {
+                fail("not a plain variable name (a subscript is evaluated as code)")
+            }
+        }
+        Kind::Inert => {
+            literal("a word")?;
+            if t.contains(['$', '`']) {
+                fail("the builtin evaluates `$` and backquotes in this word")
+            } else {
+                Ok(())
+            }
+        }
+        Kind::Assign | Kind::Env => {
+            let (name, has_value) = match t.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (t, false),
+            };
+            if (w.dynamic && !has_value) || wholly_unknown(w) || !name_ok(name) {
+                fail("not a plain variable name (a subscript is evaluated as code)")
+            } else if matches!(kind, Kind::Env) && !harmless_env(name) {
+                fail(
+                    "a variable that may change what later commands run, read or where they connect",
+                )
+            } else {
+                Ok(())
+            }
+        }
+        Kind::Code => fail("a program or code the tool runs"),
+        Kind::Tool(_) => fail("a program the tool runs"),
+    }
+}
+
+/// Checks that every word of an invocation is accounted for by the
+/// program's entry, and that every variable set in front of it is harmless.
+pub(super) fn account(
+    entries: &dyn Entries,
+    inv: &Invocation,
+    ctx: &Context,
+) -> Result<(), Unaccounted> {
+    for (name, value) in &inv.env {
+        if !harmless_env(name) {
+            return Err(Unaccounted::new(
+                &format!("{name}={}", value.text),
+                "a variable that may change what the program runs, reads or where it connects",
+            ));
+        }
+    }
+    account_words(entries, &inv.program, &inv.args, inv, ctx, 0)
+}
+
+fn lookup<'a>(levels: &[&'a Tool], name: &str) -> Option<&'a Kind> {
+    levels.iter().rev().find_map(|t| t.options.get(name))
+}
+
+fn account_words(
+    entries: &dyn Entries,
+    program: &str,
+    words: &[Word],
+    inv: &Invocation,
+    ctx: &Context,
+    depth: usize,
+) -> Result<(), Unaccounted> {
+    if depth > 4 {
+        return Err(Unaccounted::new(
+            program,
+            "tools handing over to tools too deeply",
+        ));
+    }
+    let root = match entries.entry(program) {
+        None => {
+            return Err(Unaccounted::new(
+                program,
+                "the policy's toolbox has no entry for this program",
+            ));
+        }
+        Some(Err(e)) => {
+            return Err(Unaccounted::new(
+                program,
+                format!("its toolbox entry could not be read ({e})"),
+            ));
+        }
+        Some(Ok(t)) => t,
+    };
+    let mut levels: Vec<&Tool> = vec![root];
+    let mut positional = 0usize;
+    let mut only_positional = false;
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let t = w.text.as_str();
+        let cur = levels[levels.len() - 1];
+        if !only_positional && wholly_unknown(w) && !cur.unknown_words_are_args {
+            return Err(Unaccounted::new(
+                t,
+                "a word the gate cannot see, which could be any option",
+            ));
+        }
+        let is_option = !only_positional
+            && !w.dynamic
+            && ((t.starts_with('-') && t != "-")
+                || (t.starts_with('+') && lookup(&levels, t).is_some()));
+        if !only_positional && t == "--" && !w.dynamic {
+            only_positional = true;
+            i += 1;
+            continue;
+        }
+        if is_option {
+            i = option(entries, &levels, words, i, inv, ctx, depth)?;
+            if i == usize::MAX {
+                return Ok(());
+            }
+            continue;
+        }
+        // A positional word: a subcommand first, where the entry has them.
+        if positional == 0 && cur.has_subs() && !w.dynamic {
+            if let Some(sub) = cur.sub(t) {
+                if let Some(d) = &sub.delegate {
+                    return account_words(entries, d, &words[i + 1..], inv, ctx, depth + 1);
+                }
+                levels.push(sub);
+                i += 1;
+                continue;
+            }
+            if !cur.has_args {
+                return Err(Unaccounted::new(t, "a subcommand the policy does not list"));
+            }
+        } else if positional == 0 && cur.has_subs() && !cur.has_args {
+            return Err(Unaccounted::new(
+                t,
+                "a subcommand the gate cannot see (a variable or substitution)",
+            ));
+        }
+        let kind = match cur.args.get(positional) {
+            Some(k) => k,
+            None if cur.repeat_last && !cur.args.is_empty() => &cur.args[cur.args.len() - 1],
+            None => {
+                return Err(Unaccounted::new(
+                    t,
+                    if cur.args.is_empty() {
+                        "an argument where the policy expects none"
+                    } else {
+                        "more arguments than the policy expects"
+                    },
+                ));
+            }
+        };
+        if let Kind::Tool(names) = kind {
+            if w.dynamic || !names.iter().any(|n| n == t) {
+                return Err(Unaccounted::new(t, "a program the policy does not list"));
+            }
+            return account_words(entries, t, &words[i + 1..], inv, ctx, depth + 1);
+        }
+        check(kind, w, inv, ctx)?;
+        positional += 1;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Accounts for the option at `words[i]`; returns the index of the next
+/// word, or `usize::MAX` when the rest was handed to another entry and
+/// accounted for.
+fn option(
+    entries: &dyn Entries,
+    levels: &[&Tool],
+    words: &[Word],
+    i: usize,
+    inv: &Invocation,
+    ctx: &Context,
+    depth: usize,
+) -> Result<usize, Unaccounted> {
+    let w = &words[i];
+    let t = w.text.as_str();
+    let cur = levels[levels.len() - 1];
+    let single_dash_long = levels.iter().any(|l| l.single_dash_long);
+    let unknown = || Unaccounted::new(t, "an option the policy does not know to be harmless");
+    // With its value in the next word.
+    let with_next = |kind: &Kind| -> Result<usize, Unaccounted> {
+        let Some(v) = words.get(i + 1) else {
+            return Err(Unaccounted::new(t, "an option without its value"));
+        };
+        if let Kind::Tool(names) = kind {
+            if v.dynamic || !names.iter().any(|n| *n == v.text) {
+                return Err(Unaccounted::new(
+                    &v.text,
+                    "a program the policy does not list",
+                ));
+            }
+            account_words(entries, &v.text, &words[i + 2..], inv, ctx, depth + 1)?;
+            return Ok(usize::MAX);
+        }
+        check(kind, v, inv, ctx)?;
+        Ok(i + 2)
+    };
+    let attached = |kind: &Kind, value: &str| -> Result<usize, Unaccounted> {
+        if matches!(kind, Kind::Flag) {
+            return Err(Unaccounted::new(
+                t,
+                "an option that takes no value was given one",
+            ));
+        }
+        if matches!(kind, Kind::Tool(_)) {
+            return Err(Unaccounted::new(t, "a program the tool runs"));
+        }
+        let v = Word {
+            text: value.to_string(),
+            ..w.clone()
+        };
+        check(kind, &v, inv, ctx)?;
+        Ok(i + 1)
+    };
+    // The whole word as one option.
+    if let Some(kind) = lookup(levels, t) {
+        return if kind.takes_value() {
+            with_next(kind)
+        } else {
+            Ok(i + 1)
+        };
+    }
+    if let Some(long) = t.strip_prefix("--") {
+        let Some((name, value)) = long.split_once('=') else {
+            return Err(unknown());
+        };
+        let name = format!("--{name}");
+        let kind = lookup(levels, &name).ok_or_else(unknown)?;
+        return attached(kind, value);
+    }
+    if t.starts_with('+') {
+        return Err(unknown());
+    }
+    let body = &t[1..];
+    if levels.iter().any(|l| l.numeric) && number_ok(body) {
+        return Ok(i + 1);
+    }
+    if single_dash_long {
+        if let Some((name, value)) = t.split_once('=')
+            && let Some(kind) = lookup(levels, name)
+        {
+            return attached(kind, value);
+        }
+        return Err(unknown());
+    }
+    // A bundle of short options.
+    let _ = cur;
+    for (k, c) in body.char_indices() {
+        let f = format!("-{c}");
+        let kind = lookup(levels, &f).ok_or_else(|| {
+            Unaccounted::new(
+                t,
+                format!("`{f}` is an option the policy does not know to be harmless"),
+            )
+        })?;
+        let rest = &body[k + c.len_utf8()..];
+        match kind {
+            Kind::Flag => continue,
+            Kind::Optional(inner) => {
+                if rest.is_empty() {
+                    return Ok(i + 1);
+                }
+                return attached(inner, rest.strip_prefix('=').unwrap_or(rest));
+            }
+            _ if rest.is_empty() => return with_next(kind),
+            _ => {
+                // `-o=/etc/x`: some tools take `=/etc/x`, others `/etc/x`.
+                if let Some(stripped) = rest.strip_prefix('=') {
+                    attached(kind, stripped)?;
+                }
+                return attached(kind, rest);
+            }
+        }
+    }
+    Ok(i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_and_refuse_nonsense() {
+        assert!(Kind::parse("flag").is_ok());
+        assert!(Kind::parse("?enum:always|never").is_ok());
+        assert!(Kind::parse("match:color.*=*").is_ok());
+        assert!(Kind::parse("tool:pytest|pip").is_ok());
+        assert!(Kind::parse("?flag").is_err());
+        assert!(Kind::parse("file").is_err());
+    }
+
+    #[test]
+    fn addresses_and_numbers() {
+        assert!(url_ok("https://example.com/x").is_ok());
+        assert!(url_ok("example.com").is_ok());
+        assert!(url_ok("http://169.254.169.254/latest/meta-data/").is_err());
+        assert!(url_ok("http://metadata.google.internal/").is_err());
+        assert!(url_ok("http://user:pw@example.com/").is_err());
+        assert!(url_ok("file:///etc/passwd").is_err());
+        assert!(url_ok("http://[fd00:ec2::254]/").is_err());
+        assert!(url_ok("http://2852039166/").is_err());
+        assert!(number_ok("10") && number_ok("-5") && number_ok("+3") && number_ok("10M"));
+        assert!(number_ok("1.5") && number_ok("30s") && number_ok("50%"));
+        assert!(!number_ok("$(id)") && !number_ok("abc") && !number_ok("5;id"));
+        assert!(name_ok("x_1") && !name_ok("a[$(id)]") && !name_ok("1x"));
+    }
+}
