@@ -62,7 +62,60 @@ fn main() {
             }
         }
     }
+    // Named lists (`[sets]`, such as the credential inventory) are written
+    // once and used by many rules as `"@set:name"`: expand them here.
+    let sets: Vec<(String, Vec<String>)> = doc
+        .remove("sets")
+        .and_then(|v| v.as_table().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let items = v
+                .as_array()
+                .unwrap_or_else(|| panic!("sets.{k} must be a list of strings"))
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .unwrap_or_else(|| panic!("sets.{k} must be a list of strings"))
+                        .to_string()
+                })
+                .collect();
+            (k, items)
+        })
+        .collect();
+    if let Some(toml::Value::Array(rules)) = doc.get_mut("rule") {
+        for rule in rules.iter_mut() {
+            let Some(t) = rule.as_table_mut() else {
+                continue;
+            };
+            for (_, v) in t.iter_mut() {
+                let toml::Value::Array(items) = v else {
+                    continue;
+                };
+                let mut expanded = Vec::with_capacity(items.len());
+                for item in items.drain(..) {
+                    match item.as_str().and_then(|s| s.strip_prefix("@set:")) {
+                        Some(name) => {
+                            let (_, list) = sets
+                                .iter()
+                                .find(|(k, _)| k == name)
+                                .unwrap_or_else(|| panic!("`@set:{name}` names no set in [sets]"));
+                            expanded.extend(list.iter().cloned().map(toml::Value::String));
+                        }
+                        None => expanded.push(item),
+                    }
+                }
+                *items = expanded;
+            }
+        }
+    }
     let mut out = String::new();
+    out.push_str("/// Built-in named lists (`[sets]`): name, items.\n");
+    out.push_str("pub(crate) static BUILTIN_SETS: &[(&str, &[&str])] = &[\n");
+    for (k, items) in &sets {
+        let _ = writeln!(out, "    ({k:?}, &{items:?}),");
+    }
+    out.push_str("];\n\n");
     out.push_str("/// Built-in rules: id, programs, the rule as JSON.\n");
     out.push_str("pub(crate) static BUILTIN_RULES: &[(&str, &[&str], &str)] = &[\n");
     let rules = doc

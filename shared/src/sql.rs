@@ -2,7 +2,9 @@
 //! to what the policy needs: each statement's kind, the objects it touches,
 //! and whether an UPDATE or DELETE is unbounded.
 
-use sqlparser::ast::{AlterTableOperation, Expr, FromTable, ObjectType, Statement, Value};
+use sqlparser::ast::{
+    AlterTableOperation, Expr, FromTable, ObjectType, Query, SetExpr, Statement, Value,
+};
 use sqlparser::dialect::{Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
@@ -87,9 +89,48 @@ pub fn statements(client: &str, text: &str) -> Result<Vec<Stmt>, String> {
     Ok(out)
 }
 
-/// Functions that change server state even inside a SELECT.
+/// Functions that change server state, run statements given as text, read
+/// or write files, or read the environment, even inside a SELECT.
 fn has_side_effects(sql: &str) -> bool {
     const CALLS: &[&str] = &[
+        // PostgreSQL: statements given as text run, files and settings read.
+        "query_to_xml",
+        "query_to_xmlschema",
+        "cursor_to_xml",
+        "pg_ls_",
+        "pg_stat_file",
+        "pg_logdir_ls",
+        "lo_from_bytea",
+        "lo_put",
+        "lo_get",
+        "pg_execute_server_program",
+        // SQLite and DuckDB: files, editors, extensions, the environment.
+        "readfile(",
+        "writefile(",
+        "edit(",
+        "load_extension",
+        "fts3_tokenizer",
+        "read_text(",
+        "read_blob(",
+        "read_csv",
+        "read_json",
+        "read_parquet",
+        "read_ndjson",
+        "getenv(",
+        // ClickHouse table functions that read files, URLs or run programs.
+        "file(",
+        "url(",
+        "executable(",
+        "s3(",
+        "remote(",
+        "remotesecure(",
+        "hdfs(",
+        // MySQL and SQL Server.
+        "load data",
+        "xp_cmdshell",
+        "openrowset",
+        "opendatasource",
+        "bulk insert",
         "pg_terminate_backend",
         "pg_cancel_backend",
         "pg_drop_replication_slot",
@@ -120,7 +161,16 @@ fn has_side_effects(sql: &str) -> bool {
         "pg_sleep",
     ];
     let lower = sql.to_ascii_lowercase();
-    CALLS.iter().any(|c| lower.contains(c))
+    // A call pattern must start a name (`file(` is not `profile(`).
+    CALLS.iter().any(|c| {
+        lower.match_indices(c).any(|(i, _)| {
+            !c.ends_with('(')
+                || !lower[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|p| p.is_ascii_alphanumeric() || p == '_')
+        })
+    })
 }
 
 fn meta_command(meta: &str) -> Stmt {
@@ -158,17 +208,52 @@ fn unbounded(selection: &Option<Expr>) -> bool {
     selection.as_ref().is_none_or(always_true)
 }
 
+/// The kind of the statement a query really is: a data-changing statement
+/// inside a CTE (`WITH d AS (DELETE …) SELECT …`), a nested query or a set
+/// operation counts, and `SELECT … INTO t` creates a table.
+fn query_kind(q: &Query) -> Option<Stmt> {
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            if let Some(k) = query_kind(&cte.query) {
+                return Some(k);
+            }
+        }
+    }
+    set_kind(&q.body)
+}
+
+fn set_kind(body: &SetExpr) -> Option<Stmt> {
+    match body {
+        SetExpr::Insert(st) | SetExpr::Update(st) | SetExpr::Delete(st) | SetExpr::Merge(st) => {
+            Some(reduce(st))
+        }
+        SetExpr::Query(q) => query_kind(q),
+        SetExpr::SetOperation { left, right, .. } => set_kind(left).or_else(|| set_kind(right)),
+        SetExpr::Select(sel) if sel.into.is_some() => Some(Stmt {
+            kind: "create",
+            unbounded: false,
+            objects: Vec::new(),
+        }),
+        _ => None,
+    }
+}
+
 fn reduce(s: &Statement) -> Stmt {
     let mut objects = Vec::new();
     let (kind, unb) = match s {
-        Statement::Query(q) => (
-            if has_side_effects(&q.to_string()) {
-                "call"
-            } else {
-                "select"
-            },
-            false,
-        ),
+        Statement::Query(q) => {
+            if let Some(inner) = query_kind(q) {
+                return inner;
+            }
+            (
+                if has_side_effects(&q.to_string()) {
+                    "call"
+                } else {
+                    "select"
+                },
+                false,
+            )
+        }
         Statement::Explain {
             statement, analyze, ..
         } => {
@@ -326,6 +411,47 @@ mod tests {
         assert_eq!(
             kinds("psql", "COPY t TO PROGRAM 'sh'"),
             vec![("copy-program", false)]
+        );
+    }
+
+    #[test]
+    fn statements_inside_queries_are_seen() {
+        assert_eq!(
+            kinds(
+                "psql",
+                "WITH d AS (DELETE FROM users RETURNING *) SELECT count(*) FROM d"
+            ),
+            vec![("delete", true)]
+        );
+        assert_eq!(
+            kinds(
+                "psql",
+                "WITH u AS (UPDATE t SET a = 1 WHERE id = 2 RETURNING *) SELECT * FROM u"
+            ),
+            vec![("update", false)]
+        );
+        assert_eq!(
+            kinds("psql", "SELECT * INTO backup FROM users"),
+            vec![("create", false)]
+        );
+        assert_eq!(
+            kinds(
+                "psql",
+                "SELECT query_to_xml('drop table users', true, true, '')"
+            ),
+            vec![("call", false)]
+        );
+        assert_eq!(
+            kinds("sqlite3", "SELECT writefile('/etc/x', 'y')"),
+            vec![("call", false)]
+        );
+        assert_eq!(
+            kinds("sqlite3", "SELECT edit('x', 'vim')"),
+            vec![("call", false)]
+        );
+        assert_eq!(
+            kinds("psql", "WITH t AS (SELECT 1) SELECT * FROM t"),
+            vec![("select", false)]
         );
     }
 

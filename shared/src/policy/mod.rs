@@ -86,6 +86,58 @@ pub struct PolicyFile {
     /// for. A user entry replaces the built-in entry of the same name.
     #[serde(default, rename = "tool", skip_serializing_if = "BTreeMap::is_empty")]
     pub tools: BTreeMap<String, ToolSpec>,
+    /// Named lists a rule can use in any list as `"@set:name"` (the built-in
+    /// `credentials` set is the inventory of credential files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sets: BTreeMap<String, Vec<String>>,
+}
+
+impl PolicyFile {
+    /// Replaces every `"@set:name"` entry in the rules' lists by the named set
+    /// (this file's own, or a built-in one).
+    fn expand_sets(&mut self, origin: &str) -> Result<(), PolicyError> {
+        let sets = std::mem::take(&mut self.sets);
+        for rule in &mut self.rules {
+            let id = rule.id.clone();
+            let w = &mut rule.when;
+            for list in [
+                &mut w.program,
+                &mut w.subcommand,
+                &mut w.any_flag,
+                &mut w.all_flags,
+                &mut w.no_flag,
+                &mut w.any_arg,
+                &mut w.any_value,
+                &mut w.any_path,
+                &mut w.except_program,
+                &mut w.via,
+            ] {
+                if !list.iter().any(|i| i.starts_with("@set:")) {
+                    continue;
+                }
+                let mut out = Vec::with_capacity(list.len());
+                for item in list.drain(..) {
+                    let Some(name) = item.strip_prefix("@set:") else {
+                        out.push(item);
+                        continue;
+                    };
+                    if let Some(own) = sets.get(name) {
+                        out.extend(own.iter().cloned());
+                    } else if let Some((_, items)) = BUILTIN_SETS.iter().find(|(k, _)| *k == name) {
+                        out.extend(items.iter().map(|s| s.to_string()));
+                    } else {
+                        return Err(PolicyError::Rule {
+                            origin: origin.to_string(),
+                            rule: id,
+                            message: format!("`@set:{name}` names no set"),
+                        });
+                    }
+                }
+                *list = out;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a program's options look.
@@ -478,7 +530,8 @@ impl Policy {
                 )
             })
             .collect();
-        for (file, origin) in layers {
+        for (mut file, origin) in layers {
+            file.expand_sets(&origin)?;
             for (name, spec) in file.tools {
                 let tool = Tool::compile(&spec).map_err(|message| PolicyError::Tool {
                     origin: origin.clone(),
@@ -756,6 +809,7 @@ impl Policy {
                 .filter_map(|(k, v)| v.get().ok().map(|(spec, _)| (k.to_string(), spec.clone())))
                 .collect(),
             disable: Vec::new(),
+            sets: BTreeMap::new(),
             programs: programs
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.get().clone()))

@@ -67,6 +67,9 @@ enum Kind {
     Assign,
     /// `NAME` or `NAME=VALUE` with a name on the harmless list.
     Env,
+    /// A credential the tool itself uses (a connection string, a password
+    /// option): the one kind that may expand a secret-named variable.
+    Secret,
     Code,
     Tool(Vec<String>),
 }
@@ -105,6 +108,7 @@ impl Kind {
             "inert" => Kind::Inert,
             "assign" => Kind::Assign,
             "env" => Kind::Env,
+            "secret" => Kind::Secret,
             "code" => Kind::Code,
             other => return Err(format!("unknown kind `{other}`")),
         })
@@ -432,7 +436,13 @@ fn check(kind: &Kind, w: &Word, inv: &Invocation, ctx: &Context) -> Result<(), U
             Ok(())
         }
     };
+    if w.secret && !matches!(kind, Kind::Secret | Kind::Optional(_)) {
+        return fail(
+            "it expands a variable whose name looks like a secret, which the tool would print or send",
+        );
+    }
     match kind {
+        Kind::Secret => Ok(()),
         Kind::Flag => fail("an option that takes no value was given one"),
         Kind::Optional(k) => check(k, w, inv, ctx),
         Kind::Text | Kind::Read => Ok(()),

@@ -782,6 +782,15 @@ impl<'a> Analyzer<'a> {
                 Inner::Arithmetic(text) => {
                     self.arithmetic(&text, scope, depth, via);
                 }
+                Inner::PromptExpansion(name) => {
+                    self.flag(
+                        "gate.prompt-expansion",
+                        Decision::Review,
+                        Risk::High,
+                        "`${NAME@P}` expands a variable as a prompt, which runs the commands inside its value",
+                        &format!("${{{name}@P}}"),
+                    );
+                }
             }
         }
     }
@@ -1155,7 +1164,8 @@ impl<'a> Analyzer<'a> {
             || name.starts_with("DYLD_")
             || name.starts_with("GIT_CONFIG_KEY_")
             || name.starts_with("GIT_CONFIG_VALUE_")
-            || name.starts_with("BASH_FUNC_");
+            || name.starts_with("BASH_FUNC_")
+            || tool_config_variable(name);
         if dangerous {
             self.flag(
                 "gate.env-injection",
@@ -1248,6 +1258,101 @@ impl<'a> Analyzer<'a> {
 }
 
 /// Environment variables that name a program to run or change how one runs.
+/// Variables that make a tool load code, read another configuration, use
+/// another package index or write somewhere else. Assigned alone they
+/// matter once exported (or when the agent's environment already exports
+/// them), so they are held wherever they appear.
+fn tool_config_variable(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "GOFLAGS",
+        "GOPROXY",
+        "GONOSUMDB",
+        "GONOSUMCHECK",
+        "GOINSECURE",
+        "GOTOOLCHAIN",
+        "GOENV",
+        "MAKEFILES",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "LESS",
+        "LESSOPEN",
+        "LESSCLOSE",
+        "LESSKEY",
+        "MAVEN_OPTS",
+        "MAVEN_ARGS",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "GRADLE_OPTS",
+        "KUBECTL_EXTERNAL_DIFF",
+        "KUBE_EDITOR",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "WGETRC",
+        "CURL_HOME",
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+        "CC",
+        "CXX",
+        "LD",
+        "AR",
+        "CFLAGS",
+        "CXXFLAGS",
+        "LDFLAGS",
+        "CPPFLAGS",
+        "PERL5DB",
+        "PERLLIB",
+        "RUBYLIB",
+        "NODE_PATH",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "TAR_OPTIONS",
+        "GNUPGHOME",
+        "DOCKER_HOST",
+        "DOCKER_CONFIG",
+        "TF_CLI_CONFIG_FILE",
+        "BROWSER",
+        "MANPAGER",
+        "MANOPT",
+        "SYSTEMD_PAGER",
+        "SYSTEMD_EDITOR",
+        "PSQL_PAGER",
+        "PSQLRC",
+        "MYSQL_HOME",
+        "INPUTRC",
+        "XDG_CONFIG_HOME",
+        "TMPDIR",
+        "SHELL",
+        "CDPATH",
+    ];
+    const PREFIXES: &[&str] = &[
+        "npm_config_",
+        "NPM_CONFIG_",
+        "YARN_",
+        "PNPM_",
+        "PIP_",
+        "UV_",
+        "POETRY_",
+        "PDM_",
+        "CONDA_",
+        "CARGO_HOME",
+        "CARGO_TARGET_",
+        "CARGO_BUILD_",
+        "CARGO_REGISTR",
+        "CARGO_SOURCE_",
+        "CARGO_ENCODED_",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "TF_CLI_ARGS",
+        "GIT_TRACE",
+        "HELM_",
+        "BUNDLE_",
+        "GEM_",
+        "COMPOSER_",
+    ];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 const DANGEROUS_ENV: &[&str] = &[
     "GIT_PROXY_COMMAND",
     "GIT_EXEC_PATH",
@@ -1338,10 +1443,20 @@ pub fn is_secret_name(name: &str) -> bool {
         "DATABASE_URL",
         "CONN_STR",
         "CONNECTION_STRING",
+        "PASSPHRASE",
+        "WEBHOOK",
+        "COOKIE",
+        "BEARER",
+        "JWT",
+        "DSN",
+        "HMAC",
+        "PRIVATE",
     ];
     PARTS.iter().any(|p| n.contains(p))
         || n.ends_with("_KEY")
         || n.ends_with("_PASS")
+        || n.ends_with("_PAT")
+        || (n.ends_with("_PWD") && n != "OLDPWD")
         || n == "PGPASSWORD"
 }
 

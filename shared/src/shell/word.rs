@@ -59,6 +59,9 @@ pub enum Inner {
     /// An arithmetic expression: it can run commands through array
     /// subscripts, also in the values of the variables it names.
     Arithmetic(String),
+    /// A variable's value expanded as a prompt string (`${x@P}`), which
+    /// runs the command substitutions inside that value.
+    PromptExpansion(String),
 }
 
 /// What resolving a word needs from the surrounding shell state.
@@ -265,6 +268,11 @@ fn parameter(
             // Anything fancier is unknown; still note the name for secret checks,
             // and look for command substitutions in its operands.
             let shown = format!("{other:?}");
+            if shown.contains("PromptExpand") {
+                seen.inner.push(Inner::PromptExpansion(
+                    param_name(other).unwrap_or_else(|| "?".into()),
+                ));
+            }
             if shown.contains("$(") || shown.contains('`') {
                 seen.inner.push(Inner::Arithmetic(shown.clone()));
             }
