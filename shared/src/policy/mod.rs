@@ -83,7 +83,7 @@ pub struct PolicyFile {
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleSpec>,
     /// The toolbox: for each program, the words an allow rule can account
-    /// for. A user entry replaces the built-in entry of the same name.
+    /// for. A user entry adds to the built-in entry of the same name.
     #[serde(default, rename = "tool", skip_serializing_if = "BTreeMap::is_empty")]
     pub tools: BTreeMap<String, ToolSpec>,
     /// Named lists a rule can use in any list as `"@set:name"` (the built-in
@@ -532,7 +532,16 @@ impl Policy {
             .collect();
         for (mut file, origin) in layers {
             file.expand_sets(&origin)?;
-            for (name, spec) in file.tools {
+            for (name, over) in file.tools {
+                // A user entry adds to the built-in entry of the same name.
+                let spec = match tools.get(name.as_str()).map(ToolEntry::get) {
+                    Some(Ok((base, _))) => {
+                        let mut merged = base.clone();
+                        merged.merge(over);
+                        merged
+                    }
+                    _ => over,
+                };
                 let tool = Tool::compile(&spec).map_err(|message| PolicyError::Tool {
                     origin: origin.clone(),
                     tool: name.clone(),
@@ -821,6 +830,31 @@ impl Policy {
                 .collect(),
         };
         toml::to_string(&file).unwrap_or_else(|e| format!("# could not render the policy: {e}\n"))
+    }
+
+    /// The programs some allow rule names (literal names only, without the
+    /// walk's pseudo-programs), sorted: what the closed-world search covers.
+    pub fn allowed_programs(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .rules
+            .iter()
+            .filter_map(|r| r.get().ok())
+            .filter(|(spec, _)| spec.decision == Decision::Allow)
+            .flat_map(|(spec, _)| spec.when.program.iter())
+            .filter(|p| !PSEUDO_PROGRAMS.contains(&p.as_str()) && !p.contains(['*', '?']))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// A program's toolbox entry, if it has one that loads.
+    pub fn tool(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools
+            .get(name)
+            .and_then(|t| t.get().ok())
+            .map(|(spec, _)| spec)
     }
 
     /// The ids of all rules, with their origin.

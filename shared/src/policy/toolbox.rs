@@ -47,6 +47,37 @@ pub struct ToolSpec {
     pub tool: Option<String>,
 }
 
+impl ToolSpec {
+    /// Layers a user's entry over this one: options and subcommands are
+    /// added (the user's kind wins for an option named in both), and the
+    /// user's `args`, flags and hand-over replace these where given.
+    pub fn merge(&mut self, over: ToolSpec) {
+        self.options.extend(over.options);
+        if over.args.is_some() {
+            self.args = over.args;
+        }
+        self.numeric |= over.numeric;
+        self.single_dash_long |= over.single_dash_long;
+        self.unknown_words_are_args |= over.unknown_words_are_args;
+        for a in over.aliases {
+            if !self.aliases.contains(&a) {
+                self.aliases.push(a);
+            }
+        }
+        if over.tool.is_some() {
+            self.tool = over.tool;
+        }
+        for (name, sub) in over.sub {
+            match self.sub.get_mut(&name) {
+                Some(mine) => mine.merge(sub),
+                None => {
+                    self.sub.insert(name, sub);
+                }
+            }
+        }
+    }
+}
+
 /// The kind of an option's value or a positional word.
 #[derive(Debug, Clone)]
 enum Kind {
@@ -129,6 +160,8 @@ pub(super) struct Tool {
     numeric: bool,
     single_dash_long: bool,
     unknown_words_are_args: bool,
+    /// No option listed here writes, fetches, runs or hands over.
+    options_harmless: bool,
     subs: HashMap<String, usize>,
     sub_globs: Vec<(Glob, usize)>,
     children: Vec<Tool>,
@@ -187,7 +220,18 @@ impl Tool {
             .into_iter()
             .map(|(g, i)| Glob::new(&g, false, false).map(|g| (g, i)))
             .collect::<Result<Vec<_>, _>>()?;
+        let options_harmless = options.values().all(|k| {
+            let k = match k {
+                Kind::Optional(inner) => inner.as_ref(),
+                k => k,
+            };
+            !matches!(
+                k,
+                Kind::Write | Kind::Url | Kind::Host | Kind::Code | Kind::Tool(_) | Kind::Secret
+            )
+        });
         Ok(Tool {
+            options_harmless,
             options,
             args,
             repeat_last,
@@ -228,8 +272,11 @@ pub struct Unaccounted {
 
 impl Unaccounted {
     fn new(word: &str, why: impl Into<String>) -> Unaccounted {
+        // The parts the gate could not see are shown as `…`, not as the
+        // marker the walk uses for them.
+        let shown = word.replace(UNKNOWN, "…");
         Unaccounted {
-            word: crate::shell::shorten(word, 80),
+            word: crate::shell::shorten(&shown, 80),
             why: why.into(),
         }
     }
@@ -581,7 +628,33 @@ fn account_words(
         let w = &words[i];
         let t = w.text.as_str();
         let cur = levels[levels.len() - 1];
-        if !only_positional && wholly_unknown(w) && !cur.unknown_words_are_args {
+        // The items `xargs` appends from its input come last; they are taken
+        // as arguments where no listed option could do harm with any value.
+        let appended = i + 1 == words.len()
+            && inv.via.last().is_some_and(|v| v == "xargs")
+            && levels.iter().all(|l| l.options_harmless);
+        // The kind this word has if it is the next positional word.
+        let next_kind = if positional == 0 && cur.has_subs() {
+            None
+        } else {
+            cur.args
+                .get(positional)
+                .or_else(|| cur.repeat_last.then(|| cur.args.last()).flatten())
+        };
+        let credential_slot = matches!(next_kind, Some(Kind::Secret));
+        if w.secret && !credential_slot && !wholly_unknown(w) {
+            // Checked with its kind below.
+        } else if w.secret && !credential_slot {
+            return Err(Unaccounted::new(
+                t,
+                "it expands a variable whose name looks like a secret, which the tool would print or send",
+            ));
+        } else if !only_positional
+            && wholly_unknown(w)
+            && !cur.unknown_words_are_args
+            && !appended
+            && !credential_slot
+        {
             return Err(Unaccounted::new(
                 t,
                 "a word the gate cannot see, which could be any option",
