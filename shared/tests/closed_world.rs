@@ -232,3 +232,29 @@ fn a_bad_toolbox_entry_does_not_load() {
         }
     }
 }
+
+/// Every policy example in the README loads, its rule examples holding.
+#[test]
+fn the_readme_policies_load() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} is not readable", path.display());
+        return;
+    };
+    let mut blocks = 0;
+    for block in text.split("```toml\n").skip(1) {
+        let body = block.split("```").next().unwrap_or("");
+        if !body.contains("[[rule]]") && !body.contains("[tool.") {
+            continue;
+        }
+        blocks += 1;
+        let file = PolicyFile::parse(body, "README.md").unwrap_or_else(|e| panic!("{e}\n{body}"));
+        if let Err(e) = Policy::with_user(file, "README.md") {
+            panic!("a README policy does not load: {e}\n{body}");
+        }
+    }
+    assert!(
+        blocks >= 2,
+        "expected the README's policy examples, found {blocks}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Matching one invocation against one rule's conditions.
 
 use super::glob::Glob;
+use super::toolbox::Tool;
 use super::{MatchSpec, PathScope, ProgramSpec};
 use crate::context::{Context, is_within, normalize};
 use crate::shell::{Invocation, UNKNOWN};
@@ -21,12 +22,16 @@ pub struct ParsedArgs {
 }
 
 impl ParsedArgs {
-    pub fn new(inv: &Invocation, spec: &ProgramSpec) -> ParsedArgs {
+    /// Splits the words with the program's spec and, where it has one, the
+    /// top level of its toolbox entry (which options take a value).
+    pub fn new(inv: &Invocation, spec: &ProgramSpec, tool: Option<&Tool>) -> ParsedArgs {
         let args = &inv.args;
         let mut flags = Vec::new();
         let mut positionals = Vec::new();
         let mut unknown_word = false;
-        let takes_value = |f: &str| spec.value_options.iter().any(|v| v == f);
+        let takes_value = |f: &str| {
+            spec.value_options.iter().any(|v| v == f) || tool.is_some_and(|t| t.takes_value(f))
+        };
         let mut i = 0;
         let mut only_positional = false;
         while i < args.len() {

@@ -659,7 +659,12 @@ impl Policy {
                 .get(inv.program.as_str())
                 .map(Program::get)
                 .unwrap_or(&empty);
-            let parsed = ParsedArgs::new(inv, spec);
+            let tool = self
+                .tools
+                .get(inv.program.as_str())
+                .and_then(|t| t.get().ok())
+                .map(|(_, tool)| tool);
+            let parsed = ParsedArgs::new(inv, spec, tool);
             candidates.clear();
             if let Some(v) = self.by_program.get(inv.program.as_str()) {
                 candidates.extend_from_slice(v);

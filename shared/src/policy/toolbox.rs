@@ -256,6 +256,12 @@ impl Tool {
             .and_then(|(_, i)| self.children.get(*i))
     }
 
+    /// Whether this level lists the option as taking a value in the next
+    /// word (the matcher uses it to find subcommands behind options).
+    pub(super) fn takes_value(&self, option: &str) -> bool {
+        self.options.get(option).is_some_and(Kind::takes_value)
+    }
+
     fn has_subs(&self) -> bool {
         !self.children.is_empty()
     }
@@ -660,8 +666,9 @@ fn account_words(
                 "a word the gate cannot see, which could be any option",
             ));
         }
+        // A word that starts with a literal `-` is an option even when the
+        // rest of it is unknown (`--output="$X"`).
         let is_option = !only_positional
-            && !w.dynamic
             && ((t.starts_with('-') && t != "-")
                 || (t.starts_with('+') && lookup(&levels, t).is_some()));
         if !only_positional && t == "--" && !w.dynamic {
