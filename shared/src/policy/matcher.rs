@@ -64,7 +64,15 @@ impl ParsedArgs {
                 }
                 continue;
             }
-            // Single dash.
+            // Single dash; `-name=value` for programs that spell long
+            // options with one dash (`terraform plan -replace=x`).
+            if spec.single_dash_long
+                && let Some((name, value)) = t.split_once('=')
+            {
+                flags.push((name.to_string(), Some(i), Some(value.to_string())));
+                i += 1;
+                continue;
+            }
             if spec.single_dash_long || takes_value(t) {
                 if takes_value(t) && i + 1 < args.len() {
                     flags.push((t.to_string(), Some(i + 1), Some(args[i + 1].text.clone())));
@@ -498,6 +506,9 @@ impl Matcher {
                                     Some(abs) if scope == PathScope::OutsideTemp => {
                                         !temp.iter().any(|t| is_within(abs, t) && abs != *t)
                                     }
+                                    // The standard streams are not places a
+                                    // write lands (`curl -o /dev/null`).
+                                    Some(abs) if tree_inside && is_stream(abs) => false,
                                     Some(abs) => !inside(abs, inv.cwd.as_deref(), ctx, tree_inside),
                                     None => true,
                                 }
@@ -523,6 +534,10 @@ impl Matcher {
         }
         true
     }
+}
+
+fn is_stream(abs: &str) -> bool {
+    matches!(abs, "/dev/null" | "/dev/stdout" | "/dev/stderr") || abs.starts_with("/dev/fd/")
 }
 
 /// Inside the working tree or a temp dir; the tree and temp dirs themselves
@@ -585,6 +600,22 @@ fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize], home: &str)
         }
         if let Some(v) = w.text.strip_prefix('@') {
             push(v, w);
+        }
+    }
+    // A path attached to a short option the spec does not know
+    // (`git commit -F/home/dev/.vault-token`).
+    for w in &inv.args {
+        let t = w.text.as_str();
+        if t.starts_with('-')
+            && !t.starts_with("--")
+            && let Some(k) = t
+                .char_indices()
+                .find(|&(k, _)| t[k..].starts_with('/') || t[k..].starts_with("~/"))
+                .map(|(k, _)| k)
+            && k > 1
+            && !t[..k].contains('=')
+        {
+            push(&t[k..], w);
         }
     }
     for (_, idx, v) in &p.flags {

@@ -892,6 +892,17 @@ mod tests {
         let indexed: Vec<&str> = BUILTIN_RULES.iter().map(|(id, _, _)| *id).collect();
         assert_eq!(ids, indexed);
         let policy = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let mut broken: Vec<String> = policy
+            .tools
+            .iter()
+            .filter_map(|(name, t)| t.get().err().map(|e| format!("{name}: {e}")))
+            .collect();
+        broken.sort();
+        assert!(
+            broken.is_empty(),
+            "toolbox entries that do not load:\n{}",
+            broken.join("\n")
+        );
         let shown = PolicyFile::parse(&policy.to_toml(), "shown").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(toml::to_string(&shown).ok(), toml::to_string(&file).ok());
         for r in &policy.rules {

@@ -45,6 +45,10 @@ pub struct ToolSpec {
     /// The words after this subcommand are checked against another entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// This subcommand is listed only to say why it is never accounted for
+    /// (`held = "runs the project's scripts from a URL"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl ToolSpec {
@@ -66,6 +70,9 @@ impl ToolSpec {
         }
         if over.tool.is_some() {
             self.tool = over.tool;
+        }
+        if over.held.is_some() {
+            self.held = over.held;
         }
         for (name, sub) in over.sub {
             match self.sub.get_mut(&name) {
@@ -166,6 +173,7 @@ pub(super) struct Tool {
     sub_globs: Vec<(Glob, usize)>,
     children: Vec<Tool>,
     delegate: Option<String>,
+    held: Option<String>,
 }
 
 impl Tool {
@@ -243,6 +251,7 @@ impl Tool {
             sub_globs,
             children,
             delegate: spec.tool.clone(),
+            held: spec.held.clone(),
         })
     }
 
@@ -356,6 +365,13 @@ pub const HARMLESS_ENV: &[&str] = &[
     "QUIET",
     "DEBUG",
     "TIMEFORMAT",
+    // Which PostgreSQL server and database, as `psql -h -p -d -U` would say.
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGAPPNAME",
+    "PGCONNECT_TIMEOUT",
 ];
 
 /// Whether a variable may be set in front of an allowed command.
@@ -402,7 +418,16 @@ fn url_ok(url: &str) -> Result<(), &'static str> {
             }
             rest
         }
-        None if url.starts_with(|c: char| c.is_ascii_alphanumeric()) => url,
+        None if url.starts_with(|c: char| c.is_ascii_alphanumeric()) => {
+            // `file:/etc/passwd` has a scheme without `//`; `host:8080/x` a port.
+            if let Some((before, after)) = url.split_once(':')
+                && !before.contains('/')
+                && !after.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err("an address with a scheme other than http or https");
+            }
+            url
+        }
         None => return Err("not an address"),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -686,6 +711,9 @@ fn account_words(
         // A positional word: a subcommand first, where the entry has them.
         if positional == 0 && cur.has_subs() && !w.dynamic {
             if let Some(sub) = cur.sub(t) {
+                if let Some(why) = &sub.held {
+                    return Err(Unaccounted::new(t, why.clone()));
+                }
                 if let Some(d) = &sub.delegate {
                     return account_words(entries, d, &words[i + 1..], inv, ctx, depth + 1);
                 }
@@ -866,6 +894,8 @@ mod tests {
         assert!(url_ok("http://metadata.google.internal/").is_err());
         assert!(url_ok("http://user:pw@example.com/").is_err());
         assert!(url_ok("file:///etc/passwd").is_err());
+        assert!(url_ok("file:/etc/passwd").is_err());
+        assert!(url_ok("localhost:8080/health").is_ok());
         assert!(url_ok("http://[fd00:ec2::254]/").is_err());
         assert!(url_ok("http://2852039166/").is_err());
         assert!(number_ok("10") && number_ok("-5") && number_ok("+3") && number_ok("10M"));

@@ -1275,6 +1275,20 @@ impl Analyzer<'_> {
             _ => &[],
         };
         let file_flags: &[&str] = &["-f", "--file", "-i"];
+        // Only `cockroach sql` is a SQL client; its other commands are not.
+        if name == "cockroach"
+            && inv
+                .args
+                .iter()
+                .find(|a| !a.text.starts_with('-'))
+                .is_none_or(|a| a.text != "sql")
+        {
+            self.push(inv);
+            return Output::From(name);
+        }
+        // sqlite3 and duckdb spell options with one dash (`-csv`, `-cmd`);
+        // the others bundle short options (`-Atc 'SQL'`).
+        let single_dash_long = matches!(name.as_str(), "sqlite3" | "duckdb");
         let mut texts: Vec<(String, bool)> = Vec::new();
         let mut from_file = false;
         let mut positionals = Vec::new();
@@ -1301,14 +1315,38 @@ impl Analyzer<'_> {
                 i += 2;
                 continue;
             }
-            // Attached short values: `-c'DROP…'`, `-e"…"`.
-            if let Some(flag) = inline_flags
-                .iter()
-                .find(|f| f.len() == 2 && t.starts_with(**f) && t.len() > 2)
-            {
-                texts.push((t[flag.len()..].to_string(), a.dynamic));
-                i += 1;
-                continue;
+            // A bundle of short options that holds the inline flag: the
+            // rest of the word, or else the next word, is SQL (`-Atc 'DROP…'`,
+            // `-c'DROP…'`). Letters before it are taken as flags; where one of
+            // them really takes a value, the SQL read is wrong and the gate
+            // holds the command as unreadable, which only makes it stricter.
+            if !single_dash_long && t.starts_with('-') && !t.starts_with("--") && t.len() > 2 {
+                let body = &t[1..];
+                let inline = body
+                    .char_indices()
+                    .find(|(_, c)| inline_flags.iter().any(|f| f.len() == 2 && f.ends_with(*c)));
+                let file = body
+                    .chars()
+                    .any(|c| file_flags.iter().any(|f| f.len() == 2 && f.ends_with(c)));
+                if let Some((k, c)) = inline {
+                    let rest = &body[k + c.len_utf8()..];
+                    if !rest.is_empty() {
+                        texts.push((rest.to_string(), a.dynamic));
+                        i += 1;
+                    } else {
+                        if let Some(v) = args.get(i + 1) {
+                            texts.push((v.text.clone(), v.dynamic));
+                        }
+                        i += 2;
+                    }
+                    from_file |= file && name != "sqlite3";
+                    continue;
+                }
+                if file && name != "sqlite3" {
+                    from_file = true;
+                    i += 2;
+                    continue;
+                }
             }
             if name != "sqlite3" && file_flags.contains(&t) {
                 from_file = true;
