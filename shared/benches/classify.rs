@@ -60,6 +60,16 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    g.bench_function("parse_only_baseline", |b| {
+        let opts = brush_parser::ParserOptions::default();
+        b.iter(|| {
+            for cmd in &everyday {
+                let mut p =
+                    brush_parser::Parser::new(std::io::BufReader::new(cmd.as_bytes()), &opts);
+                let _ = black_box(p.parse_program());
+            }
+        })
+    });
     g.finish();
     c.bench_function("load_builtin_policy", |b| {
         b.iter(|| black_box(Policy::builtin()))

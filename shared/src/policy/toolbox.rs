@@ -469,11 +469,15 @@ fn name_ok(s: &str) -> bool {
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// A path written: inside the working tree or a temp directory (not the
-/// roots themselves, not a repository's own `.git`), or a standard stream.
+/// A path written: inside the working tree or a temp directory (the tree
+/// itself counts: `tsc -p .`), never a repository's own `.git` nor an
+/// address, or a standard stream.
 fn write_ok(text: &str, inv: &Invocation, ctx: &Context) -> Result<(), &'static str> {
     if matches!(text, "-" | "/dev/null" | "/dev/stdout" | "/dev/stderr") {
         return Ok(());
+    }
+    if text.contains("://") && !text.starts_with("file://") {
+        return Err("an address where a path written belongs");
     }
     let text = text.strip_prefix("file://").unwrap_or(text);
     let abs = if text.starts_with('/') {
@@ -489,7 +493,7 @@ fn write_ok(text: &str, inv: &Invocation, ctx: &Context) -> Result<(), &'static 
     if abs.split('/').any(|c| c == ".git") {
         return Err("a write into a repository's .git directory");
     }
-    if super::matcher::inside(&abs, inv.cwd.as_deref(), ctx, false) {
+    if super::matcher::inside(&abs, inv.cwd.as_deref(), ctx, true) {
         Ok(())
     } else {
         Err("a path written outside the working tree and temp directories")

@@ -190,6 +190,26 @@ const SHELLS: &[&str] = &[
     "hush",
 ];
 
+/// Where a wrapper's options (from `start`) end: the index of the command
+/// word, or past a `--`.
+fn options_end(args: &[Word], start: usize, value_opts: &[&str], flags: &[&str]) -> usize {
+    let mut i = start;
+    while i < args.len() {
+        let t = args[i].text.as_str();
+        if t == "--" {
+            return i + 1;
+        }
+        if value_opts.contains(&t) {
+            i += 2;
+        } else if flags.contains(&t) || (t.starts_with('-') && t.len() > 1) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
 /// Tools whose `run`/`exec` subcommand runs another command in a project
 /// environment: the command is judged as if run directly.
 const RUNNERS: &[(&str, &[&str])] = &[
@@ -857,6 +877,14 @@ impl Analyzer<'_> {
         ];
         // Skip the subcommand (and `direnv exec DIR`'s directory).
         let start = if inv.program == "direnv" { 2 } else { 1 };
+        // The runner's own options change what runs (`uv run --with PKG`
+        // installs a package first): they are judged as the runner's words.
+        let end = options_end(&inv.args, start, VALUE, &[]);
+        if end > start {
+            let mut own = inv.clone();
+            own.args.truncate(end.min(own.args.len()));
+            self.push(own);
+        }
         self.unwrap_with(inv, start, VALUE, &[], stdin, scope, depth)
     }
 
@@ -874,21 +902,7 @@ impl Analyzer<'_> {
         depth: usize,
     ) -> Output {
         let name = inv.program.clone();
-        let mut i = start;
-        while i < inv.args.len() {
-            let t = inv.args[i].text.as_str();
-            if t == "--" {
-                i += 1;
-                break;
-            }
-            if value_opts.contains(&t) {
-                i += 2;
-            } else if flags.contains(&t) || (t.starts_with('-') && t.len() > 1) {
-                i += 1;
-            } else {
-                break;
-            }
-        }
+        let i = options_end(&inv.args, start, value_opts, flags);
         if i >= inv.args.len() {
             if name != "exec" {
                 self.push(inv);
