@@ -267,8 +267,12 @@ impl Tool {
 
     /// Whether this level lists the option as taking a value in the next
     /// word (the matcher uses it to find subcommands behind options).
+    /// (`code` options are left out: some mark a dangerous flag that takes
+    /// no value, and swallowing the next word could hide it from a rule.)
     pub(super) fn takes_value(&self, option: &str) -> bool {
-        self.options.get(option).is_some_and(Kind::takes_value)
+        self.options
+            .get(option)
+            .is_some_and(|k| k.takes_value() && !matches!(k, Kind::Code))
     }
 
     fn has_subs(&self) -> bool {
