@@ -36,6 +36,10 @@ pub struct ToolSpec {
     /// possible option: only for programs none of whose options is harmful.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unknown_words_are_args: bool,
+    /// A word that looks like an option but is not listed is an argument:
+    /// for programs that print or compare such words (`echo --x`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlisted_options_are_args: bool,
     /// Subcommands (keys may be globs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sub: BTreeMap<String, ToolSpec>,
@@ -63,6 +67,7 @@ impl ToolSpec {
         self.numeric |= over.numeric;
         self.single_dash_long |= over.single_dash_long;
         self.unknown_words_are_args |= over.unknown_words_are_args;
+        self.unlisted_options_are_args |= over.unlisted_options_are_args;
         for a in over.aliases {
             if !self.aliases.contains(&a) {
                 self.aliases.push(a);
@@ -167,6 +172,7 @@ pub(super) struct Tool {
     numeric: bool,
     single_dash_long: bool,
     unknown_words_are_args: bool,
+    unlisted_options_are_args: bool,
     /// No option listed here writes, fetches, runs or hands over.
     options_harmless: bool,
     subs: HashMap<String, usize>,
@@ -247,6 +253,7 @@ impl Tool {
             numeric: spec.numeric,
             single_dash_long: spec.single_dash_long,
             unknown_words_are_args: spec.unknown_words_are_args,
+            unlisted_options_are_args: spec.unlisted_options_are_args,
             subs,
             sub_globs,
             children,
@@ -710,11 +717,16 @@ fn account_words(
             continue;
         }
         if is_option {
-            i = option(entries, &levels, words, i, inv, ctx, depth)?;
-            if i == usize::MAX {
-                return Ok(());
+            match option(entries, &levels, words, i, inv, ctx, depth) {
+                Ok(usize::MAX) => return Ok(()),
+                Ok(next) => {
+                    i = next;
+                    continue;
+                }
+                // `echo --x` prints `--x`: not an option, an argument.
+                Err(_) if cur.unlisted_options_are_args && lookup(&levels, t).is_none() => {}
+                Err(e) => return Err(e),
             }
-            continue;
         }
         // A positional word: a subcommand first, where the entry has them.
         if positional == 0 && cur.has_subs() && !w.dynamic {
