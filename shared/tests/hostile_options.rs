@@ -289,7 +289,8 @@ fn exceptions() -> BTreeSet<(String, String)> {
 fn listed(spec: &ToolSpec, path: &[&ToolSpec], name: &str) -> bool {
     let levels: Vec<&ToolSpec> = path.iter().copied().chain(std::iter::once(spec)).collect();
     let has = |n: &str| levels.iter().any(|l| l.options.contains_key(n));
-    if has(name) {
+    // `echo --x` prints `--x`: for such programs every word is text.
+    if has(name) || levels.iter().any(|l| l.unlisted_options_are_args) {
         return true;
     }
     let Some(body) = name.strip_prefix('-').filter(|b| !b.starts_with('-')) else {
