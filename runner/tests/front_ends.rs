@@ -285,6 +285,10 @@ program = ["terraform"]
 subcommand = ["apply"]
 examples.match = ["terraform apply"]
 
+# Allow rules are closed-world: the toolbox must know `apply`'s words.
+[tool.terraform.sub.apply]
+options = { "-auto-approve" = "flag" }
+
 [[rule]]
 id = "team.no-friday-deploys"
 decision = "deny"
