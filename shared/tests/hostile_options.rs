@@ -440,10 +440,10 @@ fn no_option_of_an_allowed_program_opens_a_door() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    if let Some((path, text)) = dump {
-        if let Err(e) = std::fs::write(&path, text) {
-            panic!("cannot write {}: {e}", path.display());
-        }
+    if let Some((path, text)) = dump
+        && let Err(e) = std::fs::write(&path, text)
+    {
+        panic!("cannot write {}: {e}", path.display());
     }
     println!(
         "closed-world search{}: {} programs ({}), {} documented options, {} inventoried, {} combinations tried, {} allowed, {} doors",

@@ -565,11 +565,11 @@ fn check(kind: &Kind, w: &Word, inv: &Invocation, ctx: &Context) -> Result<(), U
         }
         Kind::Write => {
             literal("a path written")?;
-            write_ok(t, inv, ctx).or_else(|why| fail(why))
+            write_ok(t, inv, ctx).or_else(&fail)
         }
         Kind::Url => {
             literal("an address")?;
-            url_ok(t).or_else(|why| fail(why))
+            url_ok(t).or_else(&fail)
         }
         Kind::Host => {
             literal("a host")?;
@@ -800,7 +800,7 @@ fn option(
             return Err(Unaccounted::new(t, "an option without its value"));
         };
         if let Kind::Tool(names) = kind {
-            if v.dynamic || !names.iter().any(|n| *n == v.text) {
+            if v.dynamic || !names.contains(&v.text) {
                 return Err(Unaccounted::new(
                     &v.text,
                     "a program the policy does not list",
