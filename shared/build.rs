@@ -18,6 +18,33 @@ fn load(path: &str) -> toml::Table {
     toml::from_str(&text).unwrap_or_else(|e| panic!("{path} is not valid TOML: {e}"))
 }
 
+/// One toolbox level as JSON, its subcommands reduced to stubs, and its
+/// children after it.
+fn flatten(key: &str, spec: &toml::Value, out: &mut Vec<(String, String)>) {
+    let mut level = spec
+        .as_table()
+        .cloned()
+        .unwrap_or_else(|| panic!("tool {key} must be a table"));
+    if let Some(toml::Value::Table(subs)) = level.remove("sub") {
+        let mut stubs = toml::Table::new();
+        for (name, child) in &subs {
+            let mut stub = toml::Table::new();
+            if let Some(t) = child.as_table() {
+                for field in ["aliases", "tool", "held"] {
+                    if let Some(v) = t.get(field) {
+                        stub.insert(field.to_string(), v.clone());
+                    }
+                }
+            }
+            stubs.insert(name.clone(), toml::Value::Table(stub));
+            flatten(&format!("{key}\u{1f}{name}"), child, out);
+        }
+        level.insert("sub".to_string(), toml::Value::Table(stubs));
+    }
+    let json = serde_json::to_string(&level).unwrap_or_else(|e| panic!("tool {key}: {e}"));
+    out.push((key.to_string(), json));
+}
+
 fn main() {
     let src = "src/policy/default.toml";
     let mut doc = load(src);
@@ -88,10 +115,22 @@ fn main() {
             let Some(t) = rule.as_table_mut() else {
                 continue;
             };
-            for (_, v) in t.iter_mut() {
+            for (field, v) in t.iter_mut() {
+                // `any_path` keeps its sets by name: the matcher compiles
+                // each set once and shares it among the rules naming it.
+                if field == "any_path" {
+                    continue;
+                }
                 let toml::Value::Array(items) = v else {
                     continue;
                 };
+                if field == "program"
+                    && items
+                        .iter()
+                        .any(|i| i.as_str().is_some_and(|s| s.starts_with("@set:")))
+                {
+                    panic!("a rule's `program` list cannot use a set");
+                }
                 let mut expanded = Vec::with_capacity(items.len());
                 for item in items.drain(..) {
                     match item.as_str().and_then(|s| s.strip_prefix("@set:")) {
@@ -146,20 +185,39 @@ fn main() {
         let json = serde_json::to_string(rule).unwrap_or_else(|e| panic!("rule {id}: {e}"));
         let _ = writeln!(out, "    ({id:?}, &{programs:?}, {json:?}),");
     }
-    for (table, name) in [("programs", "BUILTIN_PROGRAMS"), ("tool", "BUILTIN_TOOLS")] {
-        let _ = writeln!(
-            out,
-            "];\n\n/// Built-in `{table}` entries: name, the entry as JSON.\npub(crate) static {name}: &[(&str, &str)] = &["
-        );
-        if let Some(t) = doc.get(table).and_then(|p| p.as_table()) {
-            for (k, spec) in t {
-                let json =
-                    serde_json::to_string(spec).unwrap_or_else(|e| panic!("{table}.{k}: {e}"));
-                let _ = writeln!(out, "    ({k:?}, {json:?}),");
-            }
+    out.push_str("];\n\n/// Built-in `programs` entries: name, the entry as JSON.\n");
+    out.push_str("pub(crate) static BUILTIN_PROGRAMS: &[(&str, &str)] = &[\n");
+    if let Some(t) = doc.get("programs").and_then(|p| p.as_table()) {
+        for (k, spec) in t {
+            let json = serde_json::to_string(spec).unwrap_or_else(|e| panic!("programs.{k}: {e}"));
+            let _ = writeln!(out, "    ({k:?}, {json:?}),");
         }
     }
     out.push_str("];\n");
+    // The toolbox, one level at a time: a process that classifies `git
+    // status` parses git's top level and its `status` level, not the
+    // thousands of options of every other subcommand. Each level keeps its
+    // subcommands as stubs (names, aliases, hand-overs); a child's key is
+    // its parent's key, U+001F, and its name. Both tables are sorted by key.
+    let mut levels: Vec<(String, String)> = Vec::new();
+    if let Some(t) = doc.get("tool").and_then(|p| p.as_table()) {
+        for (k, spec) in t {
+            flatten(k, spec, &mut levels);
+        }
+    }
+    levels.sort();
+    let (top, below): (Vec<_>, Vec<_>) =
+        levels.into_iter().partition(|(k, _)| !k.contains('\u{1f}'));
+    for (name, list) in [("BUILTIN_TOOLS", top), ("BUILTIN_TOOL_LEVELS", below)] {
+        let _ = writeln!(
+            out,
+            "\n/// Built-in toolbox levels: key, the level as JSON (sorted by key).\npub(crate) static {name}: &[(&str, &str)] = &["
+        );
+        for (k, json) in list {
+            let _ = writeln!(out, "    ({k:?}, {json:?}),");
+        }
+        out.push_str("];\n");
+    }
     let dir =
         PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| panic!("OUT_DIR is not set")));
     std::fs::write(dir.join("builtin_policy.rs"), out)

@@ -74,6 +74,25 @@ fn bench(c: &mut Criterion) {
     c.bench_function("load_builtin_policy", |b| {
         b.iter(|| black_box(Policy::builtin()))
     });
+    // What one runner process pays: load the policy and classify one
+    // command, compiling the rules and toolbox entries it needs on first use.
+    let mut g = c.benchmark_group("cold");
+    for cmd in [
+        "ls -la",
+        "git status --short",
+        "cargo build --release",
+        "npm test",
+        "make -j4 test",
+        "kubectl get pods -n prod",
+    ] {
+        g.bench_function(cmd, |b| {
+            b.iter(|| {
+                let p = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
+                black_box(p.classify(black_box(cmd), &ctx))
+            })
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

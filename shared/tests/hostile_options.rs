@@ -334,6 +334,7 @@ fn no_option_of_an_allowed_program_opens_a_door() {
         let Some(tool) = policy.tool(&program) else {
             continue;
         };
+        let tool = &tool;
         f.programs += 1;
         let (documented, source) = match live_help(&program, &scratch) {
             Some(text) if !parse_help(&text).is_empty() => (parse_help(&text), "--help"),

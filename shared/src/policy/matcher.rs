@@ -124,45 +124,242 @@ impl ParsedArgs {
     }
 }
 
+/// A rule's `any_path`: built-in named sets (shared by every rule that
+/// names them) and its own globs. Each glob is compiled the first time a
+/// path passes its literal prefix and suffix, so a command whose paths are
+/// nowhere near a credential compiles none of the inventory.
 #[derive(Debug, Clone)]
-pub(super) struct PathSet {
-    include: Vec<Glob>,
-    exclude: Vec<Glob>,
-    /// Indices into `include` of patterns written from home (`~/…`): only
-    /// the `~/` form of a path can match them; the others only the absolute.
-    from_home: Vec<bool>,
+struct Paths {
+    sets: Vec<usize>,
+    own: Vec<String>,
+    compiled: std::sync::OnceLock<Compiled>,
 }
 
-impl PathSet {
-    fn matches(&self, abs: &str, tilde: Option<&str>) -> bool {
-        let included = self.include.iter().zip(&self.from_home).any(|(g, home)| {
-            if *home {
-                tilde.is_some_and(|t| g.matches(t))
-            } else {
-                g.matches(abs)
-            }
-        });
-        let hit = |g: &Glob| g.matches(abs) || tilde.is_some_and(|t| g.matches(t));
-        included && !self.exclude.iter().any(hit)
+#[derive(Debug, Clone)]
+struct Compiled {
+    shared: Vec<&'static PathSet>,
+    own: Option<PathSet>,
+}
+
+impl Compiled {
+    fn any(&self, mut f: impl FnMut(&PathSet) -> bool) -> bool {
+        self.shared.iter().any(|s| f(s)) || self.own.as_ref().is_some_and(f)
+    }
+
+    /// As if the sets and the rule's own globs were one list: some include
+    /// matches and no exclude does.
+    fn matches(&self, abs: &str, tilde: Option<&str>, strict: bool) -> bool {
+        self.any(|s| s.includes(abs, tilde, strict))
+            && !self.any(|s| s.excludes(abs, tilde, strict))
     }
 
     /// For a word that is itself a glob (`~/.a?s/cred*`): whether some path
     /// it could expand to is in the set. Excludes apply when they cover the
     /// whole pattern.
-    fn may_match(&self, abs_pattern: &str, home: &str) -> bool {
+    fn may_match(&self, abs_pattern: &str, home: &str, strict: bool) -> bool {
         let tilde = home_form(abs_pattern, home);
         let forms: Vec<&str> = std::iter::once(abs_pattern)
             .chain(tilde.as_deref())
             .collect();
-        let included = self
-            .include
+        self.any(|s| s.may_include(&forms)) && !self.any(|s| s.may_exclude(&forms, strict))
+    }
+}
+
+/// The built-in sets, one shared value per `[sets]` entry.
+static BUILTIN_SET_PATHS: std::sync::OnceLock<Vec<PathSet>> = std::sync::OnceLock::new();
+
+fn builtin_set_index(name: &str) -> Option<usize> {
+    super::BUILTIN_SETS.iter().position(|(k, _)| *k == name)
+}
+
+fn builtin_set(i: usize) -> Option<&'static PathSet> {
+    BUILTIN_SET_PATHS
+        .get_or_init(|| {
+            super::BUILTIN_SETS
+                .iter()
+                .map(|(_, items)| PathSet::new(items.iter().map(|s| s.to_string())))
+                .collect()
+        })
+        .get(i)
+}
+
+impl Paths {
+    fn parts(&self) -> &Compiled {
+        self.compiled.get_or_init(|| Compiled {
+            shared: self.sets.iter().filter_map(|&i| builtin_set(i)).collect(),
+            own: (!self.own.is_empty()).then(|| PathSet::new(self.own.iter().cloned())),
+        })
+    }
+
+    /// Compiles every glob now (a user's rules, and the tests of the
+    /// built-in ones), so a bad glob is reported when the policy loads.
+    fn check(&self) -> Result<(), String> {
+        let parts = self.parts();
+        if parts.shared.len() != self.sets.len() {
+            return Err("a named set is missing".into());
+        }
+        for set in parts.shared.iter().copied().chain(parts.own.as_ref()) {
+            for g in set.include.iter().chain(&set.exclude) {
+                g.compiled()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A path glob compiled on first need, with the literal text every match
+/// starts and ends with, tested first.
+#[derive(Debug, Clone)]
+struct LazyGlob {
+    raw: String,
+    prefix: String,
+    suffix: String,
+    glob: std::sync::OnceLock<Result<Glob, String>>,
+}
+
+impl LazyGlob {
+    fn new(raw: &str) -> LazyGlob {
+        let (mut prefix, mut suffix) = if raw.contains('\\') {
+            (String::new(), String::new())
+        } else {
+            let first = raw.find(['*', '?', '[']).unwrap_or(raw.len());
+            let last = raw
+                .rfind(['*', '?', ']'])
+                .map(|i| i + 1)
+                .unwrap_or(raw.len());
+            (raw[..first].to_string(), raw[last.max(first)..].to_string())
+        };
+        // `dir/**` also matches `dir` itself.
+        if prefix.ends_with('/') && prefix.len() > 1 {
+            prefix.pop();
+        }
+        if first_is_whole(raw) {
+            suffix.clear();
+        }
+        LazyGlob {
+            raw: raw.to_string(),
+            prefix,
+            suffix,
+            glob: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn compiled(&self) -> Result<&Glob, String> {
+        self.glob
+            .get_or_init(|| Glob::new(&self.raw, true, false))
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
+    /// Whether the text matches; a glob that cannot be compiled counts as
+    /// matching for a rule that reviews or denies, and not for an allow rule.
+    fn matches(&self, text: &str, strict: bool) -> bool {
+        if !text.starts_with(&self.prefix) || !text.ends_with(&self.suffix) {
+            return false;
+        }
+        match self.compiled() {
+            Ok(g) => g.matches(text),
+            Err(_) => strict,
+        }
+    }
+}
+
+/// A pattern without wildcards: its prefix is all of it.
+fn first_is_whole(raw: &str) -> bool {
+    !raw.contains(['*', '?', '['])
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct PathSet {
+    include: Vec<LazyGlob>,
+    exclude: Vec<LazyGlob>,
+    /// Indices into `include` of patterns written from home (`~/…`): only
+    /// the `~/` form of a path can match them; the others only the absolute.
+    from_home: Vec<bool>,
+    /// Includes by their first literal component (`~/.aws`, `/etc`): a path
+    /// is tested only against those sharing its own, and against `rest`.
+    by_first: std::collections::HashMap<String, Vec<usize>>,
+    rest: Vec<usize>,
+}
+
+/// The root and first component of a path or pattern (`~/.aws/x` →
+/// `~/.aws`, `/etc/x` → `/etc`), when the text has that component whole.
+fn first_component(text: &str) -> Option<&str> {
+    let root = if text.starts_with("~/") {
+        2
+    } else if text.starts_with('/') {
+        1
+    } else {
+        return None;
+    };
+    let end = text[root..]
+        .find('/')
+        .map(|i| root + i)
+        .unwrap_or(text.len());
+    (end > root).then(|| &text[..end])
+}
+
+impl PathSet {
+    fn new(list: impl Iterator<Item = String>) -> PathSet {
+        let (ex, inc): (Vec<String>, Vec<String>) = list.partition(|p| p.starts_with('!'));
+        let mut by_first: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut rest = Vec::new();
+        for (i, p) in inc.iter().enumerate() {
+            // Only a component that is literal all the way to its `/` (or
+            // to the end of a pattern without wildcards) can index.
+            let literal = &p[..p.find(['*', '?', '[', '\\']).unwrap_or(p.len())];
+            match first_component(literal) {
+                Some(k) if literal.len() > k.len() || literal.len() == p.len() => {
+                    by_first.entry(k.to_string()).or_default().push(i)
+                }
+                _ => rest.push(i),
+            }
+        }
+        PathSet {
+            from_home: inc.iter().map(|p| p.starts_with('~')).collect(),
+            include: inc.iter().map(|p| LazyGlob::new(p)).collect(),
+            exclude: ex.iter().map(|p| LazyGlob::new(&p[1..])).collect(),
+            by_first,
+            rest,
+        }
+    }
+
+    fn includes(&self, abs: &str, tilde: Option<&str>, strict: bool) -> bool {
+        let test = |i: &usize| {
+            let g = &self.include[*i];
+            if self.from_home[*i] {
+                tilde.is_some_and(|t| g.matches(t, strict))
+            } else {
+                g.matches(abs, strict)
+            }
+        };
+        let indexed = |text: Option<&str>| {
+            text.and_then(first_component)
+                .and_then(|k| self.by_first.get(k))
+                .is_some_and(|list| list.iter().any(test))
+        };
+        self.rest.iter().any(test) || indexed(Some(abs)) || indexed(tilde)
+    }
+
+    fn excludes(&self, abs: &str, tilde: Option<&str>, strict: bool) -> bool {
+        // A broken exclude must not loosen a rule: it excludes only for
+        // allow rules.
+        let hit =
+            |g: &LazyGlob| g.matches(abs, !strict) || tilde.is_some_and(|t| g.matches(t, !strict));
+        self.exclude.iter().any(hit)
+    }
+
+    /// Whether some path a glob word could expand to meets an include.
+    fn may_include(&self, forms: &[&str]) -> bool {
+        self.include
             .iter()
-            .any(|g| forms.iter().any(|f| patterns_intersect(f, g.as_str())));
-        let excluded = self
-            .exclude
+            .any(|g| forms.iter().any(|f| patterns_intersect(f, &g.raw)))
+    }
+
+    fn may_exclude(&self, forms: &[&str], strict: bool) -> bool {
+        self.exclude
             .iter()
-            .any(|g| forms.iter().any(|f| g.matches(f)));
-        included && !excluded
+            .any(|g| forms.iter().any(|f| g.matches(f, !strict)))
     }
 }
 
@@ -297,7 +494,7 @@ pub struct Matcher {
     flag_value: Vec<(String, Vec<Glob>)>,
     any_arg: Vec<Glob>,
     any_value: Vec<Glob>,
-    any_path: Option<PathSet>,
+    any_path: Option<Paths>,
     paths: Option<PathScope>,
     dynamic_path: bool,
     no_args: bool,
@@ -336,18 +533,21 @@ impl Matcher {
         let any_path = if s.any_path.is_empty() {
             None
         } else {
-            let (ex, inc): (Vec<&String>, Vec<&String>) =
-                s.any_path.iter().partition(|p| p.starts_with('!'));
-            Some(PathSet {
-                from_home: inc.iter().map(|p| p.starts_with('~')).collect(),
-                include: inc
-                    .iter()
-                    .map(|p| Glob::new(p, true, false))
-                    .collect::<Result<_, _>>()?,
-                exclude: ex
-                    .iter()
-                    .map(|p| Glob::new(&p[1..], true, false))
-                    .collect::<Result<_, _>>()?,
+            let mut sets = Vec::new();
+            let mut own = Vec::new();
+            for p in &s.any_path {
+                match p.strip_prefix("@set:") {
+                    Some(name) => sets.push(
+                        builtin_set_index(name)
+                            .ok_or_else(|| format!("`@set:{name}` names no built-in set"))?,
+                    ),
+                    None => own.push(p.clone()),
+                }
+            }
+            Some(Paths {
+                sets,
+                own,
+                compiled: std::sync::OnceLock::new(),
             })
         };
         Ok(Matcher {
@@ -376,6 +576,15 @@ impl Matcher {
             via: s.via.clone(),
             strict,
         })
+    }
+
+    /// Compiles what is compiled on first use (the path globs), so that a
+    /// bad glob in a user's rule is reported when the policy loads.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.any_path {
+            Some(p) => p.check(),
+            None => Ok(()),
+        }
     }
 
     /// Whether the rule fires. For a deny rule that fires only because a
@@ -475,18 +684,23 @@ impl Matcher {
                 owned = path_candidates(inv, p, rest, &ctx.home);
                 &owned
             };
-            if let Some(set) = &self.any_path {
+            if let Some(paths) = &self.any_path
+                && !cands.is_empty()
+            {
                 let strict = self.strict;
+                let parts = paths.parts();
                 let hit = cands.iter().any(|c| {
                     !c.dynamic
                         && c.abs.as_deref().is_some_and(|abs| {
-                            set.matches(abs, c.tilde.as_deref())
-                                || (strict && c.glob && set.may_match(abs, &ctx.home))
+                            parts.matches(abs, c.tilde.as_deref(), strict)
+                                || (strict && c.glob && parts.may_match(abs, &ctx.home, strict))
                         })
                 });
                 if !hit {
                     return false;
                 }
+            } else if self.any_path.is_some() {
+                return false;
             }
             if self.dynamic_path && !cands.iter().any(|c| c.dynamic) {
                 return false;

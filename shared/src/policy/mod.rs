@@ -351,13 +351,12 @@ enum RuleSource {
 
 impl Rule {
     fn from_spec(spec: RuleSpec, origin: &str) -> Result<Rule, PolicyError> {
-        let matcher =
-            Matcher::compile(&spec.when, spec.decision != Decision::Allow).map_err(|message| {
-                PolicyError::Rule {
-                    origin: origin.to_string(),
-                    rule: spec.id.clone(),
-                    message,
-                }
+        let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow)
+            .and_then(|m| m.check().map(|()| m))
+            .map_err(|message| PolicyError::Rule {
+                origin: origin.to_string(),
+                rule: spec.id.clone(),
+                message,
             })?;
         Ok(Rule {
             id: Cow::Owned(spec.id.clone()),
@@ -418,24 +417,52 @@ impl Program {
     }
 }
 
-/// A toolbox entry, parsed and compiled on first use for built-in ones.
+/// The toolbox of a policy: the built-in entries, each compiled level by
+/// level on first use (a runner process compiles only what its command
+/// names), and the user's entries, layered over the built-in ones and
+/// compiled when the policy loads.
 #[derive(Debug, Clone)]
-struct ToolEntry {
-    json: Option<&'static str>,
-    spec: OnceLock<Result<(ToolSpec, Tool), String>>,
+struct Toolbox {
+    builtin: Box<[OnceLock<Result<Tool, String>>]>,
+    user: HashMap<String, (ToolSpec, Tool), Fnv>,
 }
 
-impl ToolEntry {
-    fn get(&self) -> Result<&(ToolSpec, Tool), &str> {
-        self.spec
-            .get_or_init(|| {
-                let json = self.json.ok_or("the entry was not compiled")?;
+impl Toolbox {
+    fn get(&self, name: &str) -> Option<Result<&Tool, &str>> {
+        if let Some((_, t)) = self.user.get(name) {
+            return Some(Ok(t));
+        }
+        let i = toolbox::builtin_index(name)?;
+        let cell = self.builtin.get(i)?;
+        Some(
+            cell.get_or_init(|| {
+                let (key, json) = BUILTIN_TOOLS[i];
                 let spec: ToolSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
-                let tool = Tool::compile(&spec)?;
-                Ok((spec, tool))
+                Tool::compile(&spec, Some(key))
             })
             .as_ref()
-            .map_err(String::as_str)
+            .map_err(String::as_str),
+        )
+    }
+
+    /// Every program with an entry, sorted.
+    fn names(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = BUILTIN_TOOLS
+            .iter()
+            .map(|(k, _)| *k)
+            .chain(self.user.keys().map(String::as_str))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// A program's entry as a whole tree.
+    fn spec(&self, name: &str) -> Option<ToolSpec> {
+        match self.user.get(name) {
+            Some((spec, _)) => Some(spec.clone()),
+            None => toolbox::builtin_spec(name).ok(),
+        }
     }
 }
 
@@ -445,7 +472,7 @@ const PSEUDO_PROGRAMS: &[&str] = &[">", ">>", "<", "sql"];
 
 impl Entries for Policy {
     fn entry(&self, name: &str) -> Option<Result<&Tool, &str>> {
-        self.tools.get(name).map(|t| t.get().map(|(_, tool)| tool))
+        self.tools.get(name)
     }
 }
 
@@ -454,7 +481,7 @@ impl Entries for Policy {
 pub struct Policy {
     rules: Vec<Rule>,
     programs: HashMap<Cow<'static, str>, Program, Fnv>,
-    tools: HashMap<Cow<'static, str>, ToolEntry, Fnv>,
+    tools: Toolbox,
     by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv>,
     by_glob: Vec<(Glob, usize)>,
     /// Rules on every program (`*`).
@@ -518,42 +545,29 @@ impl Policy {
                 )
             })
             .collect();
-        let mut tools: HashMap<Cow<'static, str>, ToolEntry, Fnv> = BUILTIN_TOOLS
-            .iter()
-            .map(|(name, json)| {
-                (
-                    Cow::Borrowed(*name),
-                    ToolEntry {
-                        json: Some(json),
-                        spec: OnceLock::new(),
-                    },
-                )
-            })
-            .collect();
+        let mut tools = Toolbox {
+            builtin: (0..BUILTIN_TOOLS.len()).map(|_| OnceLock::new()).collect(),
+            user: HashMap::default(),
+        };
         for (mut file, origin) in layers {
             file.expand_sets(&origin)?;
             for (name, over) in file.tools {
-                // A user entry adds to the built-in entry of the same name.
-                let spec = match tools.get(name.as_str()).map(ToolEntry::get) {
-                    Some(Ok((base, _))) => {
-                        let mut merged = base.clone();
-                        merged.merge(over);
-                        merged
+                // A user entry adds to the entry of the same name below it.
+                let spec = match tools.spec(&name) {
+                    Some(mut base) => {
+                        base.merge(over);
+                        base
                     }
-                    _ => over,
+                    None => over,
                 };
-                let tool = Tool::compile(&spec).map_err(|message| PolicyError::Tool {
-                    origin: origin.clone(),
-                    tool: name.clone(),
-                    message,
-                })?;
-                tools.insert(
-                    Cow::Owned(name),
-                    ToolEntry {
-                        json: None,
-                        spec: OnceLock::from(Ok((spec, tool))),
-                    },
-                );
+                let tool = Tool::compile(&spec, None)
+                    .and_then(|t| t.check_globs().map(|()| t))
+                    .map_err(|message| PolicyError::Tool {
+                        origin: origin.clone(),
+                        tool: name.clone(),
+                        message,
+                    })?;
+                tools.user.insert(name, (spec, tool));
             }
             let mut seen = std::collections::HashSet::new();
             for d in &file.disable {
@@ -659,11 +673,7 @@ impl Policy {
                 .get(inv.program.as_str())
                 .map(Program::get)
                 .unwrap_or(&empty);
-            let tool = self
-                .tools
-                .get(inv.program.as_str())
-                .and_then(|t| t.get().ok())
-                .map(|(_, tool)| tool);
+            let tool = self.tools.get(inv.program.as_str()).and_then(Result::ok);
             let parsed = ParsedArgs::new(inv, spec, tool);
             candidates.clear();
             if let Some(v) = self.by_program.get(inv.program.as_str()) {
@@ -815,12 +825,12 @@ impl Policy {
     pub fn to_toml(&self) -> String {
         let mut programs: Vec<(&Cow<'static, str>, &Program)> = self.programs.iter().collect();
         programs.sort_by(|a, b| a.0.cmp(b.0));
-        let mut tools: Vec<(&Cow<'static, str>, &ToolEntry)> = self.tools.iter().collect();
-        tools.sort_by(|a, b| a.0.cmp(b.0));
         let file = PolicyFile {
-            tools: tools
+            tools: self
+                .tools
+                .names()
                 .into_iter()
-                .filter_map(|(k, v)| v.get().ok().map(|(spec, _)| (k.to_string(), spec.clone())))
+                .filter_map(|k| self.tools.spec(k).map(|spec| (k.to_string(), spec)))
                 .collect(),
             disable: Vec::new(),
             sets: BTreeMap::new(),
@@ -854,12 +864,9 @@ impl Policy {
         out
     }
 
-    /// A program's toolbox entry, if it has one that loads.
-    pub fn tool(&self, name: &str) -> Option<&ToolSpec> {
-        self.tools
-            .get(name)
-            .and_then(|t| t.get().ok())
-            .map(|(spec, _)| spec)
+    /// A program's toolbox entry as a whole tree, if it has one.
+    pub fn tool(&self, name: &str) -> Option<ToolSpec> {
+        self.tools.spec(name)
     }
 
     /// The ids of all rules, with their origin.
@@ -892,12 +899,20 @@ mod tests {
         let indexed: Vec<&str> = BUILTIN_RULES.iter().map(|(id, _, _)| *id).collect();
         assert_eq!(ids, indexed);
         let policy = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
-        let mut broken: Vec<String> = policy
-            .tools
-            .iter()
-            .filter_map(|(name, t)| t.get().err().map(|e| format!("{name}: {e}")))
-            .collect();
-        broken.sort();
+        // Every level of every entry compiles, globs included.
+        let mut broken: Vec<String> = Vec::new();
+        let mut levels = 0;
+        for name in policy.tools.names() {
+            match policy.tools.get(name) {
+                Some(Ok(t)) => match t.check_all(name) {
+                    Ok(n) => levels += n,
+                    Err(e) => broken.push(e),
+                },
+                Some(Err(e)) => broken.push(format!("{name}: {e}")),
+                None => broken.push(format!("{name}: listed but not found")),
+            }
+        }
+        assert!(levels >= BUILTIN_TOOLS.len() + BUILTIN_TOOL_LEVELS.len());
         assert!(
             broken.is_empty(),
             "toolbox entries that do not load:\n{}",
@@ -906,11 +921,13 @@ mod tests {
         let shown = PolicyFile::parse(&policy.to_toml(), "shown").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(toml::to_string(&shown).ok(), toml::to_string(&file).ok());
         for r in &policy.rules {
-            assert!(r.get().is_ok(), "rule {} does not load", r.id);
-        }
-        for (name, t) in &policy.tools {
-            if let Err(e) = t.get() {
-                panic!("toolbox entry {name} does not load: {e}");
+            match r.get() {
+                Ok((_, m)) => {
+                    if let Err(e) = m.check() {
+                        panic!("rule {}: {e}", r.id);
+                    }
+                }
+                Err(e) => panic!("rule {} does not load: {e}", r.id),
             }
         }
     }
@@ -931,7 +948,7 @@ mod tests {
                 if PSEUDO_PROGRAMS.contains(&p.as_str()) || p.contains(['*', '?']) {
                     continue;
                 }
-                if !policy.tools.contains_key(p.as_str()) {
+                if policy.tools.get(p).is_none() {
                     missing.push(format!("{p} (rule {})", spec.id));
                 }
             }
@@ -947,12 +964,15 @@ mod tests {
                 delegates(s, out);
             }
         }
-        for (name, t) in &policy.tools {
-            let Ok((spec, _)) = t.get() else { continue };
+        for name in policy.tools.names() {
+            let Some(spec) = policy.tools.spec(name) else {
+                missing.push(format!("{name} (its entry does not assemble)"));
+                continue;
+            };
             let mut d = Vec::new();
-            delegates(spec, &mut d);
+            delegates(&spec, &mut d);
             for n in d {
-                if !policy.tools.contains_key(n.as_str()) {
+                if policy.tools.get(&n).is_none() {
                     missing.push(format!("{n} (handed over to by {name})"));
                 }
             }

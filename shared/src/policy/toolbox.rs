@@ -15,6 +15,7 @@ use crate::context::{Context, normalize};
 use crate::shell::{Invocation, UNKNOWN, Word};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 /// One program's entry, as written in TOML (`[tool.NAME]`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -99,7 +100,7 @@ enum Kind {
     Number,
     Text,
     Enum(Vec<String>),
-    Match(Vec<Glob>),
+    Match(LazyGlobs),
     Read,
     Write,
     Url,
@@ -130,11 +131,10 @@ impl Kind {
             return Ok(Kind::Enum(list.split('|').map(str::to_string).collect()));
         }
         if let Some(list) = s.strip_prefix("match:") {
-            return list
-                .split('|')
-                .map(|g| Glob::new(g, false, false))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Kind::Match);
+            return Ok(Kind::Match(LazyGlobs {
+                text: list.to_string(),
+                globs: OnceLock::new(),
+            }));
         }
         if let Some(list) = s.strip_prefix("tool:") {
             return Ok(Kind::Tool(list.split('|').map(str::to_string).collect()));
@@ -162,6 +162,88 @@ impl Kind {
     }
 }
 
+/// The globs of a `match:` kind, compiled when a value is first checked
+/// against them (an entry can list hundreds; a command uses a few).
+#[derive(Debug, Clone)]
+struct LazyGlobs {
+    text: String,
+    globs: OnceLock<Result<Vec<Glob>, String>>,
+}
+
+impl LazyGlobs {
+    fn get(&self) -> Result<&[Glob], &str> {
+        self.globs
+            .get_or_init(|| {
+                self.text
+                    .split('|')
+                    .map(|g| Glob::new(g, false, false))
+                    .collect()
+            })
+            .as_deref()
+            .map_err(String::as_str)
+    }
+}
+
+/// A subcommand's level: compiled when a command first names it. Built-in
+/// levels are read from the build script's table by key; a user's are
+/// compiled when the policy loads.
+#[derive(Debug, Clone)]
+struct Child {
+    key: Option<String>,
+    cell: OnceLock<Result<Box<Tool>, String>>,
+}
+
+impl Child {
+    fn get(&self) -> Result<&Tool, &str> {
+        self.cell
+            .get_or_init(|| {
+                let key = self
+                    .key
+                    .as_deref()
+                    .ok_or("the subcommand was not compiled")?;
+                let json = builtin_level(key)
+                    .ok_or_else(|| format!("the built-in toolbox has no level `{key}`"))?;
+                let spec: ToolSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
+                Tool::compile(&spec, Some(key)).map(Box::new)
+            })
+            .as_deref()
+            .map_err(String::as_str)
+    }
+}
+
+/// A built-in level below the top by key (`git\u{1f}log`).
+fn builtin_level(key: &str) -> Option<&'static str> {
+    let table = super::BUILTIN_TOOL_LEVELS;
+    table
+        .binary_search_by(|(k, _)| (*k).cmp(key))
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// A built-in entry's top level by program name.
+pub(super) fn builtin_index(name: &str) -> Option<usize> {
+    super::BUILTIN_TOOLS
+        .binary_search_by(|(k, _)| (*k).cmp(name))
+        .ok()
+}
+
+/// A built-in entry as a whole tree, reassembled from its levels (for
+/// showing the policy and for layering a user's entry over it).
+pub(super) fn builtin_spec(name: &str) -> Result<ToolSpec, String> {
+    let i = builtin_index(name).ok_or_else(|| format!("no built-in entry `{name}`"))?;
+    assemble(name, super::BUILTIN_TOOLS[i].1)
+}
+
+fn assemble(key: &str, json: &str) -> Result<ToolSpec, String> {
+    let mut spec: ToolSpec = serde_json::from_str(json).map_err(|e| format!("{key}: {e}"))?;
+    for (name, child) in spec.sub.iter_mut() {
+        let k = format!("{key}\u{1f}{name}");
+        let json = builtin_level(&k).ok_or_else(|| format!("no level `{k}`"))?;
+        *child = assemble(&k, json)?;
+    }
+    Ok(spec)
+}
+
 /// An entry, compiled.
 #[derive(Debug, Clone)]
 pub(super) struct Tool {
@@ -177,13 +259,16 @@ pub(super) struct Tool {
     options_harmless: bool,
     subs: HashMap<String, usize>,
     sub_globs: Vec<(Glob, usize)>,
-    children: Vec<Tool>,
+    children: Vec<Child>,
     delegate: Option<String>,
     held: Option<String>,
 }
 
 impl Tool {
-    pub(super) fn compile(spec: &ToolSpec) -> Result<Tool, String> {
+    /// Compiles one level. With `key`, the level is built in and its
+    /// subcommands are stubs compiled on first use; without, the whole tree
+    /// is compiled now (a user's entry, whose errors must show at load).
+    pub(super) fn compile(spec: &ToolSpec, key: Option<&str>) -> Result<Tool, String> {
         let mut options = HashMap::new();
         for (name, kind) in &spec.options {
             if !name.starts_with('-') && !name.starts_with('+') {
@@ -217,7 +302,22 @@ impl Tool {
         let mut globbed: Vec<(String, usize)> = Vec::new();
         let mut children = Vec::new();
         for (name, child) in &spec.sub {
-            let c = Tool::compile(child).map_err(|e| format!("subcommand `{name}`: {e}"))?;
+            let c = match key {
+                Some(k) => Child {
+                    key: Some(format!("{k}\u{1f}{name}")),
+                    cell: OnceLock::new(),
+                },
+                None => {
+                    let t = Tool::compile(child, None)
+                        .map_err(|e| format!("subcommand `{name}`: {e}"))?;
+                    t.check_globs()
+                        .map_err(|e| format!("subcommand `{name}`: {e}"))?;
+                    Child {
+                        key: None,
+                        cell: OnceLock::from(Ok(Box::new(t))),
+                    }
+                }
+            };
             let idx = children.len();
             children.push(c);
             for n in std::iter::once(name).chain(&child.aliases) {
@@ -262,14 +362,42 @@ impl Tool {
         })
     }
 
-    fn sub(&self, word: &str) -> Option<&Tool> {
-        if let Some(&i) = self.subs.get(word) {
-            return self.children.get(i);
+    fn sub(&self, word: &str) -> Option<Result<&Tool, &str>> {
+        let i = match self.subs.get(word) {
+            Some(&i) => i,
+            None => self.sub_globs.iter().find(|(g, _)| g.matches(word))?.1,
+        };
+        self.children.get(i).map(Child::get)
+    }
+
+    /// Compiles the globs of every `match:` kind at this level (a user's
+    /// entry at load; the test suite for every built-in level).
+    pub(super) fn check_globs(&self) -> Result<(), String> {
+        let kinds = self.options.values().chain(&self.args);
+        for k in kinds {
+            let k = match k {
+                Kind::Optional(inner) => inner.as_ref(),
+                k => k,
+            };
+            if let Kind::Match(g) = k {
+                g.get().map_err(|e| format!("`match:{}`: {e}", g.text))?;
+            }
         }
-        self.sub_globs
-            .iter()
-            .find(|(g, _)| g.matches(word))
-            .and_then(|(_, i)| self.children.get(*i))
+        Ok(())
+    }
+
+    /// Compiles this level's subcommands and theirs, all the way down, and
+    /// checks every glob (the test suite's check of the built-in toolbox).
+    #[cfg(test)]
+    pub(super) fn check_all(&self, path: &str) -> Result<usize, String> {
+        self.check_globs().map_err(|e| format!("{path}: {e}"))?;
+        let mut n = 1;
+        for c in &self.children {
+            let t = c.get().map_err(|e| format!("{path}: {e}"))?;
+            let key = c.key.as_deref().unwrap_or(path).replace('\u{1f}', " ");
+            n += t.check_all(&key)?;
+        }
+        Ok(n)
     }
 
     /// Whether this level lists the option as taking a value in the next
@@ -557,6 +685,9 @@ fn check(kind: &Kind, w: &Word, inv: &Invocation, ctx: &Context) -> Result<(), U
         }
         Kind::Match(globs) => {
             literal("a value")?;
+            let globs = globs.get().map_err(|e| {
+                Unaccounted::new(t, format!("its toolbox entry could not be read ({e})"))
+            })?;
             if globs.iter().any(|g| g.matches(t)) {
                 Ok(())
             } else {
@@ -731,6 +862,9 @@ fn account_words(
         // A positional word: a subcommand first, where the entry has them.
         if positional == 0 && cur.has_subs() && !w.dynamic {
             if let Some(sub) = cur.sub(t) {
+                let sub = sub.map_err(|e| {
+                    Unaccounted::new(t, format!("its toolbox entry could not be read ({e})"))
+                })?;
                 if let Some(why) = &sub.held {
                     return Err(Unaccounted::new(t, why.clone()));
                 }
