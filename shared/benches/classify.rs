@@ -31,46 +31,29 @@ fn bench(c: &mut Criterion) {
         .filter(|c| c.origin.starts_with("18-everyday"))
         .map(|c| c.command)
         .collect();
-    let mut g = c.benchmark_group("corpus");
-    g.throughput(Throughput::Elements(cmds.len() as u64));
-    g.bench_function("classify", |b| {
-        b.iter(|| {
-            for cmd in &cmds {
-                black_box(policy.classify(black_box(cmd), &ctx));
-            }
-        })
-    });
-    g.bench_function("parse_only_baseline", |b| {
-        let opts = brush_parser::ParserOptions::default();
-        b.iter(|| {
-            for cmd in &cmds {
-                let mut p =
-                    brush_parser::Parser::new(std::io::BufReader::new(cmd.as_bytes()), &opts);
-                let _ = black_box(p.parse_program());
-            }
-        })
-    });
-    g.finish();
-    let mut g = c.benchmark_group("everyday");
-    g.throughput(Throughput::Elements(everyday.len().max(1) as u64));
-    g.bench_function("classify", |b| {
-        b.iter(|| {
-            for cmd in &everyday {
-                black_box(policy.classify(black_box(cmd), &ctx));
-            }
-        })
-    });
-    g.bench_function("parse_only_baseline", |b| {
-        let opts = brush_parser::ParserOptions::default();
-        b.iter(|| {
-            for cmd in &everyday {
-                let mut p =
-                    brush_parser::Parser::new(std::io::BufReader::new(cmd.as_bytes()), &opts);
-                let _ = black_box(p.parse_program());
-            }
-        })
-    });
-    g.finish();
+    for (set, lines) in [("corpus", &cmds), ("everyday", &everyday)] {
+        let mut g = c.benchmark_group(set);
+        g.throughput(Throughput::Elements(lines.len().max(1) as u64));
+        g.bench_function("classify", |b| {
+            b.iter(|| {
+                for cmd in lines {
+                    black_box(policy.classify(black_box(cmd), &ctx));
+                }
+            })
+        });
+        // The baseline in the same process: the shell parser alone.
+        g.bench_function("parse_only_baseline", |b| {
+            let opts = brush_parser::ParserOptions::default();
+            b.iter(|| {
+                for cmd in lines {
+                    let mut p =
+                        brush_parser::Parser::new(std::io::BufReader::new(cmd.as_bytes()), &opts);
+                    let _ = black_box(p.parse_program());
+                }
+            })
+        });
+        g.finish();
+    }
     c.bench_function("load_builtin_policy", |b| {
         b.iter(|| black_box(Policy::builtin()))
     });
