@@ -559,8 +559,17 @@ impl<'a> Analyzer<'a> {
             ast::ExtendedTestExpr::Not(a) | ast::ExtendedTestExpr::Parenthesized(a) => {
                 self.test_expr(a, scope, depth, via)
             }
-            ast::ExtendedTestExpr::UnaryTest(_, w) => {
-                self.word(&w.value, scope, depth, via);
+            ast::ExtendedTestExpr::UnaryTest(op, w) => {
+                let r = self.word(&w.value, scope, depth, via);
+                // `-v NAME` and `-R NAME` evaluate a subscript in the name.
+                if matches!(
+                    op,
+                    ast::UnaryPredicate::ShellVariableIsSetAndAssigned
+                        | ast::UnaryPredicate::ShellVariableIsSetAndNameRef
+                ) && r.text.contains('[')
+                {
+                    self.arithmetic(&r.text, scope, depth, via);
+                }
             }
             ast::ExtendedTestExpr::BinaryTest(op, a, b) => {
                 let arith = matches!(
@@ -582,6 +591,9 @@ impl<'a> Analyzer<'a> {
                             "arithmetic on a value the gate cannot see can run commands through array subscripts",
                             &w.value,
                         );
+                    } else if arith && r.text.contains(['[', '$', '`']) {
+                        // A quoted operand is still evaluated as arithmetic.
+                        self.arithmetic(&r.text, scope, depth, via);
                     }
                 }
             }
