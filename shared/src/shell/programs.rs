@@ -1728,6 +1728,24 @@ impl Analyzer<'_> {
             [] => "./{}".to_string(),
             _ => format!("{UNKNOWN}{{}}"),
         };
+        // With no test on names, the command runs on every file find
+        // reaches: the rules see it as reached through `find-every-file`.
+        const NARROWING: &[&str] = &[
+            "-name",
+            "-iname",
+            "-path",
+            "-ipath",
+            "-wholename",
+            "-iwholename",
+            "-regex",
+            "-iregex",
+            "-lname",
+            "-ilname",
+            "-samefile",
+            "-inum",
+        ];
+        let narrowed = args.iter().any(|a| NARROWING.contains(&a.text.as_str()));
+        let wrapper = if narrowed { "find" } else { "find-every-file" };
         let mut i = 0;
         let mut outer = inv.clone();
         outer.args.clear();
@@ -1754,7 +1772,7 @@ impl Analyzer<'_> {
                         inner.cwd = None;
                     }
                     let mut sub = scope.clone();
-                    self.rerun(inner, first, stdin, &mut sub, depth, "find");
+                    self.rerun(inner, first, stdin, &mut sub, depth, wrapper);
                 }
                 i = j + 1;
                 continue;
