@@ -17,14 +17,33 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-/// A directory under the target's temp dir (not a temp dir to the gate, so
-/// deletions there are reviewed), removed on drop.
+/// A directory that is not a temp dir to the gate, so deletions there are
+/// reviewed, removed on drop: under the target's temp dir, or, where the
+/// checkout itself lives in a temp dir (`/tmp/…`), under `~/.cache`.
 struct TempDir(PathBuf);
+
+/// Where fixtures go: never below a directory the gate treats as temp.
+fn fixture_base() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let mut temp: Vec<PathBuf> = ["/tmp", "/var/tmp", "/dev/shm"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    temp.extend(std::env::var_os("TMPDIR").map(PathBuf::from));
+    let in_temp = |p: &Path| temp.iter().any(|t| p.starts_with(t));
+    if !in_temp(&target) {
+        return target;
+    }
+    match std::env::var_os("HOME").map(PathBuf::from) {
+        Some(home) if !in_temp(&home) => home.join(".cache/holdpoint-test-fixtures"),
+        _ => target,
+    }
+}
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        let p = fixture_base().join(format!(
             "annotate-{name}-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
