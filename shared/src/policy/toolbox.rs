@@ -162,21 +162,125 @@ impl Kind {
     }
 }
 
-/// The globs of a `match:` kind, compiled when a value is first checked
-/// against them (an entry can list hundreds; a command uses a few).
+/// The alternatives of a `match:` kind, compiled when a value is first
+/// checked against them (an entry can list hundreds; a command uses a few).
 #[derive(Debug, Clone)]
 struct LazyGlobs {
     text: String,
-    globs: OnceLock<Result<Vec<Glob>, String>>,
+    globs: OnceLock<Result<Vec<Alternative>, String>>,
+}
+
+/// One alternative of a `match:` kind: a glob, or a word pattern.
+#[derive(Debug, Clone)]
+enum Alternative {
+    Glob(Glob),
+    Word(WordPattern),
+}
+
+impl Alternative {
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            Alternative::Glob(g) => g.matches(text),
+            Alternative::Word(w) => w.matches(text),
+        }
+    }
+}
+
+/// `word:ITEMS`: literal characters and `[…]` classes in order, the last
+/// item repeated any number of times (`word:[a-z][a-z0-9_-]` is a name of
+/// one or more characters). Globs cannot repeat a class; this can.
+#[derive(Debug, Clone)]
+struct WordPattern {
+    items: Vec<WordItem>,
+}
+
+#[derive(Debug, Clone)]
+enum WordItem {
+    Lit(char),
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl WordItem {
+    fn accepts(&self, c: char) -> bool {
+        match self {
+            WordItem::Lit(l) => *l == c,
+            WordItem::Class { negated, ranges } => {
+                ranges.iter().any(|(a, b)| (*a..=*b).contains(&c)) != *negated
+            }
+        }
+    }
+}
+
+impl WordPattern {
+    fn parse(text: &str) -> Result<WordPattern, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut items = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i] != '[' {
+                items.push(WordItem::Lit(chars[i]));
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            let negated = matches!(chars.get(j), Some('!') | Some('^'));
+            if negated {
+                j += 1;
+            }
+            let mut ranges = Vec::new();
+            let mut first = true;
+            while j < chars.len() && (chars[j] != ']' || first) {
+                let c = chars[j];
+                if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']') {
+                    ranges.push((c, chars[j + 2]));
+                    j += 3;
+                } else {
+                    ranges.push((c, c));
+                    j += 1;
+                }
+                first = false;
+            }
+            if j >= chars.len() {
+                return Err(format!("unclosed `[` in `word:{text}`"));
+            }
+            items.push(WordItem::Class { negated, ranges });
+            i = j + 1;
+        }
+        if items.is_empty() {
+            return Err("`word:` needs at least one item".into());
+        }
+        Ok(WordPattern { items })
+    }
+
+    fn matches(&self, text: &str) -> bool {
+        let (last, fixed) = match self.items.split_last() {
+            Some(x) => x,
+            None => return false,
+        };
+        let mut chars = text.chars();
+        for item in fixed {
+            match chars.next() {
+                Some(c) if item.accepts(c) => {}
+                _ => return false,
+            }
+        }
+        chars.all(|c| last.accepts(c))
+    }
 }
 
 impl LazyGlobs {
-    fn get(&self) -> Result<&[Glob], &str> {
+    fn get(&self) -> Result<&[Alternative], &str> {
         self.globs
             .get_or_init(|| {
                 self.text
                     .split('|')
-                    .map(|g| Glob::new(g, false, false))
+                    .map(|alt| match alt.strip_prefix("word:") {
+                        Some(w) => WordPattern::parse(w).map(Alternative::Word),
+                        None => Glob::new(alt, false, false).map(Alternative::Glob),
+                    })
                     .collect()
             })
             .as_deref()
@@ -1038,6 +1142,18 @@ mod tests {
         assert!(Kind::parse("tool:pytest|pip").is_ok());
         assert!(Kind::parse("?flag").is_err());
         assert!(Kind::parse("file").is_err());
+    }
+
+    #[test]
+    fn word_patterns_repeat_their_last_item() {
+        let w = WordPattern::parse("[a-z][a-z0-9_-]").unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.matches("a") && w.matches("build-all") && w.matches("x_1"));
+        assert!(!w.matches("") && !w.matches("-x") && !w.matches("a b") && !w.matches("a;b"));
+        let w = WordPattern::parse("PIC[0-9]").unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.matches("PIC") && w.matches("PIC12") && !w.matches("PIX") && !w.matches("PIC1a"));
+        let w = WordPattern::parse("[!$;]").unwrap_or_else(|e| panic!("{e}"));
+        assert!(w.matches("plain") && !w.matches("a$b"));
+        assert!(WordPattern::parse("[a-z").is_err());
     }
 
     #[test]
