@@ -75,6 +75,31 @@ enum Tok {
     },
 }
 
+/// A character class `[…]` starting at `chars[i]`: whether it is negated
+/// (`[!…]`, `[^…]`), its ranges, and the index after its `]`; `None` when it
+/// is not closed. A `]` right after the `[` is a member.
+pub(super) fn class_at(chars: &[char], i: usize) -> Option<(bool, Vec<(char, char)>, usize)> {
+    let mut j = i + 1;
+    let negated = matches!(chars.get(j), Some('!') | Some('^'));
+    if negated {
+        j += 1;
+    }
+    let mut items = Vec::new();
+    let mut first = true;
+    while j < chars.len() && (chars[j] != ']' || first) {
+        let c = chars[j];
+        if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']') {
+            items.push((c, chars[j + 2]));
+            j += 3;
+        } else {
+            items.push((c, c));
+            j += 1;
+        }
+        first = false;
+    }
+    (j < chars.len()).then_some((negated, items, j + 1))
+}
+
 impl Glob {
     /// Compiles a pattern. `path` makes `*` stop at `/`; `nocase` compares
     /// case-insensitively.
@@ -103,31 +128,10 @@ impl Glob {
                     i += 1;
                 }
                 '[' => {
-                    let mut j = i + 1;
-                    let negated = matches!(chars.get(j), Some('!') | Some('^'));
-                    if negated {
-                        j += 1;
-                    }
-                    let mut items = Vec::new();
-                    let mut first = true;
-                    while j < chars.len() && (chars[j] != ']' || first) {
-                        let c = chars[j];
-                        if chars.get(j + 1) == Some(&'-')
-                            && chars.get(j + 2).is_some_and(|&e| e != ']')
-                        {
-                            items.push((c, chars[j + 2]));
-                            j += 3;
-                        } else {
-                            items.push((c, c));
-                            j += 1;
-                        }
-                        first = false;
-                    }
-                    if j >= chars.len() {
-                        return Err(format!("unclosed `[` in glob `{pattern}`"));
-                    }
+                    let (negated, items, next) = class_at(&chars, i)
+                        .ok_or_else(|| format!("unclosed `[` in glob `{pattern}`"))?;
                     tokens.push(Tok::Class { negated, items });
-                    i = j + 1;
+                    i = next;
                 }
                 '\\' if i + 1 < chars.len() => {
                     tokens.push(Tok::Lit(chars[i + 1]));

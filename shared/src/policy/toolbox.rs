@@ -225,29 +225,10 @@ impl WordPattern {
                 i += 1;
                 continue;
             }
-            let mut j = i + 1;
-            let negated = matches!(chars.get(j), Some('!') | Some('^'));
-            if negated {
-                j += 1;
-            }
-            let mut ranges = Vec::new();
-            let mut first = true;
-            while j < chars.len() && (chars[j] != ']' || first) {
-                let c = chars[j];
-                if chars.get(j + 1) == Some(&'-') && chars.get(j + 2).is_some_and(|&e| e != ']') {
-                    ranges.push((c, chars[j + 2]));
-                    j += 3;
-                } else {
-                    ranges.push((c, c));
-                    j += 1;
-                }
-                first = false;
-            }
-            if j >= chars.len() {
-                return Err(format!("unclosed `[` in `word:{text}`"));
-            }
+            let (negated, ranges, next) = super::glob::class_at(&chars, i)
+                .ok_or_else(|| format!("unclosed `[` in `word:{text}`"))?;
             items.push(WordItem::Class { negated, ranges });
-            i = j + 1;
+            i = next;
         }
         if items.is_empty() {
             return Err("`word:` needs at least one item".into());
