@@ -75,10 +75,15 @@ enum Tok {
     },
 }
 
-/// A character class `[…]` starting at `chars[i]`: whether it is negated
-/// (`[!…]`, `[^…]`), its ranges, and the index after its `]`; `None` when it
-/// is not closed. A `]` right after the `[` is a member.
-pub(super) fn class_at(chars: &[char], i: usize) -> Option<(bool, Vec<(char, char)>, usize)> {
+/// A character class `[…]`: negated (`[!…]`, `[^…]`) or not, and its ranges.
+pub(super) struct Class {
+    pub(super) negated: bool,
+    pub(super) ranges: Vec<(char, char)>,
+}
+
+/// The class starting at `chars[i]` and the index after its `]`; `None`
+/// when it is not closed. A `]` right after the `[` is a member.
+pub(super) fn class_at(chars: &[char], i: usize) -> Option<(Class, usize)> {
     let mut j = i + 1;
     let negated = matches!(chars.get(j), Some('!') | Some('^'));
     if negated {
@@ -97,7 +102,13 @@ pub(super) fn class_at(chars: &[char], i: usize) -> Option<(bool, Vec<(char, cha
         }
         first = false;
     }
-    (j < chars.len()).then_some((negated, items, j + 1))
+    (j < chars.len()).then_some((
+        Class {
+            negated,
+            ranges: items,
+        },
+        j + 1,
+    ))
 }
 
 impl Glob {
@@ -128,9 +139,12 @@ impl Glob {
                     i += 1;
                 }
                 '[' => {
-                    let (negated, items, next) = class_at(&chars, i)
+                    let (class, next) = class_at(&chars, i)
                         .ok_or_else(|| format!("unclosed `[` in glob `{pattern}`"))?;
-                    tokens.push(Tok::Class { negated, items });
+                    tokens.push(Tok::Class {
+                        negated: class.negated,
+                        items: class.ranges,
+                    });
                     i = next;
                 }
                 '\\' if i + 1 < chars.len() => {

@@ -225,9 +225,12 @@ impl WordPattern {
                 i += 1;
                 continue;
             }
-            let (negated, ranges, next) = super::glob::class_at(&chars, i)
+            let (class, next) = super::glob::class_at(&chars, i)
                 .ok_or_else(|| format!("unclosed `[` in `word:{text}`"))?;
-            items.push(WordItem::Class { negated, ranges });
+            items.push(WordItem::Class {
+                negated: class.negated,
+                ranges: class.ranges,
+            });
             i = next;
         }
         if items.is_empty() {
