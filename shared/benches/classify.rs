@@ -60,14 +60,7 @@ fn bench(c: &mut Criterion) {
     // What one runner process pays: load the policy and classify one
     // command, compiling the rules and toolbox entries it needs on first use.
     let mut g = c.benchmark_group("cold");
-    for cmd in [
-        "ls -la",
-        "git status --short",
-        "cargo build --release",
-        "npm test",
-        "make -j4 test",
-        "kubectl get pods -n prod",
-    ] {
+    for &cmd in support::COLD_COMMANDS {
         g.bench_function(cmd, |b| {
             b.iter(|| {
                 let p = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));

@@ -8,19 +8,13 @@
 //! valgrind --tool=callgrind target/release/deps/classify_once-* 'git status --short'
 //! ```
 //!
-//! With no command it classifies each of the cold set below, in a fresh
+//! With no command it classifies each of the kit's `COLD_COMMANDS`, in a fresh
 //! policy each, and prints their verdicts.
 
 use holdpoint_shared::{Context, Policy};
 
-const COLD: &[&str] = &[
-    "ls -la",
-    "git status --short",
-    "cargo build --release",
-    "npm test",
-    "make -j4 test",
-    "kubectl get pods -n prod",
-];
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn main() {
     let ctx = Context::fixed();
@@ -29,7 +23,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let lines: Vec<&str> = if given.is_empty() {
-        COLD.to_vec()
+        support::COLD_COMMANDS.to_vec()
     } else {
         given.iter().map(String::as_str).collect()
     };

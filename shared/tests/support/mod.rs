@@ -123,3 +123,16 @@ pub fn notes_dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
     d.join("policy-corpus.tsv").is_file().then_some(d)
 }
+
+/// Commands whose first classification in a fresh process the benches
+/// measure: a plain read, git, and the build and cluster tools agents run
+/// most (`benches/classify.rs` times them, `benches/classify_once.rs`
+/// counts their instructions).
+pub const COLD_COMMANDS: &[&str] = &[
+    "ls -la",
+    "git status --short",
+    "cargo build --release",
+    "npm test",
+    "make -j4 test",
+    "kubectl get pods -n prod",
+];
