@@ -8,13 +8,16 @@
 //! valgrind --tool=callgrind target/release/deps/classify_once-* 'git status --short'
 //! ```
 //!
-//! With no command it classifies each of the kit's `COLD_COMMANDS`, in a fresh
-//! policy each, and prints their verdicts.
-
-use holdpoint_shared::{Context, Policy};
+//! With no command it classifies each of the kit's `COLD_COMMANDS`, in a
+//! fresh policy each, and prints their verdicts. `@FILE` classifies every
+//! line of FILE with one policy, `REPS` times (environment variable
+//! `CLASSIFY_ONCE_REPS`, default 1): the count for 3 minus the count for 1,
+//! halved, is what the warm classifications cost.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use holdpoint_shared::{Context, Decision, Policy};
 
 fn main() {
     let ctx = Context::fixed();
@@ -22,6 +25,22 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    if let Some(file) = given.first().and_then(|a| a.strip_prefix('@')) {
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let reps: usize = std::env::var("CLASSIFY_ONCE_REPS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
+        let policy = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
+        let mut allowed = 0usize;
+        for _ in 0..reps {
+            for line in text.lines() {
+                allowed += usize::from(policy.classify(line, &ctx).decision == Decision::Allow);
+            }
+        }
+        println!("{allowed} allowed");
+        return;
+    }
     let lines: Vec<&str> = if given.is_empty() {
         support::COLD_COMMANDS.to_vec()
     } else {
