@@ -2,10 +2,10 @@
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use holdpoint_bot::audit::{self, Format};
 use holdpoint_bot::config::{Config, LogFormat};
+use holdpoint_bot::core::ExportFormat as Format;
 use holdpoint_bot::time::{human_duration, now_ms, parse_since, rfc3339};
-use holdpoint_bot::{Bot, Decided, Reviewer, StoredRequest, db};
+use holdpoint_bot::{Bot, Decided, Intent, Realm, Reviewer, StoredRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -135,8 +135,7 @@ fn main() -> ExitCode {
 }
 
 async fn open(config: Config) -> Result<Arc<Bot>> {
-    let db = db::open_and_migrate(&config.database_url).await?;
-    Ok(Arc::new(Bot::new(db, config)))
+    Ok(Arc::new(Bot::open(config).await?))
 }
 
 fn cli_reviewer() -> Reviewer {
@@ -145,9 +144,7 @@ fn cli_reviewer() -> Reviewer {
         .filter(|u| !u.is_empty())
         .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "unknown".into());
-    Reviewer {
-        id: format!("cli:{user}"),
-    }
+    Reviewer::new(Realm::Cli, user)
 }
 
 async fn resolve(bot: &Bot, id: &str) -> Result<String> {
@@ -180,7 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             holdpoint_bot::server::serve(bot).await?;
         }
         Command::Migrate => {
-            db::open_and_migrate(&config.database_url).await?;
+            Bot::migrate(&config).await?;
             println!("migrations applied to {}", config.database_display());
         }
         Command::Runner { action } => {
@@ -192,7 +189,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     println!("{token}");
                     eprintln!(
                         "On the runner's machine:\n  export HOLDPOINT_URL={}\n  export HOLDPOINT_TOKEN={token}",
-                        bot.config.base_url()
+                        bot.config().base_url()
                     );
                 }
                 RunnerAction::List => {
@@ -256,21 +253,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approve { id, reason } => {
             let bot = open(config).await?;
             let id = resolve(&bot, &id).await?;
-            return report(bot.decide(&id, true, &cli_reviewer(), reason, None).await?);
+            let intent = Intent::Approve { reason };
+            return report(bot.decide(&cli_reviewer(), &id, None, intent).await?);
         }
         Command::Deny { id, reason } => {
             let bot = open(config).await?;
             let id = resolve(&bot, &id).await?;
-            return report(
-                bot.decide(&id, false, &cli_reviewer(), Some(reason), None)
-                    .await?,
-            );
+            let intent = Intent::Deny {
+                reason: Some(reason),
+            };
+            return report(bot.decide(&cli_reviewer(), &id, None, intent).await?);
         }
         Command::Audit { action } => {
             let bot = open(config).await?;
             match action {
                 AuditAction::Verify => {
-                    let v = audit::verify(&bot.db).await?;
+                    let v = bot.verify_audit().await?;
                     match v.broken {
                         None => println!(
                             "ok: {} rows, the hash chain is unbroken (head {})",
@@ -288,7 +286,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         None => i64::MIN,
                     };
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    let n = audit::export(&bot.db, since, format, &mut out).await?;
+                    let n = bot.export_audit(since, format, &mut out).await?;
                     std::io::Write::flush(&mut out).context("writing the export")?;
                     eprintln!("{n} rows");
                 }
@@ -296,7 +294,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::LoginLink { name } => {
             let bot = open(config).await?;
-            let base = bot.config.base_url();
+            let base = bot.config().base_url();
             println!(
                 "{}",
                 holdpoint_bot::web::login_link(&bot, &base, &name).await?
@@ -319,6 +317,18 @@ fn one_line(s: &str) -> String {
     out
 }
 
+/// A refusal as the command line says it.
+fn refusal(r: &holdpoint_bot::Refusal) -> &'static str {
+    use holdpoint_bot::Refusal as R;
+    match r {
+        R::OwnRequest => "you asked for this command to run, so someone else must approve it",
+        R::CommandChanged => "the command changed since it was shown",
+        R::NotAReviewer => "not one of the reviewers",
+        R::DirectoryUnavailable => "the reviewer list could not be checked; nothing was decided",
+        R::OtherRunner => "another runner submitted this request",
+    }
+}
+
 fn report(d: Decided) -> Result<ExitCode> {
     match d {
         Decided::Won(d) => {
@@ -336,7 +346,7 @@ fn report(d: Decided) -> Result<ExitCode> {
             Ok(ExitCode::from(3))
         }
         Decided::Refused(why) => {
-            println!("refused: {why}");
+            println!("refused: {}", refusal(&why));
             Ok(ExitCode::from(4))
         }
         Decided::NotFound => {

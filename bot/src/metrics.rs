@@ -27,14 +27,18 @@ pub struct Metrics {
     bad_frames: AtomicU64,
     /// Connections refused for a bad or revoked token.
     auth_failures: AtomicU64,
-    /// Slack calls that failed after their retries, by kind.
-    slack_failures: [AtomicU64; SLACK_FAILURES.len()],
+    /// Chat calls that failed after their retries, by adapter and kind.
+    chat_failures: [[AtomicU64; CHAT_FAILURES.len()]; CHAT_ADAPTERS.len()],
     /// Slack interactions refused: bad signature, stale or replayed.
     slack_refused: AtomicU64,
 }
 
-/// The kinds of Slack failure counted.
-const SLACK_FAILURES: [&str; 7] = [
+/// The chat adapters whose failures are counted, each as
+/// `holdpoint_<adapter>_failures_total{kind=…}`.
+pub const CHAT_ADAPTERS: [&str; 1] = ["slack"];
+
+/// The kinds of chat failure counted.
+const CHAT_FAILURES: [&str; 7] = [
     "post",
     "update",
     "thread",
@@ -101,11 +105,14 @@ impl Metrics {
         self.auth_failures.fetch_add(1, Relaxed);
     }
 
-    /// A Slack call of this kind (`post`, `update`, `thread`, `ephemeral`,
-    /// `modal`, `usergroups`, `socket`) failed for good.
-    pub fn slack_failure(&self, kind: &str) {
-        if let Some(i) = SLACK_FAILURES.iter().position(|k| *k == kind) {
-            self.slack_failures[i].fetch_add(1, Relaxed);
+    /// A call of this kind (`post`, `update`, `thread`, `ephemeral`,
+    /// `modal`, `usergroups`, `socket`) by chat adapter `adapter` failed for
+    /// good.
+    pub fn chat_failure(&self, adapter: &str, kind: &str) {
+        if let Some(a) = CHAT_ADAPTERS.iter().position(|k| *k == adapter)
+            && let Some(i) = CHAT_FAILURES.iter().position(|k| *k == kind)
+        {
+            self.chat_failures[a][i].fetch_add(1, Relaxed);
         }
     }
 
@@ -179,16 +186,18 @@ impl Metrics {
             "# HELP holdpoint_auth_failures_total Runner connections refused for a bad or revoked token.\n# TYPE holdpoint_auth_failures_total counter\nholdpoint_auth_failures_total {}",
             self.auth_failures.load(Relaxed)
         );
-        let _ = writeln!(
-            o,
-            "# HELP holdpoint_slack_failures_total Slack calls that failed after retries, by kind.\n# TYPE holdpoint_slack_failures_total counter"
-        );
-        for (i, k) in SLACK_FAILURES.iter().enumerate() {
+        for (a, adapter) in CHAT_ADAPTERS.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "holdpoint_slack_failures_total{{kind=\"{k}\"}} {}",
-                self.slack_failures[i].load(Relaxed)
+                "# HELP holdpoint_{adapter}_failures_total {adapter} calls that failed after retries, by kind.\n# TYPE holdpoint_{adapter}_failures_total counter"
             );
+            for (i, k) in CHAT_FAILURES.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "holdpoint_{adapter}_failures_total{{kind=\"{k}\"}} {}",
+                    self.chat_failures[a][i].load(Relaxed)
+                );
+            }
         }
         let _ = writeln!(
             o,

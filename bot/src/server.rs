@@ -1,7 +1,7 @@
-//! The HTTP server: routes, the background sweep (expiry, decisions made by
-//! other processes, revocations), start-up and graceful shutdown.
+//! The HTTP server: routes, the change feed's reader, the background sweep
+//! (expiry, revocations), start-up and graceful shutdown.
 
-use crate::state::Bot;
+use crate::core::Bot;
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::extract::State;
@@ -27,7 +27,7 @@ pub fn router(bot: Arc<Bot>) -> Router {
 }
 
 async fn readyz(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
-    match bot.db.ping().await {
+    match bot.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -44,8 +44,8 @@ async fn metrics(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
         Err(_) => -1,
     };
     let body = bot
-        .metrics
-        .render(pending.max(0) as u64, bot.hub.connections());
+        .metrics()
+        .render(pending.max(0) as u64, bot.connections());
     (
         [(
             header::CONTENT_TYPE,
@@ -55,29 +55,17 @@ async fn metrics(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
     )
 }
 
-/// The background sweep. Failures are logged (at most once a minute per
-/// kind) and retried on the next tick; none of them lets a command run.
+/// The background sweep: expiry, revocations, old feed rows. Failures are
+/// logged (at most once a minute) and retried on the next tick; none of
+/// them lets a command run. Decisions made by other processes come through
+/// the change feed ([`Bot::run_feed`]), not from here.
 pub async fn sweep(bot: Arc<Bot>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error = std::time::Instant::now() - Duration::from_secs(120);
     loop {
         tick.tick().await;
-        let mut errors = Vec::new();
-        if let Err(e) = bot.expire_due().await {
-            errors.push(format!("expiring requests: {e}"));
-        }
-        if let Err(e) = bot.relay_foreign().await {
-            errors.push(format!("relaying decisions: {e}"));
-        }
-        match bot.revoked_but_connected().await {
-            Ok(names) if !names.is_empty() => {
-                bot.hub
-                    .close_runners(&names, close::REVOKED, "this runner's token was revoked");
-            }
-            Ok(_) => {}
-            Err(e) => errors.push(format!("checking revocations: {e}")),
-        }
+        let errors = bot.sweep_once().await;
         if !errors.is_empty() && last_error.elapsed() > Duration::from_secs(60) {
             last_error = std::time::Instant::now();
             tracing::error!("sweep failed: {}", errors.join("; "));
@@ -87,9 +75,9 @@ pub async fn sweep(bot: Arc<Bot>) {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(bot: Arc<Bot>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(bot.config.listen)
+    let listener = tokio::net::TcpListener::bind(bot.config().listen)
         .await
-        .with_context(|| format!("cannot listen on {}", bot.config.listen))?;
+        .with_context(|| format!("cannot listen on {}", bot.config().listen))?;
     let addr = listener.local_addr()?;
     // Decisions are small frames that must leave at once, not wait for the
     // runner's delayed acknowledgement of the previous frame (Nagle).
@@ -102,9 +90,10 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
     tracing::info!(
         "holdpoint-bot {} listening on http://{addr} (database: {})",
         env!("CARGO_PKG_VERSION"),
-        bot.config.database_display()
+        bot.config().database_display()
     );
     crate::welcome::print(&bot, addr).await?;
+    let feed = tokio::spawn(bot.clone().run_feed());
     let sweeper = tokio::spawn(sweep(bot.clone()));
     let mut app = router(bot.clone());
     if let Some(slack) = crate::slack::start(&bot).context("cannot start Slack")? {
@@ -115,13 +104,12 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
-            shutdown_bot
-                .hub
-                .close_all(close::GOING_AWAY, "the bot is restarting");
+            shutdown_bot.close_all(close::GOING_AWAY, "the bot is restarting");
         })
         .await
         .context("the server stopped")?;
     sweeper.abort();
+    feed.abort();
     Ok(())
 }
 

@@ -3,19 +3,19 @@
 //! registers one named `local` and writes its settings to a file only the
 //! owner can read, so the quick start needs no extra step.
 
-use crate::state::Bot;
+use crate::core::Bot;
 use anyhow::{Context as _, Result};
 use std::io::Write;
 use std::net::SocketAddr;
 
 /// The file holding the `local` runner's environment.
 pub fn local_env_path(bot: &Bot) -> std::path::PathBuf {
-    bot.config.data_dir.join("runner-local.env")
+    bot.config().data_dir.join("runner-local.env")
 }
 
 pub async fn print(bot: &Bot, addr: SocketAddr) -> Result<()> {
     let base = bot
-        .config
+        .config()
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));

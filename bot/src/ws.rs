@@ -6,11 +6,7 @@
 //! a reason (see [`holdpoint_shared::protocol::close`]); it never takes the
 //! bot down and never changes a request.
 
-use crate::audit::NewEvent;
-use crate::hub::Outbound;
-use crate::lifecycle::{Decided, Submitted};
-use crate::runners::Auth;
-use crate::state::Bot;
+use crate::core::{Auth, Bot, ConnId, Decided, NewEvent, Outbound, Refusal, Submitted};
 use crate::time::now_ms;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -43,7 +39,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(token) = bearer(&headers) else {
-        bot.metrics.auth_failure();
+        bot.metrics().auth_failure();
         return (
             StatusCode::UNAUTHORIZED,
             "missing `Authorization: Bearer TOKEN`: make one with `holdpoint-bot runner add NAME`\n",
@@ -53,7 +49,7 @@ pub async fn upgrade(
     let runner = match bot.authenticate(token).await {
         Ok(Auth::Runner(name)) => name,
         Ok(Auth::Revoked(name)) => {
-            bot.metrics.auth_failure();
+            bot.metrics().auth_failure();
             tracing::warn!(runner = name, "refused a revoked token");
             return (
                 StatusCode::UNAUTHORIZED,
@@ -62,7 +58,7 @@ pub async fn upgrade(
                 .into_response();
         }
         Ok(Auth::Unknown) => {
-            bot.metrics.auth_failure();
+            bot.metrics().auth_failure();
             tracing::warn!("refused an unknown runner token");
             return (StatusCode::UNAUTHORIZED, "unknown runner token\n").into_response();
         }
@@ -115,7 +111,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
     let first = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => t,
         Ok(Some(Ok(_))) => {
-            bot.metrics.bad_frame();
+            bot.metrics().bad_frame();
             return close_with(
                 &mut socket,
                 close::OUT_OF_ORDER,
@@ -131,14 +127,14 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
     match RunnerMessage::decode(&first) {
         Ok(RunnerMessage::Hello { protocol: v, .. }) if v == PROTOCOL_VERSION => {}
         Ok(RunnerMessage::Hello { protocol: v, .. }) => {
-            bot.metrics.bad_frame();
+            bot.metrics().bad_frame();
             let why = format!(
                 "unsupported protocol version {v}; this bot speaks {PROTOCOL_VERSION}: upgrade the older side"
             );
             return close_with(&mut socket, close::UNSUPPORTED_VERSION, &why).await;
         }
         Ok(_) => {
-            bot.metrics.bad_frame();
+            bot.metrics().bad_frame();
             return close_with(
                 &mut socket,
                 close::OUT_OF_ORDER,
@@ -147,7 +143,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
             .await;
         }
         Err(e) => {
-            bot.metrics.bad_frame();
+            bot.metrics().bad_frame();
             return close_with(&mut socket, close::BAD_MESSAGE, &e.to_string()).await;
         }
     }
@@ -165,8 +161,8 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let conn = bot.hub.register(&runner, tx);
-    tracing::debug!(runner, conn, "runner connected");
+    let conn = bot.connect(&runner, tx);
+    tracing::debug!(runner, conn = %conn, "runner connected");
     // Only what the runner sends keeps the connection alive.
     let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
@@ -179,7 +175,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
                     Ok(Some(Err(e))) => {
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-                            bot.metrics.bad_frame();
+                            bot.metrics().bad_frame();
                             Step::Close(close::TOO_LARGE, format!("frame larger than {MAX_FRAME_BYTES} bytes"))
                         } else {
                             break;
@@ -187,7 +183,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
                     }
                     Ok(Some(Ok(Message::Text(t)))) => handle(&bot, &runner, conn, &mut socket, &t).await,
                     Ok(Some(Ok(Message::Binary(_)))) => {
-                        bot.metrics.bad_frame();
+                        bot.metrics().bad_frame();
                         Step::Close(close::BAD_MESSAGE, "binary frames are not part of the protocol".into())
                     }
                     Ok(Some(Ok(Message::Close(_)))) => break,
@@ -212,21 +208,21 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
             }
         }
     }
-    bot.hub.unregister(conn);
-    tracing::debug!(runner, conn, "runner disconnected");
+    bot.disconnect(conn);
+    tracing::debug!(runner, conn = %conn, "runner disconnected");
 }
 
-async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text: &str) -> Step {
+async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, text: &str) -> Step {
     let msg = match RunnerMessage::decode(text) {
         Ok(m) => m,
         Err(e) => {
-            bot.metrics.bad_frame();
+            bot.metrics().bad_frame();
             return Step::Close(close::BAD_MESSAGE, e.to_string());
         }
     };
     let reply = match msg {
         RunnerMessage::Hello { .. } => {
-            bot.metrics.bad_frame();
+            bot.metrics().bad_frame();
             return Step::Close(close::OUT_OF_ORDER, "hello was already said".into());
         }
         RunnerMessage::Ping { nonce } => BotMessage::Pong { nonce },
@@ -247,19 +243,15 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
                         .await;
                 }
             }
-            // Wait first, so a decision made the instant after the insert
-            // finds this connection.
-            let previous = bot.hub.wait(&request.id, conn);
-            match bot.submit(runner, &request).await {
+            match bot.submit_on(conn, runner, &request).await {
                 Ok(Submitted::Pending { expires_at }) => BotMessage::Pending {
                     request_id: request.id.clone(),
                     expires_at,
                     server_time: now_ms(),
-                    review_url: Some(format!("{}/#{}", bot.config.base_url(), request.id)),
+                    review_url: Some(format!("{}/#{}", bot.config().base_url(), request.id)),
                 },
                 Ok(Submitted::Decided(d)) => BotMessage::Decision(d),
                 Err(e) => {
-                    bot.hub.restore(&request.id, previous);
                     tracing::warn!(runner, request = request.id, "refused a submission: {e}");
                     BotMessage::Rejected {
                         request_id: request.id.clone(),
@@ -272,7 +264,7 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
             Ok(Decided::Won(d) | Decided::Already(d)) => BotMessage::Decision(d),
             Ok(Decided::Refused(why)) => BotMessage::Rejected {
                 request_id,
-                reason: why,
+                reason: refusal(&why).into(),
             },
             Ok(Decided::NotFound) => BotMessage::Rejected {
                 request_id,
@@ -291,14 +283,14 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
         }
         RunnerMessage::Audit { events } => {
             if events.len() > MAX_AUDIT_BATCH {
-                bot.metrics.bad_frame();
+                bot.metrics().bad_frame();
                 return Step::Close(
                     close::BAD_MESSAGE,
                     format!("more than {MAX_AUDIT_BATCH} audit events in one batch"),
                 );
             }
             if let Some(bad) = events.iter().find(|e| !protocol::is_hex(&e.id, 32)) {
-                bot.metrics.bad_frame();
+                bot.metrics().bad_frame();
                 return Step::Close(
                     close::BAD_MESSAGE,
                     format!("audit event id {:?} is not 32 hex digits", reason(&bad.id)),
@@ -319,7 +311,7 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
                 Ok(fresh) => {
                     for (e, new) in events.iter().zip(fresh) {
                         if new {
-                            bot.metrics.command(e.decision);
+                            bot.metrics().command(e.decision);
                         }
                     }
                     BotMessage::AuditAck {
@@ -338,6 +330,16 @@ async fn handle(bot: &Bot, runner: &str, conn: u64, socket: &mut WebSocket, text
         Step::Continue
     } else {
         Step::Close(close::GOING_AWAY, "write failed".into())
+    }
+}
+
+/// A refusal as a runner reads it in a `rejected` frame.
+fn refusal(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::OtherRunner => "another runner submitted this request",
+        Refusal::OwnRequest => "the requester cannot approve their own request",
+        Refusal::CommandChanged => "the command hash does not match",
+        Refusal::NotAReviewer | Refusal::DirectoryUnavailable => "a runner cannot decide",
     }
 }
 

@@ -1,14 +1,19 @@
 //! The request lifecycle and the audit chain, in process, on a real SQLite
 //! file: first decision wins under contention, deadlines hold, the requester
-//! cannot approve their own request, and a tampered audit row is found.
+//! cannot approve their own request, a tampered audit row is found, a
+//! transition whose audit row cannot be written neither happens nor reaches
+//! the runner, and a decision made by another process reaches the runner
+//! through the change feed.
 
 use holdpoint_bot::config::{Config, Expiry};
-use holdpoint_bot::{Bot, Decided, Reviewer, Submitted, audit, db};
-use holdpoint_shared::protocol::{ReviewRequest, Status};
+use holdpoint_bot::core::{Clock, ManualClock, Outbound};
+use holdpoint_bot::{Bot, Decided, Intent, Refusal, Reviewer, Submitted};
+use holdpoint_shared::protocol::{BotMessage, ReviewRequest, Status};
 use holdpoint_shared::{Context, Policy};
 use sea_orm::ConnectionTrait;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 fn hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -18,9 +23,26 @@ fn hex(bytes: usize) -> String {
 
 async fn bot(expiry: Duration) -> (Arc<Bot>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", hex(6)));
-    let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
-    let db = db::open_and_migrate(&url).await.expect("database");
-    std::fs::create_dir_all(&dir).expect("dir");
+    let config = config_in(&dir, expiry);
+    let bot = Bot::open(config).await.expect("database");
+    (Arc::new(bot), dir)
+}
+
+fn url_in(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("t.db").display())
+}
+
+/// The database file itself, as someone with access to it (not the bot)
+/// sees it.
+async fn raw(dir: &std::path::Path) -> sea_orm::DatabaseConnection {
+    sea_orm::Database::connect(url_in(dir))
+        .await
+        .expect("raw connection")
+}
+
+fn config_in(dir: &std::path::Path, expiry: Duration) -> Config {
+    let url = url_in(dir);
+    std::fs::create_dir_all(dir).expect("dir");
     let file = dir.join("bot.toml");
     std::fs::write(
         &file,
@@ -34,7 +56,7 @@ async fn bot(expiry: Duration) -> (Arc<Bot>, std::path::PathBuf) {
     .expect("config");
     let config = Config::load(Some(&file)).expect("config loads");
     assert_eq!(config.expiry, Expiry::uniform(expiry));
-    (Arc::new(Bot::new(db, config)), dir)
+    config
 }
 
 fn request(requested_by: Option<&str>) -> ReviewRequest {
@@ -56,7 +78,24 @@ fn request(requested_by: Option<&str>) -> ReviewRequest {
 }
 
 fn reviewer(id: &str) -> Reviewer {
-    Reviewer { id: id.into() }
+    Reviewer::parse(id).expect("a reviewer")
+}
+
+/// Approves or denies, as the doors do.
+async fn decide(
+    bot: &Bot,
+    id: &str,
+    approve: bool,
+    who: &Reviewer,
+    reason: Option<String>,
+    hash: Option<&str>,
+) -> Result<Decided, holdpoint_bot::core::LifecycleError> {
+    let intent = if approve {
+        Intent::Approve { reason }
+    } else {
+        Intent::Deny { reason }
+    };
+    bot.decide(who, id, hash, intent).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +110,16 @@ async fn twenty_concurrent_decisions_have_exactly_one_winner() {
     for i in 0..20 {
         let (bot, id) = (bot.clone(), req.id.clone());
         tasks.push(tokio::spawn(async move {
-            bot.decide(&id, i % 2 == 0, &reviewer(&format!("web:r{i}")), None, None)
-                .await
-                .expect("decide")
+            decide(
+                &bot,
+                &id,
+                i % 2 == 0,
+                &reviewer(&format!("web:r{i}")),
+                None,
+                None,
+            )
+            .await
+            .expect("decide")
         }));
     }
     let mut won = Vec::new();
@@ -96,7 +142,7 @@ async fn twenty_concurrent_decisions_have_exactly_one_winner() {
     let stored = bot.get(&req.id).await.expect("get").expect("stored");
     assert_eq!(stored.status, won[0].status);
     // One decision event in the audit log, and the chain holds.
-    let v = audit::verify(&bot.db).await.expect("verify");
+    let v = bot.verify_audit().await.expect("verify");
     assert!(v.broken.is_none());
     assert_eq!(v.rows, 2, "submitted + one decision");
     let _ = std::fs::remove_dir_all(dir);
@@ -109,8 +155,7 @@ async fn a_decision_after_the_deadline_does_not_count() {
     bot.submit("local", &req).await.expect("submit");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The sweep has not run (no server here): the decision itself notices.
-    match bot
-        .decide(&req.id, true, &reviewer("web:late"), None, None)
+    match decide(&bot, &req.id, true, &reviewer("web:late"), None, None)
         .await
         .expect("decide")
     {
@@ -128,12 +173,11 @@ async fn the_requester_cannot_approve_their_own_request_but_can_deny_it() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     let req = request(Some("slack:U0AGENT"));
     bot.submit("local", &req).await.expect("submit");
-    match bot
-        .decide(&req.id, true, &reviewer("slack:U0AGENT"), None, None)
+    match decide(&bot, &req.id, true, &reviewer("slack:U0AGENT"), None, None)
         .await
         .expect("decide")
     {
-        Decided::Refused(why) => assert!(why.contains("someone else"), "{why}"),
+        Decided::Refused(why) => assert_eq!(why, Refusal::OwnRequest),
         other => panic!("self-approval must be refused: {other:?}"),
     }
     assert_eq!(
@@ -141,7 +185,8 @@ async fn the_requester_cannot_approve_their_own_request_but_can_deny_it() {
         Status::Pending
     );
     assert!(matches!(
-        bot.decide(
+        decide(
+            &bot,
             &req.id,
             false,
             &reviewer("slack:U0AGENT"),
@@ -162,13 +207,21 @@ async fn a_decision_for_another_command_hash_is_refused() {
     bot.submit("local", &req).await.expect("submit");
     let other_hash = hex(32);
     assert!(matches!(
-        bot.decide(&req.id, true, &reviewer("web:a"), None, Some(&other_hash))
-            .await
-            .expect("decide"),
+        decide(
+            &bot,
+            &req.id,
+            true,
+            &reviewer("web:a"),
+            None,
+            Some(&other_hash)
+        )
+        .await
+        .expect("decide"),
         Decided::Refused(_)
     ));
     assert!(matches!(
-        bot.decide(
+        decide(
+            &bot,
             &req.id,
             true,
             &reviewer("web:a"),
@@ -188,45 +241,228 @@ async fn the_database_refuses_changes_to_the_audit_log_and_verify_finds_tamperin
     for _ in 0..3 {
         let req = request(None);
         bot.submit("local", &req).await.expect("submit");
-        bot.decide(&req.id, false, &reviewer("web:a"), Some("no".into()), None)
-            .await
-            .expect("decide");
+        decide(
+            &bot,
+            &req.id,
+            false,
+            &reviewer("web:a"),
+            Some("no".into()),
+            None,
+        )
+        .await
+        .expect("decide");
     }
-    assert!(
-        audit::verify(&bot.db)
-            .await
-            .expect("verify")
-            .broken
-            .is_none()
-    );
+    assert!(bot.verify_audit().await.expect("verify").broken.is_none());
 
     // Append-only: the database itself refuses.
-    let err = bot
-        .db
+    let db = raw(&dir).await;
+    let err = db
         .execute_unprepared("UPDATE audit_log SET body = '{}' WHERE seq = 2")
         .await
         .expect_err("an update must be refused");
     assert!(err.to_string().contains("append-only"), "{err}");
     assert!(
-        bot.db
-            .execute_unprepared("DELETE FROM audit_log WHERE seq = 2")
+        db.execute_unprepared("DELETE FROM audit_log WHERE seq = 2")
             .await
             .is_err()
     );
 
     // Someone with the file and no scruples drops the trigger and edits a
     // row: verify names the row.
-    bot.db
-        .execute_unprepared("DROP TRIGGER audit_log_no_update")
+    db.execute_unprepared("DROP TRIGGER audit_log_no_update")
         .await
         .expect("drop trigger");
-    bot.db
-        .execute_unprepared(
-            "UPDATE audit_log SET body = replace(body, '\"no\"', '\"yes\"') WHERE seq = 4",
+    db.execute_unprepared(
+        "UPDATE audit_log SET body = replace(body, '\"no\"', '\"yes\"') WHERE seq = 4",
+    )
+    .await
+    .expect("tamper");
+    let v = bot.verify_audit().await.expect("verify");
+    assert_eq!(v.broken.map(|b| b.0), Some(4), "the tampered row is found");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A runner connection, as the websocket door registers one: what the core
+/// sends it arrives on the receiver.
+fn runner_connection(
+    bot: &Bot,
+    runner: &str,
+) -> (
+    holdpoint_bot::core::ConnId,
+    mpsc::UnboundedReceiver<Outbound>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (bot.connect(runner, tx), rx)
+}
+
+fn decision_sent(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Option<Status> {
+    match rx.try_recv() {
+        Ok(Outbound::Send(BotMessage::Decision(d))) => Some(d.status),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_decision_whose_audit_row_cannot_be_written_neither_happens_nor_reaches_the_runner() {
+    let (bot, dir) = bot(Duration::from_secs(600)).await;
+    let (conn, mut rx) = runner_connection(&bot, "local");
+    let req = request(None);
+    bot.submit_on(conn, "local", &req).await.expect("submit");
+    let rows_before = bot.audit_rows().await.expect("rows");
+
+    // The audit log refuses every new row, as a full disk or a broken
+    // database would, at the moment the decision is being recorded.
+    let db = raw(&dir).await;
+    db.execute_unprepared(
+        "CREATE TRIGGER audit_log_fails BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'the audit log cannot be written'); END",
+    )
+    .await
+    .expect("fault");
+    let err = decide(&bot, &req.id, true, &reviewer("web:a"), None, None)
+        .await
+        .expect_err("an approval without its audit row must fail");
+    assert!(
+        err.to_string().contains("audit log cannot be written"),
+        "{err}"
+    );
+    assert_eq!(decision_sent(&mut rx), None, "nothing was relayed");
+    let stored = bot.get(&req.id).await.expect("get").expect("row");
+    assert_eq!(stored.status, Status::Pending, "the approval was not kept");
+    assert_eq!(bot.audit_rows().await.expect("rows"), rows_before);
+    assert!(
+        bot.changes_since(0)
+            .await
+            .expect("feed")
+            .iter()
+            .all(|c| c.status == Status::Pending),
+        "no change row for a transition that did not happen"
+    );
+
+    // The fault clears: the same approval now commits, with its row, and
+    // only then reaches the runner.
+    db.execute_unprepared("DROP TRIGGER audit_log_fails")
+        .await
+        .expect("clear fault");
+    assert!(matches!(
+        decide(&bot, &req.id, true, &reviewer("web:a"), None, None)
+            .await
+            .expect("decide"),
+        Decided::Won(_)
+    ));
+    assert_eq!(decision_sent(&mut rx), Some(Status::Approved));
+    let v = bot.verify_audit().await.expect("verify");
+    assert!(v.broken.is_none());
+    assert_eq!(v.rows, rows_before + 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_made_by_another_process_reaches_the_waiting_runner_through_the_feed() {
+    let (server, dir) = bot(Duration::from_secs(600)).await;
+    tokio::spawn(server.clone().run_feed());
+    let mut feed = server.subscribe();
+    let (conn, mut rx) = runner_connection(&server, "local");
+    let req = request(None);
+    server.submit_on(conn, "local", &req).await.expect("submit");
+
+    // The CLI: another Bot on the same database, which no runner talks to.
+    let cli = Bot::open(config_in(&dir, Duration::from_secs(600)))
+        .await
+        .expect("second process");
+    assert!(matches!(
+        decide(
+            &cli,
+            &req.id,
+            false,
+            &reviewer("cli:root"),
+            Some("no".into()),
+            None
         )
         .await
-        .expect("tamper");
-    let v = audit::verify(&bot.db).await.expect("verify");
-    assert_eq!(v.broken.map(|b| b.0), Some(4), "the tampered row is found");
+        .expect("decide"),
+        Decided::Won(_)
+    ));
+    let mut seen = Vec::new();
+    while seen.last().map(|c: &holdpoint_bot::Change| c.status) != Some(Status::Denied) {
+        let c = tokio::time::timeout(Duration::from_secs(10), feed.next(&server))
+            .await
+            .expect("the change arrives")
+            .expect("feed");
+        seen.push(c);
+    }
+    assert!(seen.iter().all(|c| c.request_id == req.id));
+    assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    // The reader relays before it broadcasts.
+    assert_eq!(decision_sent(&mut rx), Some(Status::Denied));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_resumes_from_its_place_in_the_feed() {
+    let (bot, dir) = bot(Duration::from_secs(600)).await;
+    tokio::spawn(bot.clone().run_feed());
+    // Let the reader find the head before subscribing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut feed = bot.subscribe();
+    let start = feed.position();
+    // More changes than the broadcast holds, none read meanwhile.
+    let mut ids = Vec::new();
+    for _ in 0..1100 {
+        let req = request(None);
+        bot.submit("local", &req).await.expect("submit");
+        ids.push(req.id);
+    }
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let c = tokio::time::timeout(Duration::from_secs(30), feed.next(&bot))
+            .await
+            .expect("changes arrive")
+            .expect("feed");
+        got.push(c);
+    }
+    assert!(got[0].seq > start);
+    assert!(
+        got.windows(2).all(|w| w[0].seq < w[1].seq),
+        "in order, no repeats"
+    );
+    let got_ids: Vec<&str> = got.iter().map(|c| c.request_id.as_str()).collect();
+    let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(got_ids, want, "every change, none skipped");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn deadlines_follow_the_core_clock() {
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", hex(6)));
+    let clock = Arc::new(ManualClock::starting_at(1_800_000_000_000));
+    let bot = Bot::open_with_clock(config_in(&dir, Duration::from_secs(600)), clock.clone())
+        .await
+        .expect("bot");
+    let req = request(None);
+    match bot.submit("local", &req).await.expect("submit") {
+        Submitted::Pending { expires_at } => {
+            assert_eq!(expires_at, clock.now_ms() + 600_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    clock.advance(599_999);
+    assert_eq!(bot.expire_due().await.expect("sweep"), 0);
+    clock.advance(1);
+    assert_eq!(bot.expire_due().await.expect("sweep"), 1);
+    let d = bot
+        .get(&req.id)
+        .await
+        .expect("get")
+        .and_then(|r| r.decision())
+        .expect("decided");
+    assert_eq!(d.status, Status::Expired);
+    assert_eq!(d.decided_at, clock.now_ms());
+    assert!(
+        d.reason.as_deref().is_some_and(|r| r.contains("10m 00s")),
+        "{:?}",
+        d.reason
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

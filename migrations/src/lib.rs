@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_initial;
 mod m0002_slack;
 mod m0003_slack_claims;
+mod m0004_feed_and_deliveries;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_initial::Migration),
             Box::new(m0002_slack::Migration),
             Box::new(m0003_slack_claims::Migration),
+            Box::new(m0004_feed_and_deliveries::Migration),
         ]
     }
 }

@@ -10,7 +10,7 @@
 
 use super::Slack;
 use super::render;
-use crate::lifecycle::{Decided, Reviewer};
+use crate::core::{Decided, Intent, Realm, Reviewer};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -80,12 +80,12 @@ pub async fn http(
     let signature = header(SlackEventSignatureVerifier::SLACK_SIGNED_HASH_HEADER);
     let timestamp = header(SlackEventSignatureVerifier::SLACK_SIGNED_TIMESTAMP);
     let Ok(text) = std::str::from_utf8(&body) else {
-        slack.bot.metrics.slack_refused();
+        slack.bot.metrics().slack_refused();
         return (StatusCode::BAD_REQUEST, "not UTF-8\n");
     };
     let verifier = SlackEventSignatureVerifier::new(&SlackSigningSecret(secret.to_string()));
     if let Err(e) = verifier.verify(signature, text, timestamp) {
-        slack.bot.metrics.slack_refused();
+        slack.bot.metrics().slack_refused();
         let why = match e {
             SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_) => {
                 "stale or invalid timestamp"
@@ -101,7 +101,7 @@ pub async fn http(
         .map(|mut s| s.first_time(signature, now_secs()))
         .unwrap_or(false);
     if !first {
-        slack.bot.metrics.slack_refused();
+        slack.bot.metrics().slack_refused();
         tracing::warn!("Slack interaction refused: replayed signature");
         return (StatusCode::UNAUTHORIZED, "replayed\n");
     }
@@ -179,12 +179,15 @@ async fn block_action(slack: &Arc<Slack>, user: &str, payload: &Value) {
         render::DENY => false,
         _ => return,
     };
-    if let Err(why) = slack.may_review(user).await {
-        slack.tell(channel.as_deref(), user, &why).await;
+    if let Err(why) = slack.bot.admits(&reviewer(user)).await {
+        slack
+            .tell(channel.as_deref(), user, &render::refusal(&why))
+            .await;
         return;
     }
     if approve {
-        decide(slack, channel.as_deref(), user, &id, &hash, true, None).await;
+        let intent = Intent::Approve { reason: None };
+        decide(slack, channel.as_deref(), user, &id, &hash, intent).await;
         return;
     }
     // Deny: ask for a reason first, unless it is already decided.
@@ -224,7 +227,7 @@ async fn block_action(slack: &Arc<Slack>, user: &str, payload: &Value) {
         .post("views.open", &json!({"trigger_id": trigger, "view": view}))
         .await
     {
-        slack.bot.metrics.slack_failure("modal");
+        slack.bot.metrics().chat_failure("slack", "modal");
         tracing::error!("Slack: cannot open the deny dialog: {e}");
         slack
             .tell(
@@ -260,11 +263,26 @@ async fn view_submission(slack: &Arc<Slack>, user: &str, payload: &Value) {
         &["state", "values", render::REASON, render::REASON, "value"],
     )
     .map(str::to_string);
-    if let Err(why) = slack.may_review(user).await {
-        slack.tell(channel.as_deref(), user, &why).await;
+    if let Err(why) = slack.bot.admits(&reviewer(user)).await {
+        slack
+            .tell(channel.as_deref(), user, &render::refusal(&why))
+            .await;
         return;
     }
-    decide(slack, channel.as_deref(), user, id, hash, false, reason).await;
+    decide(
+        slack,
+        channel.as_deref(),
+        user,
+        id,
+        hash,
+        Intent::Deny { reason },
+    )
+    .await;
+}
+
+/// The reviewer a Slack user id is.
+fn reviewer(user: &str) -> Reviewer {
+    Reviewer::new(Realm::Slack, user)
 }
 
 async fn decide(
@@ -273,15 +291,11 @@ async fn decide(
     user: &str,
     id: &str,
     hash: &str,
-    approve: bool,
-    reason: Option<String>,
+    intent: Intent,
 ) {
-    let reviewer = Reviewer {
-        id: format!("slack:{user}"),
-    };
     match slack
         .bot
-        .decide(id, approve, &reviewer, reason, Some(hash))
+        .decide(&reviewer(user), id, Some(hash), intent)
         .await
     {
         // The message is updated by the change notification.
@@ -294,15 +308,7 @@ async fn decide(
                     .await
             }
         },
-        Ok(Decided::Refused(why)) => {
-            slack
-                .tell(
-                    channel,
-                    user,
-                    &format!("Refused: {}.", render::escape(why.trim_end_matches('.'))),
-                )
-                .await
-        }
+        Ok(Decided::Refused(why)) => slack.tell(channel, user, &render::refusal(&why)).await,
         Ok(Decided::NotFound) => {
             slack
                 .tell(channel, user, "This request no longer exists.")

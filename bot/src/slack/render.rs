@@ -10,7 +10,7 @@
 //! that triggered rules are shown on their own, so nothing dangerous hides
 //! past the cut.
 
-use crate::lifecycle::StoredRequest;
+use crate::core::{Refusal, StoredRequest};
 use crate::time::{human_duration, rfc3339};
 use holdpoint_shared::annotation::{Annotation, Severity};
 use holdpoint_shared::protocol::Status;
@@ -621,6 +621,17 @@ pub fn deny_modal(r: &StoredRequest, metadata: &str) -> Value {
 }
 
 /// A short ephemeral answer to a click that did not decide.
+/// What a Slack user is told when the core did not count their click.
+pub fn refusal(r: &Refusal) -> String {
+    match r {
+        Refusal::NotAReviewer => "You are not one of holdpoint's reviewers, so this click was not counted. Ask an admin to add you to `reviewers`.".into(),
+        Refusal::DirectoryUnavailable => "holdpoint could not check the reviewer groups with Slack just now; nothing was decided. Try again in a moment.".into(),
+        Refusal::OwnRequest => "Refused: you asked for this command to run, so someone else must approve it.".into(),
+        Refusal::CommandChanged => "Refused: the command changed since you saw it; look at it again.".into(),
+        Refusal::OtherRunner => "Refused: another runner submitted this request.".into(),
+    }
+}
+
 pub fn already_text(r: &StoredRequest) -> String {
     let when = r
         .decided_at

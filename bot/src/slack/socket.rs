@@ -35,7 +35,7 @@ pub async fn run(slack: Arc<Slack>) {
                 continue;
             }
             Ended::Lost(why) => {
-                slack.bot.metrics.slack_failure("socket");
+                slack.bot.metrics().chat_failure("slack", "socket");
                 // A connection that lasted a while starts the back-off over.
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(500);

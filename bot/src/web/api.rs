@@ -2,9 +2,9 @@
 //! that change something also need proof that the page made the request
 //! (see [`same_origin_json`]).
 
-use super::auth::{self, Session};
-use crate::lifecycle::{Decided, LifecycleError};
-use crate::state::Bot;
+use super::auth;
+use crate::core::Session;
+use crate::core::{Bot, Decided, Intent, LifecycleError, Refusal};
 use crate::time::now_ms;
 use axum::Json;
 use axum::body::Bytes;
@@ -94,7 +94,7 @@ pub fn same_origin_json(bot: &Bot, headers: &HeaderMap) -> Result<(), &'static s
             return Err("the Origin header does not name this site");
         };
         let host = header_str(headers, header::HOST).map(|h| h.trim().to_ascii_lowercase());
-        let public = bot.config.public_url.as_deref().and_then(authority);
+        let public = bot.config().public_url.as_deref().and_then(authority);
         if host.as_deref() != Some(from.as_str()) && public.as_deref() != Some(from.as_str()) {
             return Err("the Origin header does not match this site");
         }
@@ -103,7 +103,7 @@ pub fn same_origin_json(bot: &Bot, headers: &HeaderMap) -> Result<(), &'static s
 }
 
 /// A decided request with its command cut to what the page shows.
-fn recent_entry(r: &crate::lifecycle::StoredRequest) -> Value {
+fn recent_entry(r: &crate::core::StoredRequest) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     let chars = r.request.command.chars().count();
     if chars > RECENT_COMMAND_CHARS
@@ -202,14 +202,17 @@ async fn decide(
         );
     }
     let reviewer = session.reviewer();
+    let intent = if approve {
+        Intent::Approve {
+            reason: body.reason,
+        }
+    } else {
+        Intent::Deny {
+            reason: body.reason,
+        }
+    };
     match bot
-        .decide(
-            &id,
-            approve,
-            &reviewer,
-            body.reason,
-            Some(&body.command_hash),
-        )
+        .decide(&reviewer, &id, Some(&body.command_hash), intent)
         .await
     {
         Ok(Decided::Won(d)) => (StatusCode::OK, Json(decision_json(&d))).into_response(),
@@ -222,15 +225,30 @@ async fn decide(
             }
             (StatusCode::CONFLICT, Json(v)).into_response()
         }
-        Ok(Decided::Refused(why)) => {
-            (StatusCode::FORBIDDEN, Json(json!({ "refused": why }))).into_response()
-        }
+        Ok(Decided::Refused(why)) => (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "refused": refusal(&why) })),
+        )
+            .into_response(),
         Ok(Decided::NotFound) => error(StatusCode::NOT_FOUND, "no such request"),
         Err(LifecycleError::Db(e)) => database(e),
         Err(e) => {
             tracing::error!(request = id, "web decision failed: {e}");
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
+    }
+}
+
+/// A refusal as the page shows it.
+pub fn refusal(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::OwnRequest => "you asked for this command to run, so someone else must approve it",
+        Refusal::CommandChanged => "the command changed since you saw it; look at it again",
+        Refusal::NotAReviewer => "you are not one of the reviewers",
+        Refusal::DirectoryUnavailable => {
+            "the reviewer list could not be checked just now; nothing was decided"
+        }
+        Refusal::OtherRunner => "another runner submitted this request",
     }
 }
 

@@ -3,40 +3,34 @@
 //! the page always re-reads `/api/requests`, which stays the one source of
 //! what it shows.
 //!
-//! Events: `submitted` and `decided` (data: the request id) for changes
-//! this process made; `changed` when the broadcast lagged or when a change
-//! made elsewhere (the CLI, another replica) shows up in the database,
-//! which this stream checks every [`FOREIGN_POLL`]: the lifecycle
-//! announces only what this process did.
+//! Events: `submitted` and `decided` (data: the request id), for every
+//! change on the core's feed, wherever it was made (this process, the CLI,
+//! another replica); `changed` when the feed could not be read and the
+//! page should look again.
 
 use super::api::require_session;
-use super::auth::{self, Session};
-use crate::entity::request;
-use crate::state::{Bot, Change};
+use super::auth;
+use crate::core::Session;
+use crate::core::{Bot, Change, FeedError};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use holdpoint_shared::protocol::{Status, is_hex};
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use std::collections::BTreeSet;
+use holdpoint_shared::protocol::is_hex;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// A keep-alive comment this often, so proxies keep the stream open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// How often a stream looks for changes made by other processes.
-pub const FOREIGN_POLL: Duration = Duration::from_secs(2);
-
-/// How often (in foreign polls) a stream checks that its session is still
-/// valid; a logged-out browser stops getting events.
-const SESSION_CHECK_EVERY: u32 = 15;
+/// How often a stream checks that its session is still valid; a logged-out
+/// browser stops getting events.
+const SESSION_CHECK: Duration = Duration::from_secs(30);
 
 /// At most this many open streams; more get 503 (the page still polls).
 const MAX_STREAMS: usize = 256;
@@ -74,47 +68,26 @@ impl futures_core::Stream for Events {
     }
 }
 
-/// The most pending ids a stream compares; more than this many pending
-/// requests and a change beyond them shows only on the page's own poll.
-const MAX_WATCHED: u64 = 5000;
-
-/// The ids of the pending requests, as the database has them. Every
-/// submission adds one and every decision removes one, wherever it was
-/// made, so comparing this set with what the broadcast announced finds the
-/// changes other processes made.
-async fn pending_ids(bot: &Bot) -> Result<BTreeSet<String>, DbErr> {
-    Ok(request::Entity::find()
-        .filter(request::Column::Status.eq(Status::Pending.as_str()))
-        .order_by_asc(request::Column::CreatedAt)
-        .select_only()
-        .column(request::Column::Id)
-        .limit(MAX_WATCHED)
-        .into_tuple::<String>()
-        .all(&bot.db)
-        .await?
-        .into_iter()
-        .collect())
-}
-
-fn named(name: &'static str, id: &str) -> Event {
-    if is_hex(id, 32) {
-        Event::default().event(name).data(id)
+fn named(c: &Change) -> Event {
+    let name = if c.status.is_final() {
+        "decided"
+    } else {
+        "submitted"
+    };
+    if is_hex(&c.request_id, 32) {
+        Event::default().event(name).data(c.request_id.as_str())
     } else {
         Event::default().event("changed").data("")
     }
 }
 
 async fn run(bot: Arc<Bot>, session: Session, tx: mpsc::Sender<Event>, _slot: Slot) {
-    let mut changes = bot.subscribe();
-    let mut poll = tokio::time::interval(FOREIGN_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The pending set as this stream expects it: read once, then kept up to
-    // date from the broadcast. A difference on a poll is someone else's
-    // change (or a broadcast not yet received: one extra re-read).
-    let mut expected = pending_ids(&bot).await.ok();
-    let mut ticks: u32 = 0;
+    let mut feed = bot.subscribe();
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
     let left = Duration::from_millis(
-        u64::try_from(session.expires_at.saturating_sub(crate::time::now_ms())).unwrap_or(0),
+        u64::try_from(session.expires_at.saturating_sub(bot.now_ms())).unwrap_or(0),
     );
     let session_ends = tokio::time::sleep(left);
     tokio::pin!(session_ends);
@@ -122,40 +95,20 @@ async fn run(bot: Arc<Bot>, session: Session, tx: mpsc::Sender<Event>, _slot: Sl
         let event = tokio::select! {
             _ = tx.closed() => break,
             _ = &mut session_ends => break,
-            change = changes.recv() => match change {
-                Ok(Change::Submitted(id)) => {
-                    let e = named("submitted", &id);
-                    if let Some(set) = &mut expected {
-                        set.insert(id);
-                    }
-                    e
-                }
-                Ok(Change::Decided(id)) => {
-                    let e = named("decided", &id);
-                    if let Some(set) = &mut expected {
-                        set.remove(&id);
-                    }
-                    e
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    expected = pending_ids(&bot).await.ok();
+            change = feed.next(&bot) => match change {
+                Ok(c) => named(&c),
+                Err(FeedError::Closed) => break,
+                Err(FeedError::Db(e)) => {
+                    tracing::warn!("event stream: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     Event::default().event("changed").data("")
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = poll.tick() => {
-                ticks = ticks.wrapping_add(1);
-                if ticks.is_multiple_of(SESSION_CHECK_EVERY)
-                    && !matches!(auth::still_valid(&bot, &session).await, Ok(true))
-                {
+            _ = check.tick() => {
+                if !matches!(auth::still_valid(&bot, &session).await, Ok(true)) {
                     break;
                 }
-                let Ok(now) = pending_ids(&bot).await else { continue };
-                if expected.as_ref() == Some(&now) {
-                    continue;
-                }
-                expected = Some(now);
-                Event::default().event("changed").data("")
+                continue;
             }
         };
         if tx.send(event).await.is_err() {

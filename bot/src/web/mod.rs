@@ -25,9 +25,11 @@ pub mod auth;
 pub mod events;
 pub mod pages;
 
-pub use auth::{LOGIN_LINK_TTL_MS, SESSION_COOKIE, SESSION_TTL_MS, login_link};
+pub use crate::core::{LOGIN_LINK_TTL_MS, SESSION_TTL_MS};
+pub use api::refusal;
+pub use auth::{SESSION_COOKIE, login_link};
 
-use crate::state::Bot;
+use crate::core::Bot;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

@@ -5,7 +5,7 @@
 //! file that fetches JSON; the few other pages are fixed text.
 
 use super::auth;
-use crate::state::Bot;
+use crate::core::Bot;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -148,7 +148,7 @@ pub async fn index(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response 
 /// A file of the page, revalidated by its hash so an upgraded bot never
 /// serves a stale script.
 fn asset(headers: &HeaderMap, content_type: &'static str, body: &'static str) -> Response {
-    let etag = format!("\"{}\"", &crate::db::sha256_hex(body.as_bytes())[..32]);
+    let etag = format!("\"{}\"", &crate::core::sha256_hex(body.as_bytes())[..32]);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

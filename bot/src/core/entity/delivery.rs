@@ -1,10 +1,10 @@
-//! The Slack message posted for a request: its channel and timestamp, the
-//! final status it was (or is being) updated to, and the claim that makes
-//! one replica, and only one, post it and update it.
+//! The message a chat adapter posted for a request: where it is, the final
+//! status it was (or is being) updated to, and the claim that makes one
+//! replica, and only one, post it and update it.
 
 use sea_orm::entity::prelude::*;
 
-/// The message is being posted by `claimed_by`; `ts` is still empty.
+/// The message is being posted by `claimed_by`; `handle` is still empty.
 pub const POSTING: &str = "posting";
 /// Posted; it shows the buttons.
 pub const OPEN: &str = "open";
@@ -14,19 +14,24 @@ pub const FINISHING: &str = "finishing";
 pub const DONE: &str = "done";
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "slack_messages")]
+#[sea_orm(table_name = "deliveries")]
 pub struct Model {
+    /// `slack`, `matrix`, …
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub adapter: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub request_id: String,
-    pub channel: String,
-    /// Empty while `posting`.
-    pub ts: String,
-    pub posted_at: i64,
-    /// The final status the message was (or is being) updated to.
-    pub final_status: Option<String>,
-    pub updated_at: Option<i64>,
+    /// The channel or room.
+    pub destination: String,
+    /// The message's id in that channel (Slack's `ts`); empty while
+    /// `posting`.
+    pub handle: String,
     /// `posting`, `open`, `finishing` or `done`.
     pub state: String,
+    /// The final status the message was (or is being) updated to.
+    pub final_status: Option<String>,
+    pub posted_at: i64,
+    pub updated_at: Option<i64>,
     /// The replica holding a `posting` or `finishing` claim.
     pub claimed_by: Option<String>,
     /// When the claim lapses, or (after a failed call) when the next try is

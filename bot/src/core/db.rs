@@ -24,7 +24,7 @@ pub enum OpenError {
 
 /// Opens the database at `url`, creating an SQLite file (and its directory)
 /// on first use. It does not migrate.
-pub async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
+pub(super) async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
     let shown = holdpoint_shared::redact::redact(url);
     let sqlite = url.starts_with("sqlite:");
     if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
@@ -69,7 +69,7 @@ pub async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
 }
 
 /// Opens and migrates.
-pub async fn open_and_migrate(url: &str) -> Result<DatabaseConnection, OpenError> {
+pub(super) async fn open_and_migrate(url: &str) -> Result<DatabaseConnection, OpenError> {
     let db = open(url).await?;
     Migrator::up(&db, None).await.map_err(OpenError::Migrate)?;
     Ok(db)

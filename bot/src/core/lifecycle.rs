@@ -11,12 +11,13 @@
 //! - A request that is not decided before its deadline expires, which is a
 //!   denial; a decision that arrives after the deadline does not count.
 //! - The requester never approves their own request.
-//! - Every transition is written to the audit log by whoever made it.
+//! - Every transition commits together with its audit row and its change
+//!   row; only then is the decision relayed.
 
-use crate::audit::NewEvent;
-use crate::entity::request;
-use crate::state::{Bot, Change};
-use crate::time::now_ms;
+use super::audit::{self, NewEvent};
+use super::entity::request;
+use super::reviewer::{Intent, Refusal, Reviewer};
+use super::{Bot, feed};
 use holdpoint_shared::Verdict;
 use holdpoint_shared::annotation::Annotation;
 use holdpoint_shared::protocol::{DecisionMessage, ReviewRequest, Status};
@@ -56,6 +57,11 @@ pub struct StoredRequest {
 }
 
 impl StoredRequest {
+    /// Who decided, if it was decided.
+    pub fn decider(&self) -> Option<Reviewer> {
+        self.decided_by.as_deref().and_then(Reviewer::parse)
+    }
+
     fn from_row(r: request::Model) -> Result<StoredRequest, LifecycleError> {
         let corrupt = |what: &str| LifecycleError::Corrupt(r.id.clone(), what.to_string());
         let verdict: Verdict =
@@ -89,6 +95,8 @@ impl StoredRequest {
 
     /// The decision to relay, if the request is decided.
     pub fn decision(&self) -> Option<DecisionMessage> {
+        // The stored `decided_by` is a `Reviewer`'s text (`holdpoint` for
+        // expiry), relayed as it is.
         self.status.is_final().then(|| DecisionMessage {
             request_id: self.request.id.clone(),
             command_hash: self.request.command_hash.clone(),
@@ -96,7 +104,7 @@ impl StoredRequest {
             decided_by: self
                 .decided_by
                 .clone()
-                .unwrap_or_else(|| "holdpoint".into()),
+                .unwrap_or_else(|| Reviewer::system().to_string()),
             reason: self.reason.clone(),
             decided_at: self.decided_at.unwrap_or(self.created_at),
         })
@@ -112,14 +120,6 @@ pub enum Submitted {
     Decided(DecisionMessage),
 }
 
-/// Someone who decides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reviewer {
-    /// Stable identity with its namespace: `web:local`, `cli:alice`,
-    /// `slack:U0123`. Compared with the request's `requested_by`.
-    pub id: String,
-}
-
 /// The answer to a decision.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decided {
@@ -128,7 +128,7 @@ pub enum Decided {
     /// Someone (or the deadline) decided first.
     Already(DecisionMessage),
     /// The reviewer may not decide this request; says why.
-    Refused(String),
+    Refused(Refusal),
     /// No such request.
     NotFound,
 }
@@ -143,6 +143,31 @@ fn kind(s: Status) -> &'static str {
     }
 }
 
+/// What a transition needs to know about the request it moves.
+struct Subject<'a> {
+    id: &'a str,
+    runner: &'a str,
+    command_hash: &'a str,
+    created_at: i64,
+}
+
+impl<'a> Subject<'a> {
+    fn of(r: &'a StoredRequest) -> Subject<'a> {
+        Subject {
+            id: &r.request.id,
+            runner: &r.runner,
+            command_hash: &r.request.command_hash,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A reason as stored: trimmed, at most 2,000 characters, none if empty.
+fn clean_reason(r: Option<&str>) -> Option<String> {
+    r.map(|r| r.trim().chars().take(2000).collect::<String>())
+        .filter(|r| !r.is_empty())
+}
+
 impl Bot {
     /// Reads one request.
     pub async fn get(&self, id: &str) -> Result<Option<StoredRequest>, LifecycleError> {
@@ -154,7 +179,8 @@ impl Bot {
     }
 
     /// Stores a request from `runner`, or answers a re-submission with what
-    /// is known about it.
+    /// is known about it. The request, its audit row and its change row
+    /// commit together.
     pub async fn submit(
         &self,
         runner: &str,
@@ -164,16 +190,20 @@ impl Bot {
         if let Some(answer) = self.resubmitted(runner, req).await? {
             return Ok(answer);
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let expires_at = now + self.config.expiry.for_risk(req.risk()).as_millis() as i64;
+        let verdict = serde_json::to_string(&req.verdict)
+            .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("verdict: {e}")))?;
+        let annotations = serde_json::to_string(&req.annotations)
+            .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("annotations: {e}")))?;
         let model = request::ActiveModel {
             id: Set(req.id.clone()),
             runner: Set(runner.to_string()),
             command: Set(req.command.clone()),
             command_hash: Set(req.command_hash.clone()),
             risk: Set(req.risk().as_str().to_string()),
-            verdict: Set(serde_json::to_string(&req.verdict).unwrap_or_default()),
-            annotations: Set(serde_json::to_string(&req.annotations).unwrap_or_default()),
+            verdict: Set(verdict),
+            annotations: Set(annotations),
             host: Set(req.host.clone()),
             cwd: Set(req.cwd.clone()),
             agent: Set(req.agent.clone()),
@@ -188,15 +218,8 @@ impl Bot {
             reason: Set(None),
             relayed_at: Set(None),
         };
-        if let Err(e) = model.insert(&self.db).await {
-            // Two connections of the same runner raced with the same id.
-            if let Some(answer) = self.resubmitted(runner, req).await? {
-                return Ok(answer);
-            }
-            return Err(e.into());
-        }
-        self.metrics.submitted();
-        self.audit(&[NewEvent::now(
+        let event = NewEvent::at(
+            now,
             kind(Status::Pending),
             Some(runner),
             Some(&req.id),
@@ -211,10 +234,55 @@ impl Bot {
                 "requested_by": req.requested_by,
                 "expires_at": expires_at,
             }),
-        )])
-        .await?;
-        self.notify(Change::Submitted(req.id.clone()));
+        );
+        let stored = {
+            let _w = self.write_lock.lock().await;
+            audit::retrying(|| async {
+                let txn = audit::begin_write(&self.db).await?;
+                // Another connection (or replica) of this runner stored the
+                // same id first: answer as a re-submission.
+                if request::Entity::find_by_id(req.id.clone())
+                    .one(&txn)
+                    .await?
+                    .is_some()
+                {
+                    txn.rollback().await?;
+                    return Ok(false);
+                }
+                model.clone().insert(&txn).await?;
+                audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
+                feed::record(&txn, &req.id, Status::Pending, now).await?;
+                txn.commit().await?;
+                Ok(true)
+            })
+            .await?
+        };
+        if !stored {
+            return match self.resubmitted(runner, req).await? {
+                Some(answer) => Ok(answer),
+                None => Err(LifecycleError::Corrupt(req.id.clone(), "vanished".into())),
+            };
+        }
+        self.metrics.submitted();
+        self.feed.wake();
         Ok(Submitted::Pending { expires_at })
+    }
+
+    /// [`Bot::submit`] for a runner connection: the connection waits for
+    /// the decision from before the request is stored, so one made the
+    /// instant after finds it; a refused submission takes nothing over.
+    pub async fn submit_on(
+        &self,
+        conn: super::ConnId,
+        runner: &str,
+        req: &ReviewRequest,
+    ) -> Result<Submitted, LifecycleError> {
+        let previous = self.hub.wait(&req.id, conn);
+        let answer = self.submit(runner, req).await;
+        if answer.is_err() {
+            self.hub.restore(&req.id, previous);
+        }
+        answer
     }
 
     async fn resubmitted(
@@ -236,30 +304,47 @@ impl Bot {
         }))
     }
 
-    /// Whether `reviewer` may decide `req` this way; `Err` says why not.
-    pub fn may_decide(
+    /// Whether `reviewer`'s realm counts them as a reviewer (a chat's user
+    /// and group lists). Doors ask before they show anything that leads to
+    /// a decision; [`Bot::decide`] asks again.
+    pub async fn admits(&self, reviewer: &Reviewer) -> Result<(), Refusal> {
+        if matches!(reviewer.realm, super::Realm::Runner | super::Realm::System) {
+            return Err(Refusal::NotAReviewer);
+        }
+        let Some(directory) = self.directory(reviewer.realm) else {
+            return Ok(());
+        };
+        match directory.admits(&reviewer.id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::NotAReviewer),
+            Err(r) => Err(r),
+        }
+    }
+
+    /// Whether `reviewer` may act on `req` with `intent`.
+    pub async fn may_decide(
         &self,
         reviewer: &Reviewer,
         req: &StoredRequest,
-        approve: bool,
-    ) -> Result<(), String> {
-        if approve && req.request.requested_by.as_deref() == Some(reviewer.id.as_str()) {
-            return Err(
-                "you asked for this command to run, so someone else must approve it".into(),
-            );
+        intent: &Intent,
+    ) -> Result<(), Refusal> {
+        if intent.is_approval()
+            && req.request.requested_by.as_deref() == Some(reviewer.to_string().as_str())
+        {
+            return Err(Refusal::OwnRequest);
         }
-        Ok(())
+        self.admits(reviewer).await
     }
 
-    /// Approves or denies. `expected_hash`, when given, must match the
-    /// stored command hash (a reviewer approving what they saw).
+    /// A reviewer's intent on request `id`. `expected_hash`, when given,
+    /// must match the stored command hash (a reviewer approving what they
+    /// saw).
     pub async fn decide(
         &self,
-        id: &str,
-        approve: bool,
         reviewer: &Reviewer,
-        reason: Option<String>,
+        id: &str,
         expected_hash: Option<&str>,
+        intent: Intent,
     ) -> Result<Decided, LifecycleError> {
         let Some(current) = self.get(id).await? else {
             return Ok(Decided::NotFound);
@@ -270,100 +355,113 @@ impl Bot {
         if let Some(h) = expected_hash
             && h != current.request.command_hash
         {
-            return Ok(Decided::Refused(
-                "the command changed since you saw it; look at it again".into(),
-            ));
+            return Ok(Decided::Refused(Refusal::CommandChanged));
         }
-        if let Err(why) = self.may_decide(reviewer, &current, approve) {
+        if let Err(why) = self.may_decide(reviewer, &current, &intent).await {
             return Ok(Decided::Refused(why));
         }
-        let status = if approve {
+        let status = if intent.is_approval() {
             Status::Approved
         } else {
             Status::Denied
         };
-        let reason = reason
-            .map(|r| r.trim().chars().take(2000).collect::<String>())
-            .filter(|r| !r.is_empty());
-        let now = now_ms();
-        let won = self
-            .transition(id, status, &reviewer.id, reason.as_deref(), now, true)
-            .await?;
-        let after = self
-            .get(id)
-            .await?
-            .ok_or_else(|| LifecycleError::Corrupt(id.into(), "vanished".into()))?;
-        let Some(decision) = after.decision() else {
-            // Still pending although the guarded update did nothing: the
-            // deadline passed. Expire it now rather than wait for the sweep.
-            self.expire_due().await?;
-            return match self.get(id).await?.and_then(|r| r.decision()) {
-                Some(d) => Ok(Decided::Already(d)),
-                None => Err(LifecycleError::Corrupt(id.into(), "undecidable".into())),
-            };
-        };
-        if won {
-            self.finished(&after).await?;
-            Ok(Decided::Won(decision))
-        } else {
-            Ok(Decided::Already(decision))
-        }
-    }
-
-    /// The guarded update: pending → `status`, only if still pending (and,
-    /// for a reviewer's decision, still before the deadline). Returns whether
-    /// this call made the change.
-    async fn transition(
-        &self,
-        id: &str,
-        status: Status,
-        by: &str,
-        reason: Option<&str>,
-        now: i64,
-        before_deadline: bool,
-    ) -> Result<bool, DbErr> {
-        let mut q = request::Entity::update_many()
-            .col_expr(request::Column::Status, Expr::value(status.as_str()))
-            .col_expr(request::Column::DecidedAt, Expr::value(now))
-            .col_expr(request::Column::DecidedBy, Expr::value(by))
-            .col_expr(
-                request::Column::Reason,
-                Expr::value(reason.map(str::to_string)),
+        let reason = clean_reason(intent.reason());
+        let now = self.now_ms();
+        if let Some(d) = self
+            .commit_move(
+                &Subject::of(&current),
+                status,
+                reviewer,
+                reason.as_deref(),
+                now,
+                true,
             )
-            .filter(request::Column::Id.eq(id))
-            .filter(request::Column::Status.eq(Status::Pending.as_str()));
-        if before_deadline {
-            q = q.filter(request::Column::ExpiresAt.gt(now));
+            .await?
+        {
+            return Ok(Decided::Won(d));
         }
-        Ok(q.exec(&self.db).await?.rows_affected == 1)
+        if let Some(d) = self.get(id).await?.and_then(|r| r.decision()) {
+            return Ok(Decided::Already(d));
+        }
+        // Still pending although the guarded update did nothing: the
+        // deadline passed. Expire it now rather than wait for the sweep.
+        self.expire_due().await?;
+        match self.get(id).await?.and_then(|r| r.decision()) {
+            Some(d) => Ok(Decided::Already(d)),
+            None => Err(LifecycleError::Corrupt(id.into(), "undecidable".into())),
+        }
     }
 
-    /// After a transition this process won: audit, metrics, relay, notify.
-    async fn finished(&self, r: &StoredRequest) -> Result<(), LifecycleError> {
-        let Some(d) = r.decision() else {
-            return Ok(());
+    /// The guarded transition pending → `to` (for a reviewer's decision,
+    /// only before the deadline), committed with its audit row and its
+    /// change row in one transaction. Only after the commit is the decision
+    /// relayed to the runner waiting here. `None`: someone else moved it
+    /// first (or the deadline passed).
+    async fn commit_move(
+        &self,
+        s: &Subject<'_>,
+        to: Status,
+        by: &Reviewer,
+        reason: Option<&str>,
+        at: i64,
+        before_deadline: bool,
+    ) -> Result<Option<DecisionMessage>, LifecycleError> {
+        let d = DecisionMessage {
+            request_id: s.id.to_string(),
+            command_hash: s.command_hash.to_string(),
+            status: to,
+            decided_by: by.to_string(),
+            reason: reason.map(str::to_string),
+            decided_at: at,
         };
-        // The decision is already durable in `requests`: tell the waiting
-        // runner first, then write the audit row (a failed audit append is
-        // an error for the caller either way; relaying later would only
-        // make the agent wait longer).
-        self.hub.deliver(&d);
-        self.notify(Change::Decided(r.request.id.clone()));
-        self.metrics
-            .ended(d.status, d.decided_at.saturating_sub(r.created_at));
-        self.audit(&[NewEvent::now(
-            kind(d.status),
-            Some(&r.runner),
-            Some(&r.request.id),
+        let waited = at.saturating_sub(s.created_at);
+        let event = NewEvent::at(
+            at,
+            kind(to),
+            Some(s.runner),
+            Some(s.id),
             json!({
                 "decided_by": d.decided_by,
                 "reason": d.reason,
                 "command_hash": d.command_hash,
-                "waited_ms": d.decided_at.saturating_sub(r.created_at),
+                "waited_ms": waited,
             }),
-        )])
-        .await?;
-        Ok(())
+        );
+        let won = {
+            let _w = self.write_lock.lock().await;
+            audit::retrying(|| async {
+                let txn = audit::begin_write(&self.db).await?;
+                let mut q = request::Entity::update_many()
+                    .col_expr(request::Column::Status, Expr::value(to.as_str()))
+                    .col_expr(request::Column::DecidedAt, Expr::value(at))
+                    .col_expr(
+                        request::Column::DecidedBy,
+                        Expr::value(d.decided_by.as_str()),
+                    )
+                    .col_expr(request::Column::Reason, Expr::value(d.reason.clone()))
+                    .filter(request::Column::Id.eq(s.id))
+                    .filter(request::Column::Status.eq(Status::Pending.as_str()));
+                if before_deadline {
+                    q = q.filter(request::Column::ExpiresAt.gt(at));
+                }
+                if q.exec(&txn).await?.rows_affected != 1 {
+                    txn.rollback().await?;
+                    return Ok(false);
+                }
+                audit::append_in(&txn, std::slice::from_ref(&event), at).await?;
+                feed::record(&txn, s.id, to, at).await?;
+                txn.commit().await?;
+                Ok(true)
+            })
+            .await?
+        };
+        if !won {
+            return Ok(None);
+        }
+        self.hub.deliver(&d);
+        self.feed.wake();
+        self.metrics.ended(to, waited);
+        Ok(Some(d))
     }
 
     /// The runner that submitted a request gives up on it.
@@ -372,43 +470,35 @@ impl Bot {
             return Ok(Decided::NotFound);
         };
         if current.runner != runner {
-            return Ok(Decided::Refused(
-                "another runner submitted this request".into(),
-            ));
+            return Ok(Decided::Refused(Refusal::OtherRunner));
         }
         if let Some(d) = current.decision() {
             return Ok(Decided::Already(d));
         }
-        let by = format!("runner:{runner}");
-        let won = self
-            .transition(
-                id,
+        let by = Reviewer::new(super::Realm::Runner, runner);
+        if let Some(d) = self
+            .commit_move(
+                &Subject::of(&current),
                 Status::Cancelled,
                 &by,
                 Some("the agent stopped waiting"),
-                now_ms(),
+                self.now_ms(),
                 false,
             )
-            .await?;
-        let after = self
-            .get(id)
             .await?
-            .ok_or_else(|| LifecycleError::Corrupt(id.into(), "vanished".into()))?;
-        let d = after
-            .decision()
-            .ok_or_else(|| LifecycleError::Corrupt(id.into(), "still pending".into()))?;
-        if won {
-            self.finished(&after).await?;
-            Ok(Decided::Won(d))
-        } else {
-            Ok(Decided::Already(d))
+        {
+            return Ok(Decided::Won(d));
+        }
+        match self.get(id).await?.and_then(|r| r.decision()) {
+            Some(d) => Ok(Decided::Already(d)),
+            None => Err(LifecycleError::Corrupt(id.into(), "still pending".into())),
         }
     }
 
     /// Expires every pending request whose deadline passed. Returns how
     /// many this call expired.
     pub async fn expire_due(&self) -> Result<usize, LifecycleError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let due = request::Entity::find()
             .filter(request::Column::Status.eq(Status::Pending.as_str()))
             .filter(request::Column::ExpiresAt.lte(now))
@@ -419,43 +509,25 @@ impl Bot {
         for row in due {
             let waited = crate::time::human_duration(row.expires_at - row.created_at);
             let reason = format!("no reviewer decided within {waited}");
+            let subject = Subject {
+                id: &row.id,
+                runner: &row.runner,
+                command_hash: &row.command_hash,
+                created_at: row.created_at,
+            };
             if self
-                .transition(
-                    &row.id,
+                .commit_move(
+                    &subject,
                     Status::Expired,
-                    "holdpoint",
+                    &Reviewer::system(),
                     Some(&reason),
                     now,
                     false,
                 )
                 .await?
-                && let Some(after) = self.get(&row.id).await?
+                .is_some()
             {
-                self.finished(&after).await?;
                 n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Sends decisions made elsewhere (the CLI, another replica) to the
-    /// runners connected here that wait for them.
-    pub async fn relay_foreign(&self) -> Result<usize, LifecycleError> {
-        let waiting = self.hub.undelivered();
-        let mut n = 0;
-        for chunk in waiting.chunks(500) {
-            let rows = request::Entity::find()
-                .filter(request::Column::Id.is_in(chunk.iter().cloned()))
-                .filter(request::Column::Status.ne(Status::Pending.as_str()))
-                .all(&self.db)
-                .await?;
-            for row in rows {
-                if let Some(d) = StoredRequest::from_row(row)?.decision()
-                    && self.hub.deliver(&d)
-                {
-                    n += 1;
-                    self.notify(Change::Decided(d.request_id.clone()));
-                }
             }
         }
         Ok(n)
@@ -465,7 +537,7 @@ impl Bot {
     pub async fn acknowledged(&self, runner: &str, id: &str) -> Result<(), LifecycleError> {
         self.hub.acked(id);
         request::Entity::update_many()
-            .col_expr(request::Column::RelayedAt, Expr::value(now_ms()))
+            .col_expr(request::Column::RelayedAt, Expr::value(self.now_ms()))
             .filter(request::Column::Id.eq(id))
             .filter(request::Column::Runner.eq(runner))
             .filter(request::Column::RelayedAt.is_null())
@@ -503,6 +575,31 @@ impl Bot {
             .all(&self.db)
             .await?;
         Ok(readable(rows))
+    }
+
+    /// The sweep's work, once: expire what is due, close revoked runners'
+    /// connections, forget old feed rows. Returns what failed, for the
+    /// caller to log.
+    pub async fn sweep_once(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.expire_due().await {
+            errors.push(format!("expiring requests: {e}"));
+        }
+        match self.revoked_but_connected().await {
+            Ok(names) if !names.is_empty() => {
+                self.hub.close_runners(
+                    &names,
+                    holdpoint_shared::protocol::close::REVOKED,
+                    "this runner's token was revoked",
+                );
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(format!("checking revocations: {e}")),
+        }
+        if let Err(e) = self.prune_feed().await {
+            errors.push(format!("pruning the change feed: {e}"));
+        }
+        errors
     }
 }
 

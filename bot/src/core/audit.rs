@@ -3,16 +3,20 @@
 //! Each row's hash covers the previous row's hash and the row's own content,
 //! so changing, removing or reordering any row breaks every hash after it;
 //! [`verify`] walks the chain. An event id is stored once, however often a
-//! runner sends it. Appends are serialised: within a process by a mutex,
-//! across processes by the database (an advisory lock on PostgreSQL, the
-//! single writer of SQLite), and retried when another writer got there first.
+//! runner sends it. Appends are serialised: within a process by the core's
+//! write lock, across processes by the database (an advisory lock on
+//! PostgreSQL, the single writer of SQLite), and retried when another
+//! writer got there first. A transition appends its row inside its own
+//! transaction ([`append_in`]), so the row and the state change commit
+//! together or not at all.
 
-use crate::db::random_hex;
-use crate::entity::audit_log;
-use crate::time::{now_ms, rfc3339};
+use super::db::random_hex;
+use super::entity::audit_log;
+use crate::time::rfc3339;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -34,8 +38,9 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// An event the bot itself witnessed, now, with a fresh id.
-    pub fn now(
+    /// An event the bot itself witnessed at `at`, with a fresh id.
+    pub fn at(
+        at: i64,
         kind: &str,
         runner: Option<&str>,
         request_id: Option<&str>,
@@ -43,7 +48,7 @@ impl NewEvent {
     ) -> NewEvent {
         NewEvent {
             event_id: random_hex(16),
-            at: now_ms(),
+            at,
             kind: kind.to_string(),
             runner: runner.map(str::to_string),
             request_id: request_id.map(str::to_string),
@@ -79,52 +84,81 @@ pub fn link_hash(
     hex::encode(h.finalize())
 }
 
-/// Appends events in order; returns, for each, whether it was new (false: an
-/// event with that id was already stored).
-pub async fn append(
-    db: &DatabaseConnection,
-    lock: &tokio::sync::Mutex<()>,
-    events: &[NewEvent],
-) -> Result<Vec<bool>, DbErr> {
-    if events.is_empty() {
-        return Ok(vec![]);
+/// The key of the PostgreSQL advisory lock that serialises writers.
+const WRITE_LOCK_KEY: i64 = 7237949403311089012;
+
+/// Starts a transaction that holds the database's writer lock: the advisory
+/// lock on PostgreSQL; on SQLite the first write takes the database's own.
+pub(super) async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"))
+            .await?;
     }
-    let _guard = lock.lock().await;
-    let mut attempt = 0u32;
+    Ok(txn)
+}
+
+/// Runs `attempt` until it succeeds, retrying (with a short backoff) when
+/// another process's writer got in the way; gives up after 20 tries.
+pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut tries = 0u32;
     loop {
-        match append_once(db, events).await {
+        match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < 20 => {
-                attempt += 1;
-                tracing::debug!("audit append retried after a conflict: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(attempt))).await;
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!("a write was retried after a conflict: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
             }
             Err(e) => return Err(e),
         }
     }
 }
 
-async fn append_once(db: &DatabaseConnection, events: &[NewEvent]) -> Result<Vec<bool>, DbErr> {
-    let txn = db.begin().await?;
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7237949403311089012)")
-            .await?;
+/// Appends events in order, in a transaction of their own; returns, for
+/// each, whether it was new (false: an event with that id was already
+/// stored). The caller holds the core's write lock.
+pub(super) async fn append(
+    db: &DatabaseConnection,
+    events: &[NewEvent],
+    recorded_at: i64,
+) -> Result<Vec<bool>, DbErr> {
+    if events.is_empty() {
+        return Ok(vec![]);
     }
+    retrying(|| async {
+        let txn = begin_write(db).await?;
+        let fresh = append_in(&txn, events, recorded_at).await?;
+        txn.commit().await?;
+        Ok(fresh)
+    })
+    .await
+}
+
+/// Appends events inside `txn`, which [`begin_write`] started.
+pub(super) async fn append_in(
+    txn: &DatabaseTransaction,
+    events: &[NewEvent],
+    recorded_at: i64,
+) -> Result<Vec<bool>, DbErr> {
     let last = audit_log::Entity::find()
         .order_by_desc(audit_log::Column::Seq)
         .limit(1)
-        .one(&txn)
+        .one(txn)
         .await?;
     let mut prev = last.map(|r| r.hash).unwrap_or_else(|| GENESIS.to_string());
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let existing: std::collections::HashSet<String> = audit_log::Entity::find()
         .filter(audit_log::Column::EventId.is_in(ids))
-        .all(&txn)
+        .all(txn)
         .await?
         .into_iter()
         .map(|r| r.event_id)
         .collect();
-    let recorded_at = now_ms();
     let mut fresh = Vec::with_capacity(events.len());
     let mut seen = std::collections::HashSet::new();
     for e in events {
@@ -154,12 +188,11 @@ async fn append_once(db: &DatabaseConnection, events: &[NewEvent]) -> Result<Vec
             hash: Set(hash.clone()),
             ..Default::default()
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
         prev = hash;
         fresh.push(true);
     }
-    txn.commit().await?;
     Ok(fresh)
 }
 
@@ -174,7 +207,7 @@ pub struct Verification {
 }
 
 /// Walks the whole chain in order.
-pub async fn verify(db: &DatabaseConnection) -> Result<Verification, DbErr> {
+pub(super) async fn verify(db: &DatabaseConnection) -> Result<Verification, DbErr> {
     let mut prev = GENESIS.to_string();
     let mut rows = 0u64;
     let mut pages = audit_log::Entity::find()
@@ -257,7 +290,7 @@ struct ExportRow<'a> {
 }
 
 /// Writes every row at or after `since` (unix ms), oldest first.
-pub async fn export(
+pub(super) async fn export(
     db: &DatabaseConnection,
     since: i64,
     format: Format,
@@ -322,7 +355,7 @@ pub async fn export(
 }
 
 /// How many rows the log holds.
-pub async fn count(db: &DatabaseConnection) -> Result<u64, DbErr> {
+pub(super) async fn count(db: &DatabaseConnection) -> Result<u64, DbErr> {
     audit_log::Entity::find().count(db).await
 }
 

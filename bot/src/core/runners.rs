@@ -2,11 +2,10 @@
 //! the database keeps only its SHA-256 (a token is 160 random bits, so a
 //! fast hash is enough).
 
-use crate::audit::NewEvent;
-use crate::db::{random_hex, sha256_hex};
-use crate::entity::runner;
-use crate::state::Bot;
-use crate::time::now_ms;
+use super::Bot;
+use super::audit::NewEvent;
+use super::db::{random_hex, sha256_hex};
+use super::entity::runner;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
@@ -25,6 +24,15 @@ pub enum RunnerError {
     NotFound(String),
     #[error("runner names are 1–64 characters of letters, digits, `.`, `_` and `-`; {0:?} is not")]
     BadName(String),
+}
+
+/// A registered runner, as `runner list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerInfo {
+    pub name: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
 }
 
 /// Who a valid token belongs to.
@@ -62,7 +70,7 @@ impl Bot {
             Some(r) => {
                 let mut a: runner::ActiveModel = r.into();
                 a.token_hash = Set(hash);
-                a.created_at = Set(now_ms());
+                a.created_at = Set(self.now_ms());
                 a.revoked_at = Set(None);
                 a.update(&self.db).await?;
             }
@@ -70,7 +78,7 @@ impl Bot {
                 runner::ActiveModel {
                     name: Set(name.to_string()),
                     token_hash: Set(hash),
-                    created_at: Set(now_ms()),
+                    created_at: Set(self.now_ms()),
                     revoked_at: Set(None),
                     last_seen_at: Set(None),
                     ..Default::default()
@@ -79,8 +87,14 @@ impl Bot {
                 .await?;
             }
         }
-        self.audit(&[NewEvent::now("runner.added", Some(name), None, json!({}))])
-            .await?;
+        self.audit(&[NewEvent::at(
+            self.now_ms(),
+            "runner.added",
+            Some(name),
+            None,
+            json!({}),
+        )])
+        .await?;
         Ok(token)
     }
 
@@ -88,7 +102,7 @@ impl Bot {
     /// within a second.
     pub async fn revoke_runner(&self, name: &str) -> Result<(), RunnerError> {
         let res = runner::Entity::update_many()
-            .col_expr(runner::Column::RevokedAt, Expr::value(now_ms()))
+            .col_expr(runner::Column::RevokedAt, Expr::value(self.now_ms()))
             .filter(runner::Column::Name.eq(name))
             .filter(runner::Column::RevokedAt.is_null())
             .exec(&self.db)
@@ -96,8 +110,14 @@ impl Bot {
         if res.rows_affected == 0 {
             return Err(RunnerError::NotFound(name.to_string()));
         }
-        self.audit(&[NewEvent::now("runner.revoked", Some(name), None, json!({}))])
-            .await?;
+        self.audit(&[NewEvent::at(
+            self.now_ms(),
+            "runner.revoked",
+            Some(name),
+            None,
+            json!({}),
+        )])
+        .await?;
         let closed = self.hub.close_runners(
             &[name.to_string()],
             holdpoint_shared::protocol::close::REVOKED,
@@ -114,11 +134,19 @@ impl Bot {
     }
 
     /// Every runner, by name.
-    pub async fn runners(&self) -> Result<Vec<runner::Model>, DbErr> {
-        runner::Entity::find()
+    pub async fn runners(&self) -> Result<Vec<RunnerInfo>, DbErr> {
+        Ok(runner::Entity::find()
             .order_by_asc(runner::Column::Name)
             .all(&self.db)
-            .await
+            .await?
+            .into_iter()
+            .map(|r| RunnerInfo {
+                name: r.name,
+                created_at: r.created_at,
+                revoked_at: r.revoked_at,
+                last_seen_at: r.last_seen_at,
+            })
+            .collect())
     }
 
     /// Checks a bearer token.
@@ -152,7 +180,7 @@ impl Bot {
     }
 
     /// Names of revoked runners that still have connections here.
-    pub async fn revoked_but_connected(&self) -> Result<Vec<String>, DbErr> {
+    pub(super) async fn revoked_but_connected(&self) -> Result<Vec<String>, DbErr> {
         if self.hub.connections() == 0 {
             return Ok(vec![]);
         }
@@ -170,7 +198,7 @@ impl Bot {
     /// Records that a runner connected.
     pub async fn seen(&self, name: &str) -> Result<(), DbErr> {
         runner::Entity::update_many()
-            .col_expr(runner::Column::LastSeenAt, Expr::value(now_ms()))
+            .col_expr(runner::Column::LastSeenAt, Expr::value(self.now_ms()))
             .filter(runner::Column::Name.eq(name))
             .exec(&self.db)
             .await?;

@@ -15,16 +15,26 @@ pub enum Outbound {
     Close(u16, String),
 }
 
+/// One open runner connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 struct Conn {
     runner: String,
     tx: mpsc::UnboundedSender<Outbound>,
 }
 
 /// A wait that [`Hub::wait`] replaced.
-pub struct Waiting(Waiter);
+pub(super) struct Waiting(Waiter);
 
 struct Waiter {
-    conn: u64,
+    conn: ConnId,
     /// The decision was sent on this connection (waiting for the ack).
     sent: bool,
 }
@@ -32,7 +42,7 @@ struct Waiter {
 #[derive(Default)]
 struct Inner {
     next: u64,
-    conns: HashMap<u64, Conn>,
+    conns: HashMap<ConnId, Conn>,
     waiting: HashMap<String, Waiter>,
     /// Open connections per runner name.
     per_runner: HashMap<String, usize>,
@@ -40,7 +50,7 @@ struct Inner {
 
 /// The open connections.
 #[derive(Default)]
-pub struct Hub {
+pub(super) struct Hub {
     inner: Mutex<Inner>,
 }
 
@@ -52,10 +62,10 @@ impl Hub {
     }
 
     /// Registers a connection; returns its id.
-    pub fn register(&self, runner: &str, tx: mpsc::UnboundedSender<Outbound>) -> u64 {
+    pub(super) fn register(&self, runner: &str, tx: mpsc::UnboundedSender<Outbound>) -> ConnId {
         let mut g = self.lock();
         g.next += 1;
-        let id = g.next;
+        let id = ConnId(g.next);
         *g.per_runner.entry(runner.to_string()).or_default() += 1;
         g.conns.insert(
             id,
@@ -68,7 +78,7 @@ impl Hub {
     }
 
     /// Forgets a closed connection and what it waited for.
-    pub fn unregister(&self, conn: u64) {
+    pub(super) fn unregister(&self, conn: ConnId) {
         let mut g = self.lock();
         if let Some(c) = g.conns.remove(&conn)
             && let Some(n) = g.per_runner.get_mut(&c.runner)
@@ -84,7 +94,7 @@ impl Hub {
     /// Notes that `conn` waits for the decision on `request_id` (replacing
     /// an older connection of the same runner, e.g. after a reconnect).
     /// Returns what it replaced, for [`Hub::restore`].
-    pub fn wait(&self, request_id: &str, conn: u64) -> Option<Waiting> {
+    pub(super) fn wait(&self, request_id: &str, conn: ConnId) -> Option<Waiting> {
         self.lock()
             .waiting
             .insert(request_id.to_string(), Waiter { conn, sent: false })
@@ -93,7 +103,7 @@ impl Hub {
 
     /// Undoes a [`Hub::wait`] whose submission was refused, so a refused
     /// submission cannot take over another connection's wait.
-    pub fn restore(&self, request_id: &str, previous: Option<Waiting>) {
+    pub(super) fn restore(&self, request_id: &str, previous: Option<Waiting>) {
         let mut g = self.lock();
         match previous {
             Some(Waiting(w)) => {
@@ -106,13 +116,13 @@ impl Hub {
     }
 
     /// The runner has the decision.
-    pub fn acked(&self, request_id: &str) {
+    pub(super) fn acked(&self, request_id: &str) {
         self.lock().waiting.remove(request_id);
     }
 
     /// Sends a decision to the connection waiting for it, if any. Returns
     /// whether one was waiting.
-    pub fn deliver(&self, decision: &DecisionMessage) -> bool {
+    pub(super) fn deliver(&self, decision: &DecisionMessage) -> bool {
         let mut g = self.lock();
         let Some(w) = g.waiting.get(&decision.request_id) else {
             return false;
@@ -136,18 +146,14 @@ impl Hub {
         ok
     }
 
-    /// Requests some connection waits for and has not been sent a decision.
-    pub fn undelivered(&self) -> Vec<String> {
-        self.lock()
-            .waiting
-            .iter()
-            .filter(|(_, w)| !w.sent)
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// Whether a connection waits for `request_id` and has not been sent
+    /// its decision.
+    pub(super) fn waits_for(&self, request_id: &str) -> bool {
+        self.lock().waiting.get(request_id).is_some_and(|w| !w.sent)
     }
 
     /// Closes every connection of these runners.
-    pub fn close_runners(&self, names: &[String], code: u16, reason: &str) -> usize {
+    pub(super) fn close_runners(&self, names: &[String], code: u16, reason: &str) -> usize {
         let g = self.lock();
         let mut n = 0;
         for c in g.conns.values() {
@@ -160,19 +166,19 @@ impl Hub {
     }
 
     /// Closes every connection (shutdown).
-    pub fn close_all(&self, code: u16, reason: &str) {
+    pub(super) fn close_all(&self, code: u16, reason: &str) {
         for c in self.lock().conns.values() {
             let _ = c.tx.send(Outbound::Close(code, reason.to_string()));
         }
     }
 
     /// Whether any connection of this runner is open.
-    pub fn is_connected(&self, runner: &str) -> bool {
+    pub(super) fn is_connected(&self, runner: &str) -> bool {
         self.lock().per_runner.contains_key(runner)
     }
 
     /// How many connections are open.
-    pub fn connections(&self) -> usize {
+    pub(super) fn connections(&self) -> usize {
         self.lock().conns.len()
     }
 }

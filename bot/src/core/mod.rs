@@ -1,0 +1,179 @@
+//! The sealed core: the only part of the bot that holds the database.
+//!
+//! It owns the request lifecycle, the hash-chained audit log, the change
+//! feed, runner tokens, web sessions, the chat deliveries table, reviewer
+//! identities and their authorisation, and the clock. Everything else (the
+//! runner websocket, the web queue, the CLI, chat adapters) holds a
+//! [`Bot`], whose fields are private: it can list and read requests, submit
+//! a reviewer's [`Intent`], subscribe to the [`Change`] feed and claim chat
+//! deliveries, and nothing more. The entities and the connection are not
+//! reachable from outside this module.
+//!
+//! What the core guarantees:
+//!
+//! - A transition (submission, decision, cancellation, expiry), its audit
+//!   row and its change row are one transaction; the runner hears a
+//!   decision only after that transaction committed.
+//! - Transitions are serialised with audit appends (a mutex in process, an
+//!   advisory lock on PostgreSQL, the single writer of SQLite), so the
+//!   feed's sequence numbers are in commit order and a reader that has
+//!   seen `seq` has seen everything before it.
+//! - The first decision wins, a decision after the deadline does not count,
+//!   and the requester never approves their own request.
+
+mod audit;
+pub mod clock;
+mod db;
+mod deliveries;
+mod entity;
+mod feed;
+mod hub;
+mod lifecycle;
+pub mod reviewer;
+mod runners;
+mod sessions;
+
+pub use audit::{Format as ExportFormat, GENESIS, NewEvent, Verification, link_hash};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use db::{DbErr, OpenError, random_hex, sha256_hex};
+pub use deliveries::{Claim, Delivery, DeliveryState};
+pub use feed::{Change, FeedError, Subscription};
+pub use hub::{ConnId, Outbound};
+pub use lifecycle::{Decided, LifecycleError, StoredRequest, Submitted};
+pub use reviewer::{Directory, Intent, Realm, Refusal, Reviewer};
+pub use runners::{Auth, RunnerError, RunnerInfo, TOKEN_PREFIX};
+pub use sessions::{
+    LOGIN_LINK_TTL_MS, LOGIN_SECRET_HEX, LoginUse, SESSION_SECRET_HEX, SESSION_TTL_MS, Session,
+};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use sea_orm::DatabaseConnection;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::Mutex;
+
+/// The bot's core, shared behind an `Arc` by every door.
+pub struct Bot {
+    db: DatabaseConnection,
+    config: Config,
+    hub: hub::Hub,
+    metrics: Metrics,
+    clock: Arc<dyn Clock>,
+    /// Serialises transitions and audit appends within this process.
+    write_lock: Mutex<()>,
+    feed: feed::Feed,
+    directories: RwLock<HashMap<Realm, Arc<dyn Directory>>>,
+}
+
+impl Bot {
+    /// Opens (and migrates) the configured database.
+    pub async fn open(config: Config) -> Result<Bot, OpenError> {
+        Bot::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Opens the configured database, with a clock of the caller's.
+    pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Bot, OpenError> {
+        let db = db::open_and_migrate(&config.database_url).await?;
+        Ok(Bot {
+            db,
+            config,
+            hub: hub::Hub::default(),
+            metrics: Metrics::default(),
+            clock,
+            write_lock: Mutex::new(()),
+            feed: feed::Feed::new(),
+            directories: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Applies the migrations to the configured database and closes it.
+    pub async fn migrate(config: &Config) -> Result<(), OpenError> {
+        db::open_and_migrate(&config.database_url).await.map(drop)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The core's time, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+
+    /// Makes `directory` the judge of who in `realm` is a reviewer.
+    pub fn set_directory(&self, realm: Realm, directory: Arc<dyn Directory>) {
+        let mut d = match self.directories.write() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        d.insert(realm, directory);
+    }
+
+    fn directory(&self, realm: Realm) -> Option<Arc<dyn Directory>> {
+        match self.directories.read() {
+            Ok(d) => d.get(&realm).cloned(),
+            Err(p) => p.into_inner().get(&realm).cloned(),
+        }
+    }
+
+    /// Appends events the bot did not make itself (runners' verdicts) to the
+    /// audit log; returns, for each, whether it was new.
+    pub async fn audit(&self, events: &[NewEvent]) -> Result<Vec<bool>, DbErr> {
+        let _w = self.write_lock.lock().await;
+        audit::append(&self.db, events, self.now_ms()).await
+    }
+
+    /// Walks the audit chain.
+    pub async fn verify_audit(&self) -> Result<Verification, DbErr> {
+        audit::verify(&self.db).await
+    }
+
+    /// Writes the audit rows at or after `since`.
+    pub async fn export_audit(
+        &self,
+        since: i64,
+        format: ExportFormat,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<u64> {
+        audit::export(&self.db, since, format, out).await
+    }
+
+    /// How many rows the audit log holds.
+    pub async fn audit_rows(&self) -> Result<u64, DbErr> {
+        audit::count(&self.db).await
+    }
+
+    /// How many runner connections are open here.
+    pub fn connections(&self) -> usize {
+        self.hub.connections()
+    }
+
+    /// Registers a runner connection that sends through `tx`.
+    pub fn connect(
+        &self,
+        runner: &str,
+        tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
+    ) -> ConnId {
+        self.hub.register(runner, tx)
+    }
+
+    /// Forgets a closed connection and what it waited for.
+    pub fn disconnect(&self, conn: ConnId) {
+        self.hub.unregister(conn);
+    }
+
+    /// Closes every runner connection (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        self.hub.close_all(code, reason);
+    }
+}
