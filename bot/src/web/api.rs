@@ -144,7 +144,7 @@ pub async fn list(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response {
         "pending": pending,
         "recent": recent,
         "now": now_ms(),
-        "reviewer": session.reviewer().id,
+        "reviewer": session.reviewer().to_string(),
     }))
     .into_response()
 }
