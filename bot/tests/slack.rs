@@ -481,7 +481,7 @@ fn hostile_commands_render_safely() {
         for s in &all {
             for c in s.chars() {
                 assert!(
-                    c == '\n' || c == '\t' || !holdpoint_bot::slack::render::is_suspicious(c),
+                    c == '\n' || c == '\t' || !holdpoint_shared::text::is_suspicious(c),
                     "{name}: invisible or control character U+{:04X} reached Slack in {s:?}",
                     c as u32
                 );
@@ -496,7 +496,7 @@ fn hostile_commands_render_safely() {
         let shown = command_block["elements"][0]["elements"][0]["text"]
             .as_str()
             .unwrap_or_default();
-        assert!(shown.chars().count() <= holdpoint_bot::slack::render::COMMAND_SHOWN + 10);
+        assert!(shown.chars().count() <= holdpoint_bot::view::COMMAND_SHOWN + 10);
         match **name {
             "bidi" => assert!(shown.contains("⟨U+202E⟩"), "{shown}"),
             "zero-width" => assert!(shown.contains("⟨U+200B⟩") && shown.contains("⟨U+FEFF⟩")),

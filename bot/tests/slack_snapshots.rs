@@ -6,6 +6,7 @@
 
 use holdpoint_bot::StoredRequest;
 use holdpoint_bot::slack::render::request_message;
+use holdpoint_bot::view::ReviewView;
 use holdpoint_shared::annotation::{Annotation, Item, Severity};
 use holdpoint_shared::protocol::{ReviewRequest, Status};
 use holdpoint_shared::{Decision, Hit, Risk, Verdict};
@@ -262,7 +263,7 @@ fn incident_messages_match_their_snapshots() {
                 r.decided_by = Some("slack:U0REVIEW1".into());
                 r.reason = Some("checked with the owners".into());
             }
-            let m = request_message(&r, "https://holdpoint.example.com");
+            let m = request_message(&ReviewView::of(&r, "https://holdpoint.example.com"));
             let text = serde_json::to_string_pretty(&serde_json::json!({
                 "text": m.text,
                 "blocks": m.blocks,

@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod redact;
 pub mod shell;
 pub mod sql;
+pub mod text;
 pub mod verdict;
 
 pub use context::Context;

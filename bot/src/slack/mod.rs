@@ -198,7 +198,7 @@ impl chat::Adapter for Slack {
     }
 
     async fn post(&self, destination: &str, view: &ReviewView) -> Result<Posted, String> {
-        let msg = render::request_message(&view.request, &view.base_url);
+        let msg = render::request_message(view);
         let body = json!({
             "channel": destination,
             "text": msg.text,
@@ -222,7 +222,7 @@ impl chat::Adapter for Slack {
     }
 
     async fn update(&self, at: &Delivery, view: &ReviewView) -> Result<(), String> {
-        let msg = render::request_message(&view.request, &view.base_url);
+        let msg = render::request_message(view);
         let body = json!({
             "channel": at.destination,
             "ts": at.handle,
@@ -236,7 +236,7 @@ impl chat::Adapter for Slack {
         let reply = json!({
             "channel": at.destination,
             "thread_ts": at.handle,
-            "text": render::thread_reply(&view.request),
+            "text": render::thread_reply(view),
             "unfurl_links": false,
             "unfurl_media": false,
         });

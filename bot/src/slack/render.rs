@@ -1,20 +1,19 @@
-//! The Block Kit messages, modals and texts the bot sends to Slack.
+//! The review view encoded as Block Kit, and the other texts the bot sends
+//! to Slack.
 //!
-//! Everything in a request was written by a possibly prompt-injected agent,
-//! so this module must never let request text become Slack markup: untrusted
-//! text goes only into `plain_text` objects and `rich_text` text elements
-//! (which Slack never parses for mentions, links or formatting), or into
-//! `mrkdwn` after [`escape`] (`&`, `<`, `>`). Invisible and direction-changing
-//! characters are shown as `⟨U+202E⟩`. Every field is cut to fit Slack's
-//! limits whatever the input, and when the command is shortened the parts
-//! that triggered rules are shown on their own, so nothing dangerous hides
-//! past the cut.
+//! What is shown is the view's ([`crate::view`]); this module only decides
+//! how Slack shows it. Everything in a request was written by a possibly
+//! prompt-injected agent, so request text never becomes Slack markup: it
+//! goes only into `plain_text` objects and `rich_text` text elements (which
+//! Slack never parses for mentions, links or formatting), or into `mrkdwn`
+//! after [`escape`] (`&`, `<`, `>`). Every field is cut to fit Slack's
+//! limits whatever the input.
 
-use crate::core::{Refusal, StoredRequest};
+use crate::core::{Realm, Refusal, Reviewer, StoredRequest};
 use crate::time::{human_duration, rfc3339};
-use holdpoint_shared::annotation::{Annotation, Severity};
+use crate::view::{Action, Outcome, ReviewView, cut, risk_icon, status_icon, status_word};
 use holdpoint_shared::protocol::Status;
-use holdpoint_shared::{Decision, Risk};
+use holdpoint_shared::text::visible;
 use serde_json::{Value, json};
 
 /// Slack's limit for a header's text.
@@ -25,16 +24,6 @@ pub const SECTION_MAX: usize = 3000;
 pub const FIELD_MAX: usize = 2000;
 /// Slack's limit on blocks in a message.
 pub const MAX_BLOCKS: usize = 50;
-/// How much of a command the message shows, in characters (after
-/// invisible characters were made visible).
-pub const COMMAND_SHOWN: usize = 2400;
-/// How much of one rule-triggering part is shown when the command is cut.
-pub const PART_SHOWN: usize = 400;
-/// The most annotations shown as their own blocks.
-pub const MAX_ANNOTATIONS: usize = 12;
-/// The most items of one annotation shown.
-pub const MAX_ITEMS: usize = 15;
-
 /// `action_id` of the Approve button.
 pub const APPROVE: &str = "hp_approve";
 /// `action_id` of the Deny button.
@@ -67,94 +56,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Whether `c` could hide text, reorder it or look like something else
-/// than it is: controls, bidirectional formatting, zero-width and other
-/// format characters, and whitespace other than the ASCII space.
-pub fn is_suspicious(c: char) -> bool {
-    if c == ' ' {
-        return false;
-    }
-    let u = c as u32;
-    c.is_control()
-        || (c.is_whitespace() && !c.is_ascii())
-        || matches!(
-            u,
-            0x00AD
-                | 0x034F
-                | 0x0600..=0x0605
-                | 0x061C
-                | 0x06DD
-                | 0x070F
-                | 0x0890..=0x0891
-                | 0x08E2
-                | 0x115F..=0x1160
-                | 0x17B4..=0x17B5
-                | 0x180B..=0x180F
-                | 0x200B..=0x200F
-                | 0x2028..=0x202F
-                | 0x205F..=0x206F
-                | 0x3164
-                | 0xFE00..=0xFE0F
-                | 0xFEFF
-                | 0xFFA0
-                | 0xFFF9..=0xFFFB
-                | 0x110BD
-                | 0x110CD
-                | 0x13430..=0x1343F
-                | 0x1BCA0..=0x1BCA3
-                | 0x1D173..=0x1D17A
-                | 0xE0000..=0xE0FFF
-        )
-}
-
-/// Shows suspicious characters as `⟨U+XXXX⟩`. Newlines and tabs stay when
-/// `multiline` (a code block shows them faithfully); otherwise they are
-/// shown as `⟨U+000A⟩` too, so one-line fields stay on one line.
-pub fn visible(s: &str, multiline: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if multiline && (c == '\n' || c == '\t') {
-            out.push(c);
-        } else if is_suspicious(c) {
-            out.push_str(&format!("⟨U+{:04X}⟩", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Cuts `s` to at most `max` characters, ending with `…` when cut.
-pub fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-/// Cuts the middle out of `s` when it is longer than `max` characters,
-/// keeping the start and the end (where an appended `rm -rf /` would be).
-/// Returns the text and how many characters were left out.
-pub fn shorten_middle(s: &str, max: usize) -> (String, usize) {
-    let total = s.chars().count();
-    if total <= max {
-        return (s.to_string(), 0);
-    }
-    let marker_room = 80;
-    let keep = max.saturating_sub(marker_room);
-    let head = keep * 2 / 3;
-    let tail = keep - head;
-    let hidden = total - head - tail;
-    let mut out: String = s.chars().take(head).collect();
-    out.push_str(&format!(
-        "\n… ⟨{hidden} characters not shown here; full command on the web queue⟩ …\n"
-    ));
-    out.extend(s.chars().skip(total - tail));
-    (out, hidden)
-}
-
 fn plain(text: &str) -> Value {
     json!({"type": "plain_text", "text": text, "emoji": false})
 }
@@ -169,81 +70,17 @@ fn plain_cut(text: &str, max: usize) -> Value {
     plain(if t.trim().is_empty() { "-" } else { &t })
 }
 
-fn risk_icon(r: Risk) -> &'static str {
-    match r {
-        Risk::Low => "🟢",
-        Risk::Medium => "🟡",
-        Risk::High => "🟠",
-        Risk::Critical => "🔴",
-    }
-}
-
-fn status_icon(s: Status) -> &'static str {
-    match s {
-        Status::Pending => "⏳",
-        Status::Approved => "✅",
-        Status::Denied => "⛔",
-        Status::Expired => "⌛",
-        Status::Cancelled => "✖",
-    }
-}
-
-fn severity_icon(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "ℹ",
-        Severity::Warning => "⚠",
-        Severity::Danger => "🚨",
-    }
-}
-
-/// The hits a reviewer must see: every one that reviews or denies, without
-/// repeats.
-fn blocking_hits(r: &StoredRequest) -> Vec<&holdpoint_shared::Hit> {
-    let mut out: Vec<&holdpoint_shared::Hit> = Vec::new();
-    for h in &r.request.verdict.hits {
-        if h.decision >= Decision::Review
-            && !out.iter().any(|o| o.rule == h.rule && o.part == h.part)
-        {
-            out.push(h);
-        }
-    }
-    out
-}
-
-/// One line that says what the command does: the first part a rule fired
-/// on, else the command's first line. Visible characters, uncut.
-pub fn summary(r: &StoredRequest) -> String {
-    let part = blocking_hits(r)
-        .into_iter()
-        .map(|h| h.part.trim())
-        .find(|p| !p.is_empty());
-    let text = match part {
-        Some(p) => p.to_string(),
-        None => r
-            .request
-            .command
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string(),
-    };
-    visible(&text, false)
-}
-
 /// How a decider is shown in `mrkdwn`: Slack users as mentions (their id
 /// comes from Slack and is checked), everyone else escaped.
 pub fn who(decided_by: &str) -> String {
-    if let Some(id) = decided_by.strip_prefix("slack:")
-        && is_slack_id(id)
-    {
-        return format!("<@{id}>");
-    }
-    let (ns, name) = decided_by.split_once(':').unwrap_or(("", decided_by));
-    let shown = match ns {
-        "web" => format!("{name} (web queue)"),
-        "cli" => format!("{name} (command line)"),
-        "runner" => format!("the agent on runner {name}"),
+    let Some(r) = Reviewer::parse(decided_by) else {
+        return escape(decided_by);
+    };
+    let shown = match r.realm {
+        Realm::Slack if is_slack_id(&r.id) => return format!("<@{}>", r.id),
+        Realm::Web => format!("{} (web queue)", r.id),
+        Realm::Cli => format!("{} (command line)", r.id),
+        Realm::Runner => format!("the agent on runner {}", r.id),
         _ => decided_by.to_string(),
     };
     escape(&shown)
@@ -257,33 +94,26 @@ pub fn is_slack_id(s: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Pending => "Pending",
-        Status::Approved => "Approved",
-        Status::Denied => "Denied",
-        Status::Expired => "Expired",
-        Status::Cancelled => "Cancelled",
-    }
-}
-
-/// One line in `mrkdwn` that says how a request ended.
-pub fn outcome_line(r: &StoredRequest) -> String {
-    let took = human_duration(r.decided_at.unwrap_or(r.created_at) - r.created_at);
-    let icon = status_icon(r.status);
-    match r.status {
+/// One line in `mrkdwn` that says how a request ended (or that it waits).
+pub fn outcome_line(outcome: Option<&Outcome>) -> String {
+    let Some(o) = outcome else {
+        return format!("{} *Waiting for a reviewer*", status_icon(Status::Pending));
+    };
+    let took = human_duration(o.took_ms);
+    let icon = status_icon(o.status);
+    match o.status {
         Status::Pending => format!("{icon} *Waiting for a reviewer*"),
         Status::Expired => format!(
             "{icon} *Expired* after {took}: no reviewer decided in time, so the command was denied"
         ),
         Status::Cancelled => format!(
             "{icon} *Cancelled* by {} after {took}: the agent stopped waiting",
-            who(r.decided_by.as_deref().unwrap_or("holdpoint"))
+            who(&o.decided_by)
         ),
         s => format!(
             "{icon} *{}* by {} after {took}",
             status_word(s),
-            who(r.decided_by.as_deref().unwrap_or("holdpoint"))
+            who(&o.decided_by)
         ),
     }
 }
@@ -297,16 +127,12 @@ fn slack_date(ms: i64) -> String {
     )
 }
 
-/// The link to the request on the web queue.
-pub fn web_link(base_url: &str, id: &str) -> String {
-    // The base URL comes from the configuration; `|` and `>` would end the
-    // link early, so they are percent-encoded.
-    let base = base_url
-        .trim_end_matches('/')
-        .replace('|', "%7C")
+/// A link for `mrkdwn`: `|` and `>` would end it early, so they are
+/// percent-encoded (the base URL comes from the configuration).
+fn link(url: &str) -> String {
+    url.replace('|', "%7C")
         .replace('>', "%3E")
-        .replace('<', "%3C");
-    format!("{base}/#{id}")
+        .replace('<', "%3C")
 }
 
 fn rich_preformatted(block_id: &str, text: &str) -> Value {
@@ -320,84 +146,43 @@ fn rich_preformatted(block_id: &str, text: &str) -> Value {
     })
 }
 
-/// An annotation as plain text: title, facts, items with their flags.
-fn annotation_text(a: &Annotation) -> String {
-    let one = |s: &str| visible(s, false);
-    let mut s = format!(
-        "{} {} · {}",
-        severity_icon(a.severity),
-        one(&a.probe),
-        one(&a.title)
-    );
-    if let Some(e) = &a.error {
-        s.push_str(&format!("\nprobe error: {}", one(e)));
-    }
-    for f in &a.facts {
-        s.push_str(&format!("\n{}: {}", one(&f.label), one(&f.value)));
-    }
-    for i in a.items.iter().take(MAX_ITEMS) {
-        let mut line = format!("\n• {}", one(&i.id));
-        if !i.text.is_empty() {
-            line.push_str(&format!(" {}", one(&i.text)));
-        }
-        if !i.details.is_empty() {
-            let d: Vec<String> = i.details.iter().map(|d| one(d)).collect();
-            line.push_str(&format!(" ({})", d.join(", ")));
-        }
-        if !i.flags.is_empty() {
-            let f: Vec<String> = i.flags.iter().map(|f| one(f).to_uppercase()).collect();
-            line.push_str(&format!(" ⚠ {}", f.join(", ")));
-        }
-        s.push_str(&line);
-    }
-    let more = a.items.len().saturating_sub(MAX_ITEMS);
-    if more > 0 {
-        s.push_str(&format!("\n… and {more} more"));
-    }
-    if a.truncated {
-        s.push_str("\n… (the probe cut its list short: there is more than shown)");
-    }
-    s
-}
-
 /// The message for a request: the review message while it is pending, the
 /// outcome (no buttons) once it is decided.
-pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
-    let id = &r.request.id;
-    let risk = r.request.risk();
-    let sum = summary(r);
-    let pending = r.status == Status::Pending;
-    let link = web_link(base_url, id);
+pub fn request_message(v: &ReviewView) -> Message {
+    let id = &v.id;
+    let sum = &v.summary;
+    let pending = v.is_pending();
+    let link = link(&v.link);
     let mut blocks: Vec<Value> = Vec::new();
 
     // Header: the risk (or the outcome) and what the command does.
     let lead = if pending {
         format!(
             "{} {} risk · ",
-            risk_icon(risk),
-            risk.as_str().to_uppercase()
+            risk_icon(v.risk),
+            v.risk.as_str().to_uppercase()
         )
     } else {
         format!(
             "{} {} · ",
-            status_icon(r.status),
-            status_word(r.status).to_uppercase()
+            status_icon(v.status),
+            status_word(v.status).to_uppercase()
         )
     };
     let room = HEADER_MAX.saturating_sub(lead.chars().count());
     blocks.push(json!({
         "type": "header",
         "block_id": "hp_header",
-        "text": plain_cut(&format!("{lead}{}", cut(&sum, room)), HEADER_MAX),
+        "text": plain_cut(&format!("{lead}{}", cut(sum, room)), HEADER_MAX),
     }));
 
-    if !pending {
+    if let Some(o) = &v.outcome {
         blocks.push(json!({
             "type": "section",
             "block_id": "hp_outcome",
-            "text": mrkdwn(&cut(&outcome_line(r), SECTION_MAX)),
+            "text": mrkdwn(&cut(&outcome_line(Some(o)), SECTION_MAX)),
         }));
-        if let Some(reason) = r.reason.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(reason) = o.reason.as_deref().filter(|s| !s.trim().is_empty()) {
             blocks.push(json!({
                 "type": "section",
                 "block_id": "hp_reason",
@@ -406,50 +191,29 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
         }
     }
 
-    // The command, exactly as the runner sent it (redacted there), in a
-    // preformatted block that no character in it can close.
-    let shown = visible(&r.request.command, true);
-    let (command, hidden) = shorten_middle(&shown, COMMAND_SHOWN);
-    blocks.push(rich_preformatted("hp_command", &command));
-    if hidden > 0 {
-        let total = shown.chars().count();
+    // The command, in a preformatted block that no character in it can
+    // close.
+    blocks.push(rich_preformatted("hp_command", &v.command));
+    if v.command_hidden > 0 {
         blocks.push(json!({
             "type": "context",
             "block_id": "hp_cut",
             "elements": [mrkdwn(&format!(
-                "⚠ Long command: {hidden} of {total} characters are not shown above. <{}|Read the full command on the web queue>. The parts the rules fired on:",
+                "⚠ Long command: {} of {} characters are not shown above. <{}|Read the full command on the web queue>. The parts the rules fired on:",
+                v.command_hidden,
+                v.command_total,
                 escape(&link)
             ))],
         }));
-        let mut parts: Vec<String> = Vec::new();
-        for h in blocking_hits(r) {
-            let (p, _) = shorten_middle(&visible(&h.part, true), PART_SHOWN);
-            if !p.trim().is_empty() && !parts.contains(&p) {
-                parts.push(p);
-            }
-            if parts.len() >= 10 {
-                break;
-            }
-        }
-        if parts.is_empty() {
-            parts.push("(the rules named no single part: the whole command is held)".into());
-        }
-        blocks.push(rich_preformatted("hp_parts", &parts.join("\n")));
+        blocks.push(rich_preformatted("hp_parts", &v.parts.join("\n")));
     }
 
     // Why it was held.
     let mut why = String::from("Why it was held:");
-    let hits = blocking_hits(r);
-    for (n, h) in hits.iter().enumerate() {
-        let line = format!(
-            "\n• {} [{} · {}]: {}",
-            visible(&h.rule, false),
-            h.decision,
-            h.risk,
-            visible(&h.reason, false)
-        );
+    for (n, h) in v.hits.iter().enumerate() {
+        let line = format!("\n• {} [{} · {}]: {}", h.rule, h.decision, h.risk, h.reason);
         if why.chars().count() + line.chars().count() > SECTION_MAX - 60 {
-            why.push_str(&format!("\n… and {} more rules", hits.len() - n));
+            why.push_str(&format!("\n… and {} more rules", v.hits.len() - n));
             break;
         }
         why.push_str(&line);
@@ -461,22 +225,11 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
     }));
 
     // Where and for whom.
-    let field =
-        |label: &str, value: &str| plain_cut(&format!("{label}\n{}", visible(value, false)), 300);
-    let mut fields = vec![
-        field("Runner", &r.runner),
-        field("Host", &r.request.host),
-        field("Directory", &r.request.cwd),
-        field("Agent", r.request.agent.as_deref().unwrap_or("unknown")),
-        field(
-            "Requested by",
-            r.request.requested_by.as_deref().unwrap_or("unknown"),
-        ),
-        field("Front end", &r.request.front_end),
-    ];
-    if let Some(s) = &r.request.session {
-        fields.push(field("Session", s));
-    }
+    let fields: Vec<Value> = v
+        .fields
+        .iter()
+        .map(|(label, value)| plain_cut(&format!("{label}\n{value}"), 300))
+        .collect();
     blocks.push(json!({
         "type": "section",
         "block_id": "hp_where",
@@ -484,28 +237,21 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
     }));
 
     // What the probes found.
-    if !r.request.annotations.is_empty() {
+    if !v.annotations.is_empty() {
         blocks.push(json!({"type": "divider", "block_id": "hp_divider"}));
     }
-    for (n, a) in r
-        .request
-        .annotations
-        .iter()
-        .take(MAX_ANNOTATIONS)
-        .enumerate()
-    {
+    for (n, a) in v.annotations.iter().enumerate() {
         blocks.push(json!({
             "type": "section",
             "block_id": format!("hp_annotation_{n}"),
-            "text": plain_cut(&annotation_text(a), SECTION_MAX),
+            "text": plain_cut(a, SECTION_MAX),
         }));
     }
-    let more = r.request.annotations.len().saturating_sub(MAX_ANNOTATIONS);
-    if more > 0 {
+    if v.more_annotations > 0 {
         blocks.push(json!({
             "type": "context",
             "block_id": "hp_more_annotations",
-            "elements": [mrkdwn(&format!("{more} more findings on <{}|the web queue>", escape(&link)))],
+            "elements": [mrkdwn(&format!("{} more findings on <{}|the web queue>", v.more_annotations, escape(&link)))],
         }));
     }
 
@@ -513,10 +259,10 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
     let deadline = if pending {
         format!(
             "expires {} (no answer is a denial)",
-            slack_date(r.expires_at)
+            slack_date(v.expires_at)
         )
     } else {
-        format!("submitted {}", slack_date(r.created_at))
+        format!("submitted {}", slack_date(v.created_at))
     };
     blocks.push(json!({
         "type": "context",
@@ -528,37 +274,44 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
         ))],
     }));
 
-    if pending {
-        let value = format!("{id}:{}", r.request.command_hash);
-        let mut approve = json!({
-            "type": "button",
-            "action_id": APPROVE,
-            "text": plain("Approve"),
-            "style": "primary",
-            "value": value,
-        });
-        if risk == Risk::Critical {
-            approve["confirm"] = json!({
-                "title": plain("Approve a critical command?"),
-                "text": plain_cut(&format!("It runs at once on {}: {}", visible(&r.request.host, false), sum), 300),
-                "confirm": plain("Approve"),
-                "deny": plain("Cancel"),
-                "style": "danger",
-            });
-        }
-        blocks.push(json!({
-            "type": "actions",
-            "block_id": "hp_actions",
-            "elements": [
-                approve,
-                {
+    if !v.actions.is_empty() {
+        let value = format!("{id}:{}", v.command_hash);
+        let elements: Vec<Value> = v
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Approve { confirm } => {
+                    let mut approve = json!({
+                        "type": "button",
+                        "action_id": APPROVE,
+                        "text": plain("Approve"),
+                        "style": "primary",
+                        "value": value,
+                    });
+                    if let Some(question) = confirm {
+                        approve["confirm"] = json!({
+                            "title": plain("Approve a critical command?"),
+                            "text": plain_cut(question, 300),
+                            "confirm": plain("Approve"),
+                            "deny": plain("Cancel"),
+                            "style": "danger",
+                        });
+                    }
+                    approve
+                }
+                Action::Deny => json!({
                     "type": "button",
                     "action_id": DENY,
                     "text": plain("Deny"),
                     "style": "danger",
                     "value": value,
-                },
-            ],
+                }),
+            })
+            .collect();
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": "hp_actions",
+            "elements": elements,
         }));
     }
     blocks.truncate(MAX_BLOCKS);
@@ -566,12 +319,16 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
     let text = if pending {
         format!(
             "{} {} risk command waits for review: {}",
-            risk_icon(risk),
-            risk.as_str(),
-            escape(&cut(&sum, 200))
+            risk_icon(v.risk),
+            v.risk.as_str(),
+            escape(&cut(sum, 200))
         )
     } else {
-        format!("{} {}", outcome_line(r), escape(&cut(&sum, 200)))
+        format!(
+            "{} {}",
+            outcome_line(v.outcome.as_ref()),
+            escape(&cut(sum, 200))
+        )
     };
     Message {
         text: cut(&text, SECTION_MAX),
@@ -580,9 +337,14 @@ pub fn request_message(r: &StoredRequest, base_url: &str) -> Message {
 }
 
 /// The reply posted in the message's thread once a request is decided.
-pub fn thread_reply(r: &StoredRequest) -> String {
-    let mut s = outcome_line(r);
-    if let Some(reason) = r.reason.as_deref().filter(|s| !s.trim().is_empty()) {
+pub fn thread_reply(v: &ReviewView) -> String {
+    let mut s = outcome_line(v.outcome.as_ref());
+    if let Some(reason) = v
+        .outcome
+        .as_ref()
+        .and_then(|o| o.reason.as_deref())
+        .filter(|s| !s.trim().is_empty())
+    {
         s.push_str(&format!("\n>{}", escape(&cut(reason, 2000))));
     }
     s
@@ -602,7 +364,7 @@ pub fn deny_modal(r: &StoredRequest, metadata: &str) -> Value {
             {
                 "type": "section",
                 "block_id": "hp_deny_what",
-                "text": plain_cut(&format!("Deny: {}", summary(r)), SECTION_MAX),
+                "text": plain_cut(&format!("Deny: {}", crate::view::summary(r)), SECTION_MAX),
             },
             {
                 "type": "input",
@@ -620,7 +382,6 @@ pub fn deny_modal(r: &StoredRequest, metadata: &str) -> Value {
     })
 }
 
-/// A short ephemeral answer to a click that did not decide.
 /// What a Slack user is told when the core did not count their click.
 pub fn refusal(r: &Refusal) -> String {
     match r {
@@ -632,13 +393,15 @@ pub fn refusal(r: &Refusal) -> String {
     }
 }
 
+/// A short ephemeral answer to a click on a request already decided.
 pub fn already_text(r: &StoredRequest) -> String {
     let when = r
         .decided_at
         .map(|ms| format!(" at {}", slack_date(ms)))
         .unwrap_or_default();
+    let v = ReviewView::of(r, "");
     format!(
         "This request was already decided: {}{when}.",
-        outcome_line(r)
+        outcome_line(v.outcome.as_ref())
     )
 }

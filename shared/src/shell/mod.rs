@@ -214,20 +214,10 @@ pub(crate) struct Analyzer<'a> {
     stopped: bool,
 }
 
-const INVISIBLE: &[(u32, u32)] = &[
-    (0x00AD, 0x00AD),
-    (0x061C, 0x061C),
-    (0x180E, 0x180E),
-    (0x200B, 0x200F),
-    (0x202A, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x2069),
-    (0xFEFF, 0xFEFF),
-];
-
+/// A character that can hide or reorder what a command does (the control
+/// characters have their own finding).
 fn is_invisible(c: char) -> bool {
-    let u = c as u32;
-    INVISIBLE.iter().any(|&(a, b)| u >= a && u <= b)
+    !c.is_control() && crate::text::hidden(c) == Some(crate::text::Hidden::Format)
 }
 
 /// Whether a run of 10 or more digits stands right before `<` or `>`: a file
