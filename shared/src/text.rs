@@ -46,6 +46,7 @@ pub const HIDDEN: &[(u32, u32, Hidden)] = &[
     (0x2065, 0x2065, Hidden::LookAlike),
     (0x2066, 0x2069, Hidden::Format),
     (0x206A, 0x206F, Hidden::Format),
+    (0x2800, 0x2800, Hidden::LookAlike),
     (0x3000, 0x3000, Hidden::LookAlike),
     (0x3164, 0x3164, Hidden::LookAlike),
     (0xFE00, 0xFE0F, Hidden::LookAlike),
