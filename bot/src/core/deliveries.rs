@@ -91,6 +91,15 @@ pub struct Claim {
 }
 
 impl Claim {
+    fn new(adapter: &'static str, id: &str, replica: &str, state: DeliveryState) -> Claim {
+        Claim {
+            adapter,
+            request_id: id.to_string(),
+            replica: replica.to_string(),
+            state,
+        }
+    }
+
     pub fn request_id(&self) -> &str {
         &self.request_id
     }
@@ -225,12 +234,7 @@ impl Bot {
                 .await?
                 .rows_affected
                 == 1;
-        Ok(won.then(|| Claim {
-            adapter,
-            request_id: id.to_string(),
-            replica: replica.to_string(),
-            state: DeliveryState::Posting,
-        }))
+        Ok(won.then(|| Claim::new(adapter, id, replica, DeliveryState::Posting)))
     }
 
     /// The message was posted to `destination` as `handle`: `posting` → `open`. `false`: the
@@ -285,12 +289,7 @@ impl Bot {
             .await?
             .rows_affected
             == 1;
-        Ok(won.then(|| Claim {
-            adapter,
-            request_id: id.to_string(),
-            replica: replica.to_string(),
-            state: DeliveryState::Finishing,
-        }))
+        Ok(won.then(|| Claim::new(adapter, id, replica, DeliveryState::Finishing)))
     }
 
     /// The message was updated: `finishing` → `done`. `false`: the claim
