@@ -4,7 +4,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use holdpoint_bot::config::{Config, LogFormat};
 use holdpoint_bot::core::ExportFormat as Format;
-use holdpoint_bot::time::{human_duration, now_ms, parse_since, rfc3339};
+use holdpoint_bot::time::{human_duration, parse_since, rfc3339};
 use holdpoint_bot::{Bot, Decided, Intent, Realm, Reviewer, StoredRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -226,7 +226,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let v = serde_json::json!({ "pending": pending, "recent": recent });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let now = now_ms();
+                let now = bot.now_ms();
                 println!("{} pending", pending.len());
                 for r in &pending {
                     println!(
@@ -282,7 +282,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 AuditAction::Export { since, format } => {
                     let since = match since {
-                        Some(s) => parse_since(&s, now_ms()).map_err(anyhow::Error::msg)?,
+                        Some(s) => parse_since(&s, bot.now_ms()).map_err(anyhow::Error::msg)?,
                         None => i64::MIN,
                     };
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -7,7 +7,6 @@
 //! bot down and never changes a request.
 
 use crate::core::{Auth, Bot, ConnId, Decided, NewEvent, Outbound, Refusal, Submitted};
-use crate::time::now_ms;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -151,7 +150,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
         protocol: PROTOCOL_VERSION,
         runner: runner.clone(),
         bot_version: env!("CARGO_PKG_VERSION").to_string(),
-        server_time: now_ms(),
+        server_time: bot.now_ms(),
     };
     if !send(&mut socket, &welcome).await {
         return;
@@ -247,7 +246,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                 Ok(Submitted::Pending { expires_at }) => BotMessage::Pending {
                     request_id: request.id.clone(),
                     expires_at,
-                    server_time: now_ms(),
+                    server_time: bot.now_ms(),
                     review_url: Some(format!("{}/#{}", bot.config().base_url(), request.id)),
                 },
                 Ok(Submitted::Decided(d)) => BotMessage::Decision(d),

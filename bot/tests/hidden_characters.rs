@@ -54,7 +54,11 @@ fn the_web_page_hides_every_character_the_shared_table_hides() {
         hidden.extend(lo..=hi);
     }
     let visible: Vec<u32> = "a Zé→✔中🎉-_/.~".chars().map(|c| c as u32).collect();
-    assert!(visible.iter().all(|&u| char::from_u32(u).is_some_and(|c| !is_suspicious(c))));
+    assert!(
+        visible
+            .iter()
+            .all(|&u| char::from_u32(u).is_some_and(|c| !is_suspicious(c)))
+    );
     let table: Vec<(u32, u32)> = HIDDEN.iter().map(|&(lo, hi, _)| (lo, hi)).collect();
     let input = serde_json::json!({ "hidden": hidden, "visible": visible, "table": table });
     let program = CHECK.replace("CLASS", page_class());
@@ -81,7 +85,11 @@ fn the_web_page_hides_every_character_the_shared_table_hides() {
             .map(|u| format!("U+{u:04X}"))
             .collect()
     };
-    assert_eq!(hex("pageMisses"), Vec::<String>::new(), "the page shows these as they are");
+    assert_eq!(
+        hex("pageMisses"),
+        Vec::<String>::new(),
+        "the page shows these as they are"
+    );
     assert_eq!(hex("pageHidesVisible"), Vec::<String>::new());
     assert_eq!(
         hex("tableMissesFormat"),

@@ -466,3 +466,51 @@ async fn deadlines_follow_the_core_clock() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_bot_that_dies_after_recording_a_decision_loses_neither_the_decision_nor_its_audit_row() {
+    let (first, dir) = bot(Duration::from_secs(600)).await;
+    let (conn, mut rx) = runner_connection(&first, "local");
+    let req = request(None);
+    first.submit_on(conn, "local", &req).await.expect("submit");
+
+    // The decision commits in a process that dies before anything relays
+    // it (here: one the runner is not connected to, stopped at once).
+    let dying = Bot::open(config_in(&dir, Duration::from_secs(600)))
+        .await
+        .expect("second process");
+    assert!(matches!(
+        decide(&dying, &req.id, true, &reviewer("web:a"), None, None)
+            .await
+            .expect("decide"),
+        Decided::Won(_)
+    ));
+    drop(dying);
+    drop(first);
+    assert_eq!(
+        decision_sent(&mut rx),
+        None,
+        "nothing reached the runner yet"
+    );
+
+    // The bot comes back; the runner reconnects and submits the same id.
+    let again = Bot::open(config_in(&dir, Duration::from_secs(600)))
+        .await
+        .expect("restart");
+    let (conn, _rx) = runner_connection(&again, "local");
+    match again
+        .submit_on(conn, "local", &req)
+        .await
+        .expect("resubmit")
+    {
+        Submitted::Decided(d) => {
+            assert_eq!(d.status, Status::Approved);
+            assert_eq!(d.command_hash, req.command_hash);
+        }
+        other => panic!("the recorded approval must be the answer: {other:?}"),
+    }
+    let v = again.verify_audit().await.expect("verify");
+    assert!(v.broken.is_none());
+    assert_eq!(v.rows, 2, "submitted + approved, both kept");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -5,7 +5,6 @@
 use super::auth;
 use crate::core::Session;
 use crate::core::{Bot, Decided, Intent, LifecycleError, Refusal};
-use crate::time::now_ms;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -143,7 +142,7 @@ pub async fn list(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response {
     Json(json!({
         "pending": pending,
         "recent": recent,
-        "now": now_ms(),
+        "now": bot.now_ms(),
         "reviewer": session.reviewer().to_string(),
     }))
     .into_response()
