@@ -185,12 +185,12 @@ impl Bot {
         if leased {
             q = q.filter(row::Column::LeaseUntil.is_not_null());
         }
-        Ok(q.select_only()
+        q.select_only()
             .column(row::Column::RequestId)
             .limit(limit)
             .into_tuple::<String>()
             .all(&self.db)
-            .await?)
+            .await
     }
 
     /// Claims the posting of `id`'s message for `replica`: inserts the row
