@@ -109,6 +109,8 @@ pub struct Subscription {
     seen: i64,
     /// Rows read from the table after falling behind, oldest first.
     backlog: std::collections::VecDeque<Change>,
+    /// Behind the broadcast: read the table before listening again.
+    behind: bool,
 }
 
 impl Subscription {
@@ -120,6 +122,9 @@ impl Subscription {
     /// The next change after the last one seen. After a lag it reads the
     /// missed rows from the database; an error leaves the position where it
     /// was, so the next call tries again.
+    ///
+    /// It is cancel-safe (a `select!` may drop it at any await): its place
+    /// moves only when it returns a change.
     pub async fn next(&mut self, bot: &Bot) -> Result<Change, FeedError> {
         loop {
             if let Some(c) = self.backlog.pop_front() {
@@ -129,15 +134,20 @@ impl Subscription {
                 }
                 continue;
             }
+            if self.behind {
+                let rows = bot.changes_since(self.seen).await?;
+                // A full page: more may follow; read on before listening.
+                self.behind = rows.len() as u64 == PAGE;
+                self.backlog = rows.into();
+                continue;
+            }
             match self.rx.recv().await {
                 Ok(c) if c.seq <= self.seen => continue,
                 Ok(c) => {
                     self.seen = c.seq;
                     return Ok(c);
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.backlog = bot.changes_since(self.seen).await?.into();
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
                 Err(broadcast::error::RecvError::Closed) => return Err(FeedError::Closed),
             }
         }
@@ -152,6 +162,7 @@ impl Bot {
             rx,
             seen: self.feed.head.load(Ordering::SeqCst),
             backlog: Default::default(),
+            behind: false,
         }
     }
 
