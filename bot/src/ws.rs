@@ -275,7 +275,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
             },
         },
         RunnerMessage::Ack { request_id } => {
-            if let Err(e) = bot.acknowledged(runner, &request_id).await {
+            if let Err(e) = bot.acknowledged(conn, runner, &request_id).await {
                 tracing::warn!(runner, request = request_id, "cannot record an ack: {e}");
             }
             return Step::Continue;

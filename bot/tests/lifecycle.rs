@@ -514,3 +514,36 @@ async fn a_bot_that_dies_after_recording_a_decision_loses_neither_the_decision_n
     assert_eq!(v.rows, 2, "submitted + approved, both kept");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn another_runner_cannot_take_over_or_clear_a_wait() {
+    let (bot, dir) = bot(Duration::from_secs(600)).await;
+    let (a, mut a_rx) = runner_connection(&bot, "runner-a");
+    let (b, mut b_rx) = runner_connection(&bot, "runner-b");
+    let req = request(None);
+    bot.submit_on(a, "runner-a", &req).await.expect("submit");
+
+    // Runner B saw the id in a review link: it acknowledges it, then
+    // submits it as its own, with its own hash and with A's.
+    bot.acknowledged(b, "runner-b", &req.id)
+        .await
+        .expect("an ack is never an error");
+    let mut forged = req.clone();
+    forged.command_hash = hex(32);
+    assert!(bot.submit_on(b, "runner-b", &forged).await.is_err());
+    assert!(bot.submit_on(b, "runner-b", &req).await.is_err());
+
+    assert!(matches!(
+        decide(&bot, &req.id, true, &reviewer("web:a"), None, None)
+            .await
+            .expect("decide"),
+        Decided::Won(_)
+    ));
+    assert_eq!(
+        decision_sent(&mut a_rx),
+        Some(Status::Approved),
+        "A still hears it"
+    );
+    assert_eq!(decision_sent(&mut b_rx), None, "B hears nothing");
+    let _ = std::fs::remove_dir_all(dir);
+}

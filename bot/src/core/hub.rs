@@ -116,8 +116,11 @@ impl Hub {
     }
 
     /// The runner has the decision.
-    pub(super) fn acked(&self, request_id: &str) {
-        self.lock().waiting.remove(request_id);
+    pub(super) fn acked(&self, request_id: &str, conn: ConnId) {
+        let mut g = self.lock();
+        if g.waiting.get(request_id).is_some_and(|w| w.conn == conn) {
+            g.waiting.remove(request_id);
+        }
     }
 
     /// Sends a decision to the connection waiting for it, if any. Returns

@@ -270,13 +270,18 @@ impl Bot {
 
     /// [`Bot::submit`] for a runner connection: the connection waits for
     /// the decision from before the request is stored, so one made the
-    /// instant after finds it; a refused submission takes nothing over.
+    /// instant after finds it. Whose request it is and its hash are checked
+    /// before the connection is made to wait, so a submission of another
+    /// runner's id (or another command under the same id) never takes over
+    /// that runner's wait; a refused submission takes nothing over.
     pub async fn submit_on(
         &self,
         conn: super::ConnId,
         runner: &str,
         req: &ReviewRequest,
     ) -> Result<Submitted, LifecycleError> {
+        req.validate()?;
+        self.resubmitted(runner, req).await?;
         let previous = self.hub.wait(&req.id, conn);
         let answer = self.submit(runner, req).await;
         if answer.is_err() {
@@ -534,8 +539,16 @@ impl Bot {
     }
 
     /// The runner has the decision.
-    pub async fn acknowledged(&self, runner: &str, id: &str) -> Result<(), LifecycleError> {
-        self.hub.acked(id);
+    /// `conn` is the runner connection that received it: an ack on any
+    /// other connection (another runner's, with a request id it saw in a
+    /// review link) leaves the wait alone.
+    pub async fn acknowledged(
+        &self,
+        conn: super::ConnId,
+        runner: &str,
+        id: &str,
+    ) -> Result<(), LifecycleError> {
+        self.hub.acked(id, conn);
         request::Entity::update_many()
             .col_expr(request::Column::RelayedAt, Expr::value(self.now_ms()))
             .filter(request::Column::Id.eq(id))
