@@ -281,6 +281,22 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
             return Step::Continue;
         }
         RunnerMessage::Audit { events } => {
+            // A revoked runner's record is refused at once, not after the
+            // sweep closes its connection.
+            match bot.runner_active(runner).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Step::Close(close::REVOKED, "this runner's token was revoked".into());
+                }
+                // No ack: the runner keeps the events and sends them again.
+                Err(e) => {
+                    tracing::error!(
+                        runner,
+                        "cannot check the runner before storing its audit events: {e}"
+                    );
+                    return Step::Continue;
+                }
+            }
             if events.len() > MAX_AUDIT_BATCH {
                 bot.metrics().bad_frame();
                 return Step::Close(

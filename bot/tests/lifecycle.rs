@@ -547,3 +547,35 @@ async fn another_runner_cannot_take_over_or_clear_a_wait() {
     assert_eq!(decision_sent(&mut b_rx), None, "B hears nothing");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn revoking_a_runner_cancels_its_pending_requests_so_none_can_be_approved() {
+    let (bot, dir) = bot(Duration::from_secs(600)).await;
+    bot.add_runner("ci-7").await.expect("add");
+    let (conn, mut rx) = runner_connection(&bot, "ci-7");
+    let held = request(None);
+    bot.submit_on(conn, "ci-7", &held).await.expect("submit");
+    let other = request(None);
+    bot.submit("local", &other).await.expect("another runner's");
+
+    bot.revoke_runner("ci-7").await.expect("revoke");
+    let d = bot
+        .get(&held.id)
+        .await
+        .expect("get")
+        .and_then(|r| r.decision())
+        .expect("decided");
+    assert_eq!(d.status, Status::Cancelled);
+    assert_eq!(d.reason.as_deref(), Some("the runner's token was revoked"));
+    assert_eq!(decision_sent(&mut rx), Some(Status::Cancelled));
+    assert!(matches!(
+        decide(&bot, &held.id, true, &reviewer("web:a"), None, None)
+            .await
+            .expect("decide"),
+        Decided::Already(_)
+    ));
+    // Only that runner's requests.
+    let still = bot.get(&other.id).await.expect("get").expect("row");
+    assert_eq!(still.status, Status::Pending);
+    let _ = std::fs::remove_dir_all(dir);
+}

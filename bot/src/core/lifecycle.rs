@@ -500,6 +500,45 @@ impl Bot {
         }
     }
 
+    /// Cancels every pending request of `runner` (its token was revoked).
+    /// Returns how many this call cancelled.
+    pub(super) async fn cancel_pending_of(
+        &self,
+        runner: &str,
+        reason: &str,
+    ) -> Result<usize, LifecycleError> {
+        let rows = request::Entity::find()
+            .filter(request::Column::Status.eq(Status::Pending.as_str()))
+            .filter(request::Column::Runner.eq(runner))
+            .all(&self.db)
+            .await?;
+        let now = self.now_ms();
+        let mut n = 0;
+        for row in rows {
+            let subject = Subject {
+                id: &row.id,
+                runner: &row.runner,
+                command_hash: &row.command_hash,
+                created_at: row.created_at,
+            };
+            if self
+                .commit_move(
+                    &subject,
+                    Status::Cancelled,
+                    &Reviewer::system(),
+                    Some(reason),
+                    now,
+                    false,
+                )
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Expires every pending request whose deadline passed. Returns how
     /// many this call expired.
     pub async fn expire_due(&self) -> Result<usize, LifecycleError> {

@@ -98,8 +98,9 @@ impl Bot {
         Ok(token)
     }
 
-    /// Revokes a runner's token. Open connections are closed by the server
-    /// within a second.
+    /// Revokes a runner's token and cancels its pending requests, so none of
+    /// them can be approved afterwards. Open connections are closed by the
+    /// server within a second.
     pub async fn revoke_runner(&self, name: &str) -> Result<(), RunnerError> {
         let res = runner::Entity::update_many()
             .col_expr(runner::Column::RevokedAt, Expr::value(self.now_ms()))
@@ -118,6 +119,20 @@ impl Bot {
             json!({}),
         )])
         .await?;
+        let cancelled = self
+            .cancel_pending_of(name, "the runner's token was revoked")
+            .await
+            .map_err(|e| match e {
+                super::LifecycleError::Db(e) => RunnerError::Db(e),
+                other => RunnerError::Db(DbErr::Custom(other.to_string())),
+            })?;
+        if cancelled > 0 {
+            tracing::info!(
+                runner = name,
+                cancelled,
+                "cancelled a revoked runner's requests"
+            );
+        }
         let closed = self.hub.close_runners(
             &[name.to_string()],
             holdpoint_shared::protocol::close::REVOKED,
