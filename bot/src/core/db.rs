@@ -35,12 +35,7 @@ pub(super) async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or_default();
-        if let Some(dir) = Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| OpenError::DataDir(dir.display().to_string(), e))?;
-        }
+        create_private(Path::new(path))?;
     }
     let mut opts = ConnectOptions::new(url.to_string());
     opts.connect_timeout(Duration::from_secs(5))
@@ -68,6 +63,37 @@ pub(super) async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
     Ok(db)
 }
 
+/// Creates the database's directory (0700) and file (0600) when they do
+/// not exist yet: the database holds every command and the audit log, so
+/// no other local user may read it. SQLite gives its journal files the
+/// database file's mode. What exists already is left as its owner set it.
+fn create_private(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if path.as_os_str().is_empty() || path.to_str().is_some_and(|p| p.starts_with(':')) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| OpenError::DataDir(dir.display().to_string(), e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(OpenError::DataDir(path.display().to_string(), e)),
+    }
+}
+
 /// Opens and migrates.
 pub(super) async fn open_and_migrate(url: &str) -> Result<DatabaseConnection, OpenError> {
     let db = open(url).await?;
@@ -89,4 +115,30 @@ pub fn random_hex(bytes: usize) -> String {
 /// Hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn a_new_database_is_readable_by_its_owner_only() {
+        let root = std::env::temp_dir().join(format!("holdpoint-db-{}", random_hex(6)));
+        let dir = root.join("data");
+        let file = dir.join("holdpoint.db");
+        let db = open_and_migrate(&format!("sqlite://{}?mode=rwc", file.display()))
+            .await
+            .expect("open");
+        drop(db);
+        let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode(&dir).ok(), Some(0o700));
+        assert_eq!(mode(&file).ok(), Some(0o600));
+        for extra in ["holdpoint.db-wal", "holdpoint.db-shm"] {
+            if let Ok(m) = mode(&dir.join(extra)) {
+                assert_eq!(m & 0o077, 0, "{extra} is {m:o}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
