@@ -1,7 +1,7 @@
 //! The one launcher of the real `holdpoint-bot` binary.
 
 use crate::bins::bin;
-use crate::http::{http, try_http};
+use crate::http::try_http;
 use crate::pg::{Backend, PgDatabase};
 use crate::util::{TempDir, free_port, text};
 use std::io::{BufRead, BufReader, Write};
@@ -488,12 +488,6 @@ impl Bot {
         if let Err(e) = self.spawn() {
             panic!("{e}");
         }
-    }
-
-    /// GET `path`, which must answer; (status, body).
-    pub fn get(&self, path: &str) -> (u16, String) {
-        let r = http(self.port, "GET", path, &[], b"");
-        (r.status, r.body)
     }
 }
 

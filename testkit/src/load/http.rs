@@ -114,63 +114,18 @@ impl Http {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            line.clear();
-            if conn.read_line(&mut line).await? == 0 {
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "closed in the headers",
-                ));
+        let headers = read_headers(conn).await?;
+        let mut close = header(&headers, "connection").is_some_and(|v| v.contains("close"));
+        let body = match read_body(conn, &headers, usize::MAX).await? {
+            Some(body) => body,
+            None if !(status == 204 || status == 304 || (100..200).contains(&status)) => {
+                let mut body = Vec::new();
+                conn.read_to_end(&mut body).await?;
+                close = true;
+                body
             }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_ascii_lowercase())
+            None => Vec::new(),
         };
-        let mut body = Vec::new();
-        let mut close = get("connection").is_some_and(|v| v.contains("close"));
-        if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            loop {
-                line.clear();
-                conn.read_line(&mut line).await?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
-                if size == 0 {
-                    // Trailers, then the empty line.
-                    loop {
-                        line.clear();
-                        if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                conn.read_exact(&mut body[start..]).await?;
-                line.clear();
-                conn.read_line(&mut line).await?;
-            }
-        } else if let Some(n) = get("content-length") {
-            let n: usize = n
-                .parse()
-                .map_err(|_| bad(format!("bad content-length {n:?}")))?;
-            body.resize(n, 0);
-            conn.read_exact(&mut body).await?;
-        } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
-            conn.read_to_end(&mut body).await?;
-            close = true;
-        }
         if close {
             self.conn = None;
         }
@@ -180,6 +135,89 @@ impl Http {
             body,
         })
     }
+}
+
+/// Reads header lines up to the empty one.
+pub(crate) async fn read_headers(
+    conn: &mut BufReader<TcpStream>,
+) -> std::io::Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed in the headers",
+            ));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            return Ok(headers);
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+}
+
+/// The first header called `name` (any case), lowercased.
+pub(crate) fn header(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_ascii_lowercase())
+}
+
+/// Reads a body framed by `headers` (chunked, or `Content-Length`) of at
+/// most `max` bytes; `None` when the headers frame none.
+pub(crate) async fn read_body(
+    conn: &mut BufReader<TcpStream>,
+    headers: &[(String, String)],
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::{Error, ErrorKind};
+    let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
+    let mut body = Vec::new();
+    let mut line = String::new();
+    if header(headers, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                // Trailers, then the empty line.
+                loop {
+                    line.clear();
+                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                }
+                return Ok(Some(body));
+            }
+            if body.len().saturating_add(size) > max {
+                return Err(bad("body too large".into()));
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..]).await?;
+            line.clear();
+            conn.read_line(&mut line).await?;
+        }
+    }
+    let Some(n) = header(headers, "content-length") else {
+        return Ok(None);
+    };
+    let n: usize = n
+        .parse()
+        .map_err(|_| bad(format!("bad content-length {n:?}")))?;
+    if n > max {
+        return Err(bad("body too large".into()));
+    }
+    body.resize(n, 0);
+    conn.read_exact(&mut body).await?;
+    Ok(Some(body))
 }
 
 /// Follows the single-use login link (without following its redirect) and

@@ -3,13 +3,14 @@
 //! records the calls per method and when each request's message (the one
 //! with its buttons) was posted. It validates nothing (see [`super`]).
 
+use super::http::{header, read_body, read_headers};
 use crate::slack::REVIEWER;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the fake Web API saw.
@@ -158,9 +159,7 @@ async fn fake_slack_connection(stream: TcpStream, state: Arc<ApiState>) {
 async fn read_http_request(
     conn: &mut BufReader<TcpStream>,
 ) -> std::io::Result<Option<HttpRequest>> {
-    use std::io::{Error, ErrorKind};
     const MAX_BODY: usize = 16 << 20;
-    let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
     let mut line = String::new();
     // Empty lines before a request line are allowed.
     loop {
@@ -174,75 +173,24 @@ async fn read_http_request(
     }
     let mut parts = line.split_whitespace();
     let (Some(method), Some(target), version) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad(format!("bad request line {line:?}")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad request line {line:?}"),
+        ));
     };
     let (method, target) = (method.to_string(), target.to_string());
     let http10 = version == Some("HTTP/1.0");
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(Error::new(
-                ErrorKind::UnexpectedEof,
-                "closed in the headers",
-            ));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let connection = get("connection").unwrap_or_default();
+    let headers = read_headers(conn).await?;
+    let connection = header(&headers, "connection").unwrap_or_default();
     let close = connection.contains("close") || (http10 && !connection.contains("keep-alive"));
-    if get("expect").is_some_and(|v| v.contains("100-continue")) {
+    if header(&headers, "expect").is_some_and(|v| v.contains("100-continue")) {
         conn.get_mut()
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await?;
     }
-    let mut body = Vec::new();
-    if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            line.clear();
-            conn.read_line(&mut line).await?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(bad("body too large".into()));
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..]).await?;
-            line.clear();
-            conn.read_line(&mut line).await?;
-        }
-    } else if let Some(n) = get("content-length") {
-        let n: usize = n
-            .parse()
-            .map_err(|_| bad(format!("bad content-length {n:?}")))?;
-        if n > MAX_BODY {
-            return Err(bad("body too large".into()));
-        }
-        body.resize(n, 0);
-        conn.read_exact(&mut body).await?;
-    }
+    let body = read_body(conn, &headers, MAX_BODY)
+        .await?
+        .unwrap_or_default();
     Ok(Some(HttpRequest {
         method,
         target,
