@@ -535,10 +535,9 @@ fn hostile_commands_render_safely() {
 fn requests_are_routed_by_runner_and_risk() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let config_dir = TempDir::new("config");
-    let config = config_dir.file(
-        "bot.toml",
-        r#"
+    let bot = bot_options(&fake, Mode::Http)
+        .config(
+            r#"
 [slack]
 [[slack.routes]]
 runner = "prod-*"
@@ -553,9 +552,8 @@ channel = "C0DBA00001"
 min_risk = "critical"
 channel = "C0PAGER001"
 "#,
-    );
-    let config_path = config.display().to_string();
-    let bot = start_bot(&fake, Mode::Http, &[("HOLDPOINT_CONFIG", &config_path)]);
+        )
+        .start();
     let mut runners: std::collections::HashMap<&str, Runner> = std::collections::HashMap::new();
     runners.insert("local", Runner::connect(&bot));
     for name in ["prod-web", "prod", "db-primary", "db-primary-2"] {

@@ -37,12 +37,13 @@ impl Database {
 /// The bot runs with a cleared environment: `PATH`, a data directory of its
 /// own as `HOME`, `HOLDPOINT_DATA_DIR` and XDG folders, `USER` (the name a
 /// CLI decision is recorded under), `HOLDPOINT_LISTEN`,
-/// `HOLDPOINT_DATABASE_URL`, `HOLDPOINT_LOG`, then whatever [`Self::env`]
-/// adds. Its CLI gets exactly the same environment.
+/// `HOLDPOINT_DATABASE_URL`, `HOLDPOINT_LOG`, `HOLDPOINT_CONFIG` if
+/// [`Self::config`] gave one, then whatever [`Self::env`] adds. Its CLI gets exactly the same environment.
 pub struct BotOptions {
     bin: Option<PathBuf>,
     database: Database,
     env: Vec<(String, String)>,
+    config: Option<String>,
     user: String,
     log: String,
     raise_open_files: bool,
@@ -55,6 +56,7 @@ impl Default for BotOptions {
             bin: None,
             database: Database::Sqlite,
             env: Vec::new(),
+            config: None,
             user: "reviewer".into(),
             log: "info".into(),
             raise_open_files: false,
@@ -89,6 +91,13 @@ impl BotOptions {
         for (k, v) in vars {
             self.env.push((k.to_string(), v.to_string()));
         }
+        self
+    }
+
+    /// A configuration file with `toml` in it, written to the bot's data
+    /// directory and named by `HOLDPOINT_CONFIG`.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.into());
         self
     }
 
@@ -154,6 +163,12 @@ impl BotOptions {
             ("HOLDPOINT_DATABASE_URL".into(), database_url.clone()),
             ("HOLDPOINT_LOG".into(), self.log.clone()),
         ];
+        if let Some(toml) = &self.config {
+            env.push((
+                "HOLDPOINT_CONFIG".into(),
+                dir.file("bot.toml", toml).display().to_string(),
+            ));
+        }
         env.extend(self.env);
         let mut bot = Bot {
             port: 0,

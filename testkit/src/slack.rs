@@ -230,6 +230,16 @@ pub fn bot_env(api_url: &str, mode: Mode) -> Vec<(&'static str, String)> {
     env
 }
 
+/// How to start a bot with Slack at `fake`: its own SQLite database, logs
+/// at debug level, [`bot_env`]; add to it and `start()`.
+pub fn bot_options(fake: &FakeSlack, mode: Mode) -> BotOptions {
+    let mut o = BotOptions::new().log("info,holdpoint_bot=debug");
+    for (k, v) in bot_env(&fake.api_url(), mode) {
+        o = o.env(k, v);
+    }
+    o
+}
+
 /// A bot on its own SQLite database, with Slack at `fake`.
 pub fn start_bot(fake: &FakeSlack, mode: Mode, extra: &[(&str, &str)]) -> Bot {
     start_bot_on(fake, mode, extra, None)
@@ -243,10 +253,7 @@ pub fn start_bot_on(
     extra: &[(&str, &str)],
     database_url: Option<&str>,
 ) -> Bot {
-    let mut o = BotOptions::new().log("info,holdpoint_bot=debug");
-    for (k, v) in bot_env(&fake.api_url(), mode) {
-        o = o.env(k, v);
-    }
+    let mut o = bot_options(fake, mode);
     if let Some(url) = database_url {
         o = o.database(Database::Shared(url.to_string()));
     }
