@@ -40,26 +40,23 @@
 //! `--keep` (keep the data directory). `HOLDPOINT_BOT_BIN` runs another
 //! build of the bot; `HOLDPOINT_LOG` sets its log level (default `warn`).
 
-use futures_util::{SinkExt, StreamExt, stream};
-use holdpoint_shared::protocol::{
-    BotMessage, DecisionMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, Status, WS_PATH,
-};
+use holdpoint_shared::protocol::{ReviewRequest, Status};
 use holdpoint_shared::{Context, Decision, Policy, Verdict};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, Write as _};
+use holdpoint_testkit::load::fleet::{
+    PING_EVERY, Runner, Shared, close_runners, connect_many, connected, submit,
+};
+use holdpoint_testkit::load::http::{Http, log_in};
+use holdpoint_testkit::load::slack_api::FakeWebApi;
+use holdpoint_testkit::slack::{self, CHANNEL, REVIEWER, SECRET};
+use holdpoint_testkit::{Bot, BotOptions, Cli, review};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use tokio::sync::mpsc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -69,8 +66,6 @@ const GOAL_RSS_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 const GOAL_RELAY_RUNNERS: usize = 1_000;
 const GOAL_P99: Duration = Duration::from_millis(10);
 const GOAL_RPS: f64 = 200.0;
-/// Runners send a ping this often (the bot closes after 90 silent seconds).
-const PING_EVERY: Duration = Duration::from_secs(20);
 const COMMAND: &str = "git push --force origin main";
 
 // ---------------------------------------------------------------- options
@@ -256,190 +251,35 @@ fn bot_binary() -> Result<(PathBuf, String)> {
     Ok((p, profile))
 }
 
-struct Bot {
-    child: Child,
-    pid: u32,
-    bin: PathBuf,
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    config_home: PathBuf,
-    log: PathBuf,
-    login_link: Arc<Mutex<Option<String>>>,
-    keep: bool,
-}
-
-impl Bot {
-    fn command(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        env_for(&mut c, &self.data_dir, &self.config_home, self.addr);
-        c
-    }
-
-    /// Runs a CLI subcommand against the same database; returns stdout.
-    fn cli(&self, args: &[&str]) -> Result<String> {
-        let out = self.command().args(args).stdin(Stdio::null()).output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "holdpoint-bot {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn status(&self) -> Result<ProcStatus> {
-        proc_status(self.pid)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    fn database_url(&self) -> String {
-        format!(
-            "sqlite://{}?mode=rw",
-            self.data_dir.join("holdpoint.db").display()
-        )
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(self.data_dir.parent().unwrap_or(&self.data_dir));
-        }
-    }
-}
-
-fn env_for(c: &mut Command, data_dir: &Path, config_home: &Path, addr: SocketAddr) {
-    c.env("HOLDPOINT_DATA_DIR", data_dir)
-        .env("HOLDPOINT_LISTEN", addr.to_string())
-        .env("XDG_CONFIG_HOME", config_home)
+/// Starts `holdpoint-bot serve` with `extra` in its environment, its
+/// open-file limit raised to the hard limit.
+fn start_bot(bin: &Path, keep: bool, extra: &[(&str, String)]) -> Result<Bot> {
+    let log = std::env::var("HOLDPOINT_LOG").unwrap_or_else(|_| "warn".into());
+    let mut options = BotOptions::new()
+        .bin(bin)
+        .keep(keep)
+        .user("bench-reviewer")
+        .log(&log)
         .env("HOLDPOINT_LOG_FORMAT", "text")
-        .env("USER", "bench-reviewer")
-        .env_remove("HOLDPOINT_CONFIG")
-        .env_remove("HOLDPOINT_DATABASE_URL")
-        .env_remove("HOLDPOINT_PUBLIC_URL")
-        .env_remove("HOLDPOINT_EXPIRY");
-    // Slack only where the bench asks for it (phase S).
-    for var in SLACK_VARS {
-        c.env_remove(var);
-    }
-}
-
-const SLACK_VARS: [&str; 6] = [
-    "HOLDPOINT_SLACK_BOT_TOKEN",
-    "HOLDPOINT_SLACK_SIGNING_SECRET",
-    "HOLDPOINT_SLACK_APP_TOKEN",
-    "HOLDPOINT_SLACK_CHANNEL",
-    "HOLDPOINT_SLACK_REVIEWERS",
-    "HOLDPOINT_SLACK_API_URL",
-];
-
-fn free_port() -> Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
-}
-
-/// Starts `holdpoint-bot serve` with `extra` in its environment.
-async fn start_bot(bin: &Path, keep: bool, extra: &[(&str, String)]) -> Result<Bot> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let root = std::env::temp_dir().join(format!(
-        "holdpoint-relay-bench-{}-{nanos}",
-        std::process::id()
-    ));
-    let data_dir = root.join("data");
-    let config_home = root.join("config");
-    std::fs::create_dir_all(&data_dir)?;
-    std::fs::create_dir_all(&config_home)?;
-    let log = root.join("bot.log");
-    let addr = free_port()?;
-
-    // Through sh, to raise the open-file limit to the hard limit first.
-    let mut c = Command::new("/bin/sh");
-    c.arg("-c")
-        .arg(r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" serve"#)
-        .arg(bin);
-    env_for(&mut c, &data_dir, &config_home, addr);
+        .raise_open_files();
     for (k, v) in extra {
-        c.env(k, v);
+        options = options.env(k, v.clone());
     }
-    if std::env::var_os("HOLDPOINT_LOG").is_none() {
-        c.env("HOLDPOINT_LOG", "warn");
+    Ok(options.try_start()?)
+}
+
+/// Where the bot listens.
+fn addr(bot: &Bot) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], bot.port))
+}
+
+/// Runs a CLI subcommand against the bot's database; returns stdout.
+fn cli(bot: &Bot, args: &[&str]) -> Result<String> {
+    let (ok, out, err) = bot.try_cli(args);
+    if !ok {
+        return Err(format!("holdpoint-bot {} failed: {out}{err}", args.join(" ")).into());
     }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn()?;
-    let pid = child.id();
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let login_link = Arc::new(Mutex::new(None));
-    {
-        let login_link = login_link.clone();
-        let mut file = std::fs::File::create(&log)?;
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(file, "{line}");
-                if let Some(i) = line.find("http://")
-                    && line.contains("/login?token=")
-                {
-                    let link = line[i..].trim().to_string();
-                    let mut g = login_link.lock().unwrap_or_else(|e| e.into_inner());
-                    if g.is_none() {
-                        *g = Some(link);
-                    }
-                }
-            }
-        });
-    }
-    let mut bot = Bot {
-        child,
-        pid,
-        bin: bin.to_path_buf(),
-        addr,
-        data_dir,
-        config_home,
-        log,
-        login_link,
-        keep,
-    };
-    let t = Instant::now();
-    loop {
-        if let Some(status) = bot.child.try_wait()? {
-            return Err(format!("the bot exited at start ({status}):\n{}", bot.log_tail()).into());
-        }
-        if let Ok(r) = Http::new(addr).send("GET", "/healthz", &[], b"").await
-            && r.status == 200
-            && bot
-                .login_link
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-        {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            return Err(format!(
-                "the bot did not become ready within 60 s:\n{}",
-                bot.log_tail()
-            )
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(bot)
+    Ok(out)
 }
 
 struct ProcStatus {
@@ -476,209 +316,6 @@ fn open_file_limit(pid: &str) -> Option<u64> {
     }
 }
 
-// ------------------------------------------------------ a tiny HTTP client
-
-/// HTTP/1.1 over one keep-alive connection, enough for the bot's API.
-struct Http {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-    cookie: Option<String>,
-}
-
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn headers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        let t = String::from_utf8_lossy(&self.body);
-        t.chars().take(300).collect()
-    }
-}
-
-impl Http {
-    fn new(addr: SocketAddr) -> Http {
-        Http {
-            addr,
-            conn: None,
-            cookie: None,
-        }
-    }
-
-    async fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<Response> {
-        loop {
-            let reused = self.conn.is_some();
-            if !reused {
-                let s = TcpStream::connect(self.addr).await?;
-                s.set_nodelay(true)?;
-                self.conn = Some(BufReader::new(s));
-            }
-            match self.once(method, path, headers, body).await {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    self.conn = None;
-                    // A kept-alive connection the server closed meanwhile:
-                    // once more on a new one.
-                    if !reused {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-    }
-
-    async fn once(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<Response> {
-        use std::io::{Error, ErrorKind};
-        let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(c) = &self.cookie {
-            head.push_str(&format!("Cookie: {c}\r\n"));
-        }
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut wire = head.into_bytes();
-        wire.extend_from_slice(body);
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(Error::new(ErrorKind::NotConnected, "no connection"));
-        };
-        conn.get_mut().write_all(&wire).await?;
-
-        let mut line = String::new();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(Error::new(
-                ErrorKind::UnexpectedEof,
-                "closed before a response",
-            ));
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            line.clear();
-            if conn.read_line(&mut line).await? == 0 {
-                return Err(Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "closed in the headers",
-                ));
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.to_ascii_lowercase())
-        };
-        let mut body = Vec::new();
-        let mut close = get("connection").is_some_and(|v| v.contains("close"));
-        if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            loop {
-                line.clear();
-                conn.read_line(&mut line).await?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                    .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
-                if size == 0 {
-                    // Trailers, then the empty line.
-                    loop {
-                        line.clear();
-                        if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                conn.read_exact(&mut body[start..]).await?;
-                line.clear();
-                conn.read_line(&mut line).await?;
-            }
-        } else if let Some(n) = get("content-length") {
-            let n: usize = n
-                .parse()
-                .map_err(|_| bad(format!("bad content-length {n:?}")))?;
-            body.resize(n, 0);
-            conn.read_exact(&mut body).await?;
-        } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
-            conn.read_to_end(&mut body).await?;
-            close = true;
-        }
-        if close {
-            self.conn = None;
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
-    }
-}
-
-/// Follows the single-use login link (without following its redirect) and
-/// keeps the session cookie.
-async fn log_in(addr: SocketAddr, link: &str) -> Result<Http> {
-    let path = link
-        .find("/login?")
-        .map(|i| &link[i..])
-        .ok_or_else(|| format!("not a login link: {link}"))?;
-    let mut http = Http::new(addr);
-    let r = http.send("GET", path, &[], b"").await?;
-    let cookie = r
-        .headers("set-cookie")
-        .filter_map(|v| v.split(';').next())
-        .map(str::trim)
-        .find(|c| c.starts_with("holdpoint_session="))
-        .map(str::to_string);
-    match cookie {
-        Some(c) => {
-            http.cookie = Some(c);
-            Ok(http)
-        }
-        None => Err(format!(
-            "GET /login answered {} without a holdpoint_session cookie: {}",
-            r.status,
-            r.text()
-        )
-        .into()),
-    }
-}
-
 // ------------------------------------------------------------- reviewers
 
 /// How approvals are made.
@@ -688,12 +325,7 @@ enum Approver {
     Api { addr: SocketAddr, cookie: String },
     /// `holdpoint-bot approve ID`: goes through the database and reaches
     /// the runner with the bot's next sweep (every 250 ms).
-    Cli {
-        bin: PathBuf,
-        data_dir: PathBuf,
-        config_home: PathBuf,
-        addr: SocketAddr,
-    },
+    Cli(Cli),
 }
 
 /// One reviewer's session: an approver with its own connection.
@@ -717,7 +349,7 @@ impl Approver {
     fn label(&self) -> &'static str {
         match self {
             Approver::Api { .. } => "web API (POST /api/requests/{id}/approve)",
-            Approver::Cli { .. } => {
+            Approver::Cli(_) => {
                 "CLI `holdpoint-bot approve` (database + 250 ms sweep; NOT the relay path)"
             }
         }
@@ -747,14 +379,8 @@ impl Session {
                     Err(format!("approve answered {}: {}", r.status, r.text()).into())
                 }
             }
-            Session::Cli(Approver::Cli {
-                bin,
-                data_dir,
-                config_home,
-                addr,
-            }) => {
-                let mut c = Command::new(&*bin);
-                env_for(&mut c, data_dir, config_home, *addr);
+            Session::Cli(Approver::Cli(cli)) => {
+                let mut c = cli.command();
                 c.args(["approve", id]).stdin(Stdio::null());
                 let out = tokio::task::spawn_blocking(move || c.output()).await??;
                 if out.status.success() {
@@ -773,276 +399,17 @@ impl Session {
     }
 }
 
-// --------------------------------------------------------------- runners
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// What a runner saw of one decision.
-struct Got {
-    /// When the decision frame was read (before the ack was sent).
-    at: Instant,
-    decision: DecisionMessage,
-}
-
-enum Cmd {
-    Submit {
-        request: Box<ReviewRequest>,
-        pending: oneshot::Sender<Result<Instant, String>>,
-        decided: oneshot::Sender<Got>,
-    },
-}
-
-/// Counters every runner task updates.
-#[derive(Default)]
-struct Shared {
-    duplicates: AtomicU64,
-    unexpected: AtomicU64,
-    closed_by_bot: AtomicU64,
-    close_reason: Mutex<Option<String>>,
-}
-
-struct Runner {
-    tx: mpsc::UnboundedSender<Cmd>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn connect(addr: SocketAddr, token: &str, host: &str) -> Result<Ws> {
-    let tcp = TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let mut req = format!("ws://{addr}{WS_PATH}").into_client_request()?;
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse()?);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let (mut ws, _) = client_async_with_config(req, tcp, Some(config)).await?;
-    let hello = RunnerMessage::Hello {
-        protocol: PROTOCOL_VERSION,
-        runner_version: "relay-bench".into(),
-        host: host.to_string(),
-    };
-    ws.send(Message::text(hello.encode())).await?;
-    let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .map_err(|_| "no welcome within 10 s")?;
-    match first {
-        Some(Ok(Message::Text(t))) => match BotMessage::decode(&t)? {
-            BotMessage::Welcome { protocol, .. } if protocol == PROTOCOL_VERSION => Ok(ws),
-            other => Err(format!("expected welcome, got {other:?}").into()),
-        },
-        Some(Ok(Message::Close(f))) => Err(format!("closed instead of welcome: {f:?}").into()),
-        Some(Ok(other)) => Err(format!("expected welcome, got {other:?}").into()),
-        Some(Err(e)) => Err(e.into()),
-        None => Err("closed before welcome".into()),
-    }
-}
-
-fn spawn_runner(ws: Ws, shared: Arc<Shared>) -> Runner {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(runner_task(ws, rx, shared));
-    Runner { tx, task }
-}
-
-type Waiting = HashMap<
-    String,
-    (
-        Option<oneshot::Sender<Result<Instant, String>>>,
-        Option<oneshot::Sender<Got>>,
-    ),
->;
-
-async fn runner_task(mut ws: Ws, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: Arc<Shared>) {
-    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-    let mut nonce = 0u64;
-    let mut waiting: Waiting = HashMap::new();
-    let mut decided: HashSet<String> = HashSet::new();
-    loop {
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Cmd::Submit { request, pending, decided }) => {
-                    let id = request.id.clone();
-                    let frame = RunnerMessage::Submit { request }.encode();
-                    if let Err(e) = ws.send(Message::text(frame)).await {
-                        let _ = pending.send(Err(format!("cannot send: {e}")));
-                        return;
-                    }
-                    waiting.insert(id, (Some(pending), Some(decided)));
-                }
-                None => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
-                    return;
-                }
-            },
-            msg = ws.next() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(f))) => {
-                        shared.closed_by_bot.fetch_add(1, Ordering::Relaxed);
-                        let mut g = shared.close_reason.lock().unwrap_or_else(|e| e.into_inner());
-                        if g.is_none() {
-                            *g = Some(format!("{f:?}"));
-                        }
-                        return;
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        shared.closed_by_bot.fetch_add(1, Ordering::Relaxed);
-                        let mut g = shared.close_reason.lock().unwrap_or_else(|e| e.into_inner());
-                        if g.is_none() {
-                            *g = Some(format!("error: {e}"));
-                        }
-                        return;
-                    }
-                    None => {
-                        shared.closed_by_bot.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                };
-                let at = Instant::now();
-                match BotMessage::decode(&text) {
-                    Ok(BotMessage::Pending { request_id, .. }) => {
-                        if let Some((p, _)) = waiting.get_mut(&request_id)
-                            && let Some(p) = p.take()
-                        {
-                            let _ = p.send(Ok(at));
-                        }
-                    }
-                    Ok(BotMessage::Decision(d)) => {
-                        if !decided.insert(d.request_id.clone()) {
-                            shared.duplicates.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let ack = RunnerMessage::Ack { request_id: d.request_id.clone() };
-                        if ws.send(Message::text(ack.encode())).await.is_err() {
-                            return;
-                        }
-                        if let Some((p, dtx)) = waiting.remove(&d.request_id) {
-                            if let Some(p) = p {
-                                // A decision without a pending first (a
-                                // re-submission): pending is implied.
-                                let _ = p.send(Ok(at));
-                            }
-                            if let Some(dtx) = dtx {
-                                let _ = dtx.send(Got { at, decision: d });
-                            }
-                        }
-                    }
-                    Ok(BotMessage::Rejected { request_id, reason }) => {
-                        if let Some((Some(p), _)) = waiting.remove(&request_id) {
-                            let _ = p.send(Err(format!("rejected: {reason}")));
-                        }
-                    }
-                    Ok(BotMessage::Ping { nonce }) => {
-                        let pong = RunnerMessage::Pong { nonce };
-                        if ws.send(Message::text(pong.encode())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(BotMessage::Pong { .. }) => {}
-                    Ok(_) | Err(_) => {
-                        shared.unexpected.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            _ = pings.tick() => {
-                nonce += 1;
-                if ws.send(Message::text(RunnerMessage::Ping { nonce }.encode())).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Submits a request on a runner; returns when it is pending, with the
-/// receiver of its decision.
-async fn submit(
-    runner: &Runner,
-    request: ReviewRequest,
-) -> Result<(Instant, oneshot::Receiver<Got>)> {
-    let (ptx, prx) = oneshot::channel();
-    let (dtx, drx) = oneshot::channel();
-    runner
-        .tx
-        .send(Cmd::Submit {
-            request: Box::new(request),
-            pending: ptx,
-            decided: dtx,
-        })
-        .map_err(|_| "the runner's connection is gone")?;
-    let at = tokio::time::timeout(Duration::from_secs(30), prx)
-        .await
-        .map_err(|_| "no pending within 30 s")?
-        .map_err(|_| "the runner's connection closed before pending")??;
-    Ok((at, drx))
-}
+// ---------------------------------------------------------------- requests
 
 fn request(verdict: &Verdict) -> ReviewRequest {
-    ReviewRequest {
-        id: holdpoint_bot::db::random_hex(16),
-        command: COMMAND.into(),
-        command_hash: holdpoint_bot::db::random_hex(32),
-        verdict: verdict.clone(),
-        annotations: vec![],
-        host: "bench-host".into(),
-        cwd: "/home/dev/project".into(),
-        agent: Some("relay-bench".into()),
-        session: None,
-        front_end: "sh".into(),
-        requested_by: Some("bench-agent".into()),
-    }
-}
-
-/// Connects `count` runners (64 handshakes at a time), spreading them over
-/// the tokens. Stops early at the first failures and says why.
-async fn connect_many(
-    addr: SocketAddr,
-    tokens: &[String],
-    first: usize,
-    count: usize,
-    shared: &Arc<Shared>,
-) -> (Vec<Runner>, Vec<String>) {
-    let results: Vec<Result<Ws>> = stream::iter(first..first + count)
-        .map(|i| {
-            let token = tokens[i % tokens.len()].clone();
-            async move { connect(addr, &token, &format!("bench-{i}")).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    let mut runners = Vec::with_capacity(count);
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(ws) => runners.push(spawn_runner(ws, shared.clone())),
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-    (runners, errors)
-}
-
-async fn close_runners(runners: Vec<Runner>) {
-    let tasks: Vec<_> = runners
-        .into_iter()
-        .map(|r| {
-            drop(r.tx);
-            r.task
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-}
-
-/// The bot's own count of open runner connections, from /metrics.
-async fn connected(addr: SocketAddr) -> Option<u64> {
-    let r = Http::new(addr)
-        .send("GET", "/metrics", &[], b"")
-        .await
-        .ok()?;
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix("holdpoint_runners_connected "))
-        .and_then(|v| v.trim().parse().ok())
+    review(COMMAND)
+        .verdict(verdict.clone())
+        .host("bench-host")
+        .cwd("/home/dev/project")
+        .agent("relay-bench")
+        .front_end("sh")
+        .requested_by(Some("bench-agent"))
+        .build()
 }
 
 // ------------------------------------------------------------- statistics
@@ -1317,35 +684,8 @@ async fn phase_c(
     }
 
     // What the database says, once the acks are in.
-    let db = holdpoint_bot::db::open(&bot.database_url()).await?;
-    let t = Instant::now();
-    let (db_missing, db_not_approved, db_not_acked) = loop {
-        use holdpoint_bot::entity::request as req;
-        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        let mut rows = HashMap::new();
-        for chunk in submitted.chunks(500) {
-            for r in req::Entity::find()
-                .filter(req::Column::Id.is_in(chunk.iter().cloned()))
-                .all(&db)
-                .await?
-            {
-                rows.insert(r.id.clone(), r);
-            }
-        }
-        let missing = submitted
-            .iter()
-            .filter(|id| !rows.contains_key(*id))
-            .count();
-        let not_approved = rows.values().filter(|r| r.status != "approved").count();
-        let not_acked = rows.values().filter(|r| r.relayed_at.is_none()).count();
-        if not_acked == 0 || t.elapsed() > Duration::from_secs(5) {
-            break (missing, not_approved, not_acked);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    db.close().await?;
-    let cli_pending = bot
-        .cli(&["requests", "list", "--json"])
+    let (db_missing, db_not_approved, db_not_acked) = stored(&bot.database_url, &submitted).await?;
+    let cli_pending = cli(bot, &["requests", "list", "--json"])
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| v["pending"].as_array().map(Vec::len));
@@ -1364,6 +704,47 @@ async fn phase_c(
         db_not_acked,
         cli_pending,
     })
+}
+
+/// What the database holds of the submitted requests, once every ack is
+/// recorded (or 5 s have passed): (missing, not approved, ack not
+/// recorded). Plain SQL on the bot's database URL.
+async fn stored(database_url: &str, submitted: &[String]) -> Result<(usize, usize, usize)> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(database_url).await?;
+    let t = Instant::now();
+    let counts = loop {
+        let mut rows: HashMap<String, (String, Option<i64>)> = HashMap::new();
+        for chunk in submitted.chunks(500) {
+            // The ids are hex digits made by this bench: safe to inline.
+            let ids: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
+            let sql = format!(
+                "SELECT id, status, relayed_at FROM requests WHERE id IN ({})",
+                ids.join(",")
+            );
+            for row in db
+                .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await?
+            {
+                rows.insert(
+                    row.try_get("", "id")?,
+                    (row.try_get("", "status")?, row.try_get("", "relayed_at")?),
+                );
+            }
+        }
+        let missing = submitted
+            .iter()
+            .filter(|id| !rows.contains_key(*id))
+            .count();
+        let not_approved = rows.values().filter(|(s, _)| s != "approved").count();
+        let not_acked = rows.values().filter(|(_, r)| r.is_none()).count();
+        if not_acked == 0 || t.elapsed() > Duration::from_secs(5) {
+            break (missing, not_approved, not_acked);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    db.close().await?;
+    Ok(counts)
 }
 
 /// xorshift64*, seeded from the clock: good enough to pick runners.
@@ -1477,15 +858,10 @@ async fn run(opts: Opts) -> Result<()> {
 
 /// The runner tokens: the auto-registered `local`, and a few more.
 fn runner_tokens(bot: &Bot) -> Result<Vec<String>> {
-    let env_file = std::fs::read_to_string(bot.data_dir.join("runner-local.env"))?;
-    let mut tokens: Vec<String> = env_file
-        .lines()
-        .filter_map(|l| l.strip_prefix("export HOLDPOINT_TOKEN="))
-        .map(|t| t.trim().to_string())
-        .collect();
+    let mut tokens = vec![bot.token.clone()];
     for i in 1..=4 {
         tokens.push(
-            bot.cli(&["runner", "add", &format!("bench-{i}")])?
+            cli(bot, &["runner", "add", &format!("bench-{i}")])?
                 .trim()
                 .to_string(),
         );
@@ -1503,17 +879,17 @@ async fn web_phases(
     opts: &Opts,
     summary: &mut Summary,
 ) -> Result<()> {
-    let bot = start_bot(bin, opts.keep, &[]).await?;
+    let bot = tokio::task::block_in_place(|| start_bot(bin, opts.keep, &[]))?;
     println!(
         "  bot pid {} on http://{} (data {})",
-        bot.pid,
-        bot.addr,
-        bot.data_dir.display()
+        bot.pid(),
+        addr(&bot),
+        bot.dir().display()
     );
     if opts.keep {
-        println!("  log: {}", bot.log.display());
+        println!("  log: {}", bot.dir().join("bot.log").display());
     }
-    let bot_fds = open_file_limit(&bot.pid.to_string());
+    let bot_fds = open_file_limit(&bot.pid().to_string());
     let own_fds = open_file_limit("self");
     let fmt_limit = |l: Option<u64>| match l {
         Some(u64::MAX) => "unlimited".to_string(),
@@ -1542,40 +918,30 @@ async fn web_phases(
     let tokens = runner_tokens(&bot)?;
 
     // Reviewing: the API with the printed login link, else the CLI.
-    let link = bot
-        .login_link
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .ok_or("the bot printed no login link")?;
-    let cli = Approver::Cli {
-        bin: bot.bin.clone(),
-        data_dir: bot.data_dir.clone(),
-        config_home: bot.config_home.clone(),
-        addr: bot.addr,
-    };
+    let link = bot.login_link();
+    let cli_approver = Approver::Cli(bot.cli_handle());
     let mut notes = Vec::new();
     let mut approver = match opts.via {
-        Via::Cli => cli.clone(),
-        Via::Api | Via::Auto => match log_in(bot.addr, &link).await {
+        Via::Cli => cli_approver.clone(),
+        Via::Api | Via::Auto => match log_in(addr(&bot), &link).await {
             Ok(http) => Approver::Api {
-                addr: bot.addr,
+                addr: addr(&bot),
                 cookie: http.cookie.unwrap_or_default(),
             },
             Err(e) if opts.via == Via::Auto => {
                 notes.push(format!(
                     "web login failed ({e}); approvals go through the CLI"
                 ));
-                cli.clone()
+                cli_approver.clone()
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         },
     };
 
     // ---- Phase A: memory.
     let shared = Arc::new(Shared::default());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let baseline = bot.status()?;
+    let baseline = proc_status(bot.pid())?;
     println!("\nPhase A: memory of idle runners");
     println!(
         "  baseline (no runner connected): RSS {}  HWM {}  threads {}",
@@ -1599,13 +965,13 @@ async fn web_phases(
             continue;
         }
         let t = Instant::now();
-        let (more, errors) = connect_many(bot.addr, &tokens, have, step - have, &shared).await;
+        let (more, errors) = connect_many(addr(&bot), &tokens, have, step - have, &shared).await;
         let took = t.elapsed();
         let n_more = more.len();
         runners.extend(more);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let s = bot.status()?;
-        let seen = connected(bot.addr).await;
+        let s = proc_status(bot.pid())?;
+        let seen = connected(addr(&bot)).await;
         println!(
             "  {:>6} connected ({} new in {:.1} s, {:.0}/s; bot counts {}): RSS {}  HWM {}  threads {}  → {:.1} KiB per connection over baseline",
             runners.len(),
@@ -1648,7 +1014,9 @@ async fn web_phases(
     let extra = runners.split_off(keep);
     close_runners(extra).await;
     let t = Instant::now();
-    while connected(bot.addr).await.is_some_and(|n| n as usize > keep)
+    while connected(addr(&bot))
+        .await
+        .is_some_and(|n| n as usize > keep)
         && t.elapsed() < Duration::from_secs(15)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1682,7 +1050,7 @@ async fn web_phases(
                 "the approve API failed ({e}); approvals went through the CLI instead"
             ));
             println!("  the approve API failed ({e}); falling back to the CLI");
-            approver = cli.clone();
+            approver = cli_approver.clone();
             println!("  approvals via {}", approver.label());
             phase_b(&runners, &approver, verdict, opts).await?
         }
@@ -1747,11 +1115,10 @@ async fn web_phases(
         println!("  {} ERRORS; first: {}", thr.errors.len(), thr.errors[0]);
     }
 
-    let audit = bot
-        .cli(&["audit", "verify"])
+    let audit = cli(&bot, &["audit", "verify"])
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| e.to_string());
-    let after = bot.status()?;
+    let after = proc_status(bot.pid())?;
     let closed = shared.closed_by_bot.load(Ordering::Relaxed);
     let unexpected = shared.unexpected.load(Ordering::Relaxed);
     match Arc::try_unwrap(runners) {
@@ -1851,439 +1218,6 @@ async fn web_phases(
 
 // ------------------------------------------------------------ phase S: Slack
 
-const SLACK_BOT_TOKEN: &str = "xoxb-relay-bench";
-const SLACK_SECRET: &str = "relay-bench-signing-secret-0123456789";
-const SLACK_CHANNEL: &str = "C0BENCH";
-const SLACK_REVIEWER: &str = "U0BENCH";
-
-/// What the fake Web API saw.
-#[derive(Default)]
-struct FakeSlackState {
-    /// Requests whose message (with its buttons) was posted, and when the
-    /// `chat.postMessage` arrived.
-    posted: Mutex<HashMap<String, Instant>>,
-    /// Calls per Web API method.
-    calls: Mutex<BTreeMap<String, u64>>,
-    /// Calls without a bot token, or that could not be read.
-    refused: AtomicU64,
-    ts: AtomicU64,
-    changed: tokio::sync::Notify,
-}
-
-/// A stand-in for the Slack Web API on loopback: HTTP/1.1 with keep-alive,
-/// every method answered with a minimal valid body.
-struct FakeSlack {
-    addr: SocketAddr,
-    state: Arc<FakeSlackState>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeSlack {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
-}
-
-impl FakeSlack {
-    async fn start() -> Result<FakeSlack> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(FakeSlackState::default());
-        let accept = tokio::spawn({
-            let state = state.clone();
-            async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            let _ = stream.set_nodelay(true);
-                            tokio::spawn(fake_slack_connection(stream, state.clone()));
-                        }
-                        // Out of descriptors, say: try again shortly.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-            }
-        });
-        Ok(FakeSlack {
-            addr,
-            state,
-            accept,
-        })
-    }
-
-    fn api_url(&self) -> String {
-        format!("http://{}/api", self.addr)
-    }
-
-    fn posted_at(&self, id: &str) -> Option<Instant> {
-        self.state
-            .posted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .copied()
-    }
-
-    /// When the message of `id` was posted, waiting up to `within`.
-    async fn wait_posted(&self, id: &str, within: Duration) -> Option<Instant> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let changed = self.state.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(at) = self.posted_at(id) {
-                return Some(at);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.posted_at(id);
-            }
-        }
-    }
-
-    fn calls(&self) -> BTreeMap<String, u64> {
-        self.state
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn calls_of(&self, method: &str) -> u64 {
-        self.calls().get(method).copied().unwrap_or(0)
-    }
-}
-
-struct HttpRequest {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    close: bool,
-}
-
-impl HttpRequest {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Serves one connection until the bot closes it (or asks to).
-async fn fake_slack_connection(stream: TcpStream, state: Arc<FakeSlackState>) {
-    let mut conn = BufReader::new(stream);
-    loop {
-        let req = match read_http_request(&mut conn).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(_) => {
-                state.refused.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        let (status, body) = fake_slack_answer(&req, &state);
-        let mut wire = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n{}\r\n",
-            body.len(),
-            if req.close { "Connection: close\r\n" } else { "" }
-        )
-        .into_bytes();
-        wire.extend_from_slice(body.as_bytes());
-        if conn.get_mut().write_all(&wire).await.is_err() || req.close {
-            return;
-        }
-    }
-}
-
-/// One HTTP/1.1 request; `None` when the connection ends between requests.
-async fn read_http_request(
-    conn: &mut BufReader<TcpStream>,
-) -> std::io::Result<Option<HttpRequest>> {
-    use std::io::{Error, ErrorKind};
-    const MAX_BODY: usize = 16 << 20;
-    let bad = |what: String| Error::new(ErrorKind::InvalidData, what);
-    let mut line = String::new();
-    // Empty lines before a request line are allowed.
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Ok(None);
-        }
-        if !line.trim().is_empty() {
-            break;
-        }
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), version) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad(format!("bad request line {line:?}")));
-    };
-    let (method, target) = (method.to_string(), target.to_string());
-    let http10 = version == Some("HTTP/1.0");
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
-            return Err(Error::new(
-                ErrorKind::UnexpectedEof,
-                "closed in the headers",
-            ));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let connection = get("connection").unwrap_or_default();
-    let close = connection.contains("close") || (http10 && !connection.contains("keep-alive"));
-    if get("expect").is_some_and(|v| v.contains("100-continue")) {
-        conn.get_mut()
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await?;
-    }
-    let mut body = Vec::new();
-    if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        loop {
-            line.clear();
-            conn.read_line(&mut line).await?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line).await? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                break;
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(bad("body too large".into()));
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..]).await?;
-            line.clear();
-            conn.read_line(&mut line).await?;
-        }
-    } else if let Some(n) = get("content-length") {
-        let n: usize = n
-            .parse()
-            .map_err(|_| bad(format!("bad content-length {n:?}")))?;
-        if n > MAX_BODY {
-            return Err(bad("body too large".into()));
-        }
-        body.resize(n, 0);
-        conn.read_exact(&mut body).await?;
-    }
-    Ok(Some(HttpRequest {
-        method,
-        target,
-        headers,
-        body,
-        close,
-    }))
-}
-
-fn form_object(bytes: &[u8]) -> serde_json::Value {
-    serde_json::Value::Object(
-        form_urlencoded::parse(bytes)
-            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
-            .collect(),
-    )
-}
-
-/// The ids of the requests whose buttons (`ID:HASH` values) are in `v`.
-fn button_requests(v: &serde_json::Value, out: &mut Vec<String>) {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => {
-            if let Some(Value::String(s)) = m.get("value")
-                && let Some((id, hash)) = s.split_once(':')
-                && id.len() == 32
-                && hash.len() == 64
-                && id
-                    .bytes()
-                    .chain(hash.bytes())
-                    .all(|b| b.is_ascii_hexdigit())
-            {
-                out.push(id.to_string());
-            }
-            for x in m.values() {
-                button_requests(x, out);
-            }
-        }
-        Value::Array(a) => {
-            for x in a {
-                button_requests(x, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The status line and JSON body for one Web API call.
-fn fake_slack_answer(req: &HttpRequest, state: &FakeSlackState) -> (&'static str, String) {
-    use serde_json::{Value, json};
-    let (path, query) = req
-        .target
-        .split_once('?')
-        .unwrap_or((req.target.as_str(), ""));
-    let Some(method) = path.strip_prefix("/api/") else {
-        state.refused.fetch_add(1, Ordering::Relaxed);
-        return (
-            "404 Not Found",
-            json!({"ok": false, "error": "unknown_path"}).to_string(),
-        );
-    };
-    *state
-        .calls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(method.to_string())
-        .or_default() += 1;
-    let params = if req.method == "GET" {
-        form_object(query.as_bytes())
-    } else if req
-        .header("content-type")
-        .is_some_and(|t| t.contains("json"))
-    {
-        serde_json::from_slice(&req.body).unwrap_or(Value::Null)
-    } else {
-        form_object(&req.body)
-    };
-    if !req
-        .header("authorization")
-        .is_some_and(|a| a.starts_with("Bearer xoxb-"))
-    {
-        state.refused.fetch_add(1, Ordering::Relaxed);
-        return (
-            "200 OK",
-            json!({"ok": false, "error": "not_authed"}).to_string(),
-        );
-    }
-    let field = |k: &str| params.get(k).and_then(Value::as_str).unwrap_or("");
-    let answer = match method {
-        "chat.postMessage" => {
-            let n = state.ts.fetch_add(1, Ordering::Relaxed) + 1;
-            let ts = format!("{}.000100", 1_700_000_000 + n);
-            if params.get("thread_ts").is_none() {
-                let mut ids = Vec::new();
-                button_requests(&params, &mut ids);
-                if !ids.is_empty() {
-                    let now = Instant::now();
-                    let mut posted = state.posted.lock().unwrap_or_else(|e| e.into_inner());
-                    for id in ids {
-                        posted.entry(id).or_insert(now);
-                    }
-                    drop(posted);
-                    state.changed.notify_waiters();
-                }
-            }
-            json!({"ok": true, "channel": field("channel"), "ts": ts, "message": {"ts": ts}})
-        }
-        "chat.update" => json!({"ok": true, "channel": field("channel"), "ts": field("ts")}),
-        "chat.postEphemeral" => json!({"ok": true, "message_ts": "1700000000.000001"}),
-        "views.open" => json!({"ok": true, "view": {"id": "V0BENCH"}}),
-        "usergroups.users.list" => json!({"ok": true, "users": [SLACK_REVIEWER]}),
-        "users.info" => {
-            json!({"ok": true, "user": {"id": field("user"), "name": "bench-reviewer"}})
-        }
-        "auth.test" => json!({
-            "ok": true, "url": "https://bench.slack.invalid/", "team": "bench",
-            "user": "holdpoint", "team_id": "T0BENCH", "user_id": "U0BOT", "bot_id": "B0BENCH"
-        }),
-        _ => json!({"ok": true}),
-    };
-    ("200 OK", answer.to_string())
-}
-
-/// Percent-encodes everything but unreserved characters, as Slack does.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// HMAC-SHA256 (RFC 2104).
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// Slack's request signature: `v0=` hex(HMAC-SHA256(secret, `v0:TS:BODY`)).
-fn slack_sign(secret: &str, ts: i64, body: &str) -> String {
-    format!(
-        "v0={}",
-        hex::encode(hmac_sha256(
-            secret.as_bytes(),
-            format!("v0:{ts}:{body}").as_bytes()
-        ))
-    )
-}
-
-fn unix_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// A click on a request message's button, as Slack sends it.
-fn slack_click(user: &str, action_id: &str, value: &str, ts: i64) -> serde_json::Value {
-    serde_json::json!({
-        "type": "block_actions",
-        "user": {"id": user, "username": "bench-reviewer", "team_id": "T0BENCH"},
-        "api_app_id": "A0BENCH",
-        "token": "legacy",
-        "container": {
-            "type": "message",
-            "message_ts": "1700000001.000100",
-            "channel_id": SLACK_CHANNEL,
-            "is_ephemeral": false
-        },
-        "trigger_id": format!("{ts}.{}", holdpoint_bot::db::random_hex(8)),
-        "team": {"id": "T0BENCH", "domain": "bench"},
-        "channel": {"id": SLACK_CHANNEL, "name": "holdpoint"},
-        "response_url": "https://hooks.slack.invalid/actions/bench",
-        "actions": [{
-            "action_id": action_id,
-            "block_id": "hp_actions",
-            "text": {"type": "plain_text", "text": "Approve"},
-            "value": value,
-            "type": "button",
-            "action_ts": format!("{ts}.000200")
-        }]
-    })
-}
-
 struct SlackResult {
     runners: usize,
     relay: Dist,
@@ -2300,42 +1234,38 @@ async fn slack_phase(
     opts: &Opts,
     summary: &mut Summary,
 ) -> Result<()> {
-    let fake = FakeSlack::start().await?;
-    let env = [
-        ("HOLDPOINT_SLACK_BOT_TOKEN", SLACK_BOT_TOKEN.to_string()),
-        ("HOLDPOINT_SLACK_SIGNING_SECRET", SLACK_SECRET.to_string()),
-        ("HOLDPOINT_SLACK_CHANNEL", SLACK_CHANNEL.to_string()),
-        ("HOLDPOINT_SLACK_REVIEWERS", SLACK_REVIEWER.to_string()),
-        ("HOLDPOINT_SLACK_API_URL", fake.api_url()),
-    ];
-    let bot = start_bot(bin, opts.keep, &env).await?;
+    let fake = FakeWebApi::start().await?;
+    let mut env = slack::bot_env(&fake.api_url(), slack::Mode::Http);
+    // One reviewer, named directly: no group to resolve on a click.
+    env.push(("HOLDPOINT_SLACK_REVIEWERS", REVIEWER.to_string()));
+    let bot = tokio::task::block_in_place(|| start_bot(bin, opts.keep, &env))?;
     println!(
         "\nPhase S: Slack relay latency with {} runners, {} relays after {} warm-up",
         opts.relay_runners, opts.slack_relays, opts.warmup
     );
     println!(
         "  a second bot, pid {} on http://{} (data {}), Slack in HTTP mode; its Web API is a fake at {}",
-        bot.pid,
-        bot.addr,
-        bot.data_dir.display(),
+        bot.pid(),
+        addr(&bot),
+        bot.dir().display(),
         fake.api_url()
     );
     println!(
-        "  approvals: signed block_actions clicks on Approve by {SLACK_REVIEWER}, \
+        "  approvals: signed block_actions clicks on Approve by {REVIEWER}, \
          POST /slack/interactions, each once the bot has posted the request's message"
     );
     if opts.keep {
-        println!("  log: {}", bot.log.display());
+        println!("  log: {}", bot.dir().join("bot.log").display());
     }
     let tokens = runner_tokens(&bot)?;
     let shared = Arc::new(Shared::default());
     let t = Instant::now();
-    let (runners, errors) = connect_many(bot.addr, &tokens, 0, opts.relay_runners, &shared).await;
+    let (runners, errors) = connect_many(addr(&bot), &tokens, 0, opts.relay_runners, &shared).await;
     println!(
         "  {} runners connected in {:.1} s (bot counts {})",
         runners.len(),
         t.elapsed().as_secs_f64(),
-        connected(bot.addr)
+        connected(addr(&bot))
             .await
             .map(|n| n.to_string())
             .unwrap_or_else(|| "?".into())
@@ -2351,7 +1281,7 @@ async fn slack_phase(
         return Err("no runner could connect to the Slack bot".into());
     }
     let result = phase_s(&bot, &fake, &runners, verdict, opts).await;
-    let after = bot.status();
+    let after = proc_status(bot.pid());
     close_runners(runners).await;
     let r = result?;
     print_dist("click POST → Decision at runner", &r.relay);
@@ -2432,12 +1362,12 @@ async fn slack_phase(
 
 async fn phase_s(
     bot: &Bot,
-    fake: &FakeSlack,
+    fake: &FakeWebApi,
     runners: &[Runner],
     verdict: &Verdict,
     opts: &Opts,
 ) -> Result<SlackResult> {
-    let mut http = Http::new(bot.addr);
+    let mut http = Http::new(addr(bot));
     let mut rng = Rng::new();
     let (mut relay, mut answered, mut posted) = (Vec::new(), Vec::new(), Vec::new());
     let mut failures = Vec::new();
@@ -2446,7 +1376,7 @@ async fn phase_s(
         // The first round's failure is a setup problem: stop and say why.
         let fail = |failures: &mut Vec<String>, e: String| -> Result<()> {
             if i == 0 {
-                return Err(format!("{e}\nbot log:\n{}", bot.log_tail()).into());
+                return Err(format!("{e}\nbot log:\n{}", bot.log_tail(20)).into());
             }
             failures.push(e);
             Ok(())
@@ -2469,10 +1399,10 @@ async fn phase_s(
             continue;
         };
         // Slack signs the click before sending it: not part of the time.
-        let ts = unix_secs();
-        let click = slack_click(SLACK_REVIEWER, "hp_approve", &format!("{id}:{hash}"), ts);
-        let body = format!("payload={}", form_encode(&click.to_string()));
-        let signature = slack_sign(SLACK_SECRET, ts, &body);
+        let ts = holdpoint_testkit::now();
+        let click = slack::click(REVIEWER, "hp_approve", &format!("{id}:{hash}"), CHANNEL);
+        let body = format!("payload={}", slack::form_encode(&click.to_string()));
+        let signature = slack::sign(SECRET, ts, &body);
         let ts = ts.to_string();
         let headers = [
             ("Content-Type", "application/x-www-form-urlencoded"),

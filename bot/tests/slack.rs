@@ -2,12 +2,11 @@
 //! that validates every payload with Slack's own Python SDK, and a runner
 //! simulated on the websocket. Skipped (with a message) without python3.
 
-#[path = "slack/harness.rs"]
-mod harness;
-
-use harness::*;
 use holdpoint_shared::Risk;
 use holdpoint_shared::protocol::Status;
+use holdpoint_testkit::fixtures::{force_push, request};
+use holdpoint_testkit::slack::*;
+use holdpoint_testkit::{PgDatabase, Runner, TempDir, need_python, now};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(15);
 fn force_push_waits_for_slack_approval() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(Some("slack:U0AGENT01"));
     runner.submit(&req);
@@ -73,7 +72,7 @@ fn posted_ts(fake: &FakeSlack, id: &str) -> Value {
 fn slack_deny_reason_reaches_the_agent() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -107,7 +106,7 @@ fn non_reviewer_click_is_refused() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
     fake.control("/_groups", json!({GROUP: [GROUPIE]}));
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -149,7 +148,7 @@ fn non_reviewer_click_is_refused() {
 fn self_approval_is_refused() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(Some(&format!("slack:{REVIEWER}")));
     runner.submit(&req);
@@ -174,7 +173,7 @@ fn self_approval_is_refused() {
 fn refused_interaction(sign_with: &str, age_secs: i64) {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -207,7 +206,7 @@ fn stale_timestamp_is_refused() {
 fn replayed_interaction_is_refused() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -240,7 +239,7 @@ fn slack_429_is_retried() {
         "/_fail",
         json!({"method": "chat.postMessage", "statuses": [503]}),
     );
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -269,7 +268,7 @@ fn slack_post_failure_leaves_the_request_pending() {
         "/_fail",
         json!({"method": "chat.postMessage", "statuses": ["channel_not_found"]}),
     );
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -290,7 +289,7 @@ fn slack_post_failure_leaves_the_request_pending() {
 fn expiry_updates_the_slack_message() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[("HOLDPOINT_EXPIRY", "2s")]);
+    let bot = start_bot(&fake, Mode::Http, &[("HOLDPOINT_EXPIRY", "2s")]);
     let mut runner = Runner::connect(&bot);
     let req = force_push(None);
     runner.submit(&req);
@@ -311,7 +310,7 @@ fn expiry_updates_the_slack_message() {
 fn socket_mode_approve_deny_and_reconnect() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Socket, &[]);
+    let bot = start_bot(&fake, Mode::Socket, &[]);
     let mut runner = Runner::connect(&bot);
 
     // Approve.
@@ -400,7 +399,7 @@ fn socket_mode_approve_deny_and_reconnect() {
 fn hostile_commands_render_safely() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let bot = BotProc::start(&fake, Mode::Http, &[]);
+    let bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let mut huge = "echo harmless padding; ".repeat(100 * 1024 / 23);
     huge.push_str("rm -rf /");
@@ -536,8 +535,9 @@ fn hostile_commands_render_safely() {
 fn requests_are_routed_by_runner_and_risk() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let config = config_file(
-        r#"
+    let bot = bot_options(&fake, Mode::Http)
+        .config(
+            r#"
 [slack]
 [[slack.routes]]
 runner = "prod-*"
@@ -552,9 +552,8 @@ channel = "C0DBA00001"
 min_risk = "critical"
 channel = "C0PAGER001"
 "#,
-    );
-    let config_path = config.display().to_string();
-    let bot = BotProc::start(&fake, Mode::Http, &[("HOLDPOINT_CONFIG", &config_path)]);
+        )
+        .start();
     let mut runners: std::collections::HashMap<&str, Runner> = std::collections::HashMap::new();
     runners.insert("local", Runner::connect(&bot));
     for name in ["prod-web", "prod", "db-primary", "db-primary-2"] {
@@ -622,7 +621,6 @@ channel = "C0PAGER001"
         c["method"] == "chat.update" && c["body"].to_string().contains(id.as_str())
     });
     assert_eq!(updated["body"]["channel"], *want);
-    let _ = std::fs::remove_dir_all(config.parent().unwrap_or(&config));
 }
 
 /// Where each message lives is in the database: after the bot is killed
@@ -633,7 +631,7 @@ channel = "C0PAGER001"
 fn decision_after_restart_updates_the_original_message() {
     let py = need_python!();
     let fake = FakeSlack::start(&py);
-    let mut bot = BotProc::start(&fake, Mode::Http, &[]);
+    let mut bot = start_bot(&fake, Mode::Http, &[]);
     let mut runner = Runner::connect(&bot);
     let by_cli = force_push(None);
     let by_click = force_push(None);
@@ -651,13 +649,13 @@ fn decision_after_restart_updates_the_original_message() {
         ));
     }
     drop(runner);
-    bot.kill_and_restart();
+    bot.restart();
     // Give the restarted bot's first reconcile a chance to (wrongly) post
     // again before anything is decided.
     std::thread::sleep(Duration::from_secs(1));
 
     let reason = "restore the branch protection first";
-    let (ok, out, err) = bot.cli(&["deny", &by_cli.id, "--reason", reason]);
+    let (ok, out, err) = bot.try_cli(&["deny", &by_cli.id, "--reason", reason]);
     assert!(ok, "holdpoint-bot deny failed: {out}{err}");
     let (value, channel) = button(&originals[1].2, "hp_approve");
     assert_eq!(
@@ -725,10 +723,10 @@ fn decision_after_restart_updates_the_original_message() {
 fn two_bots_on_one_database_post_once() {
     let py = need_python!();
     // One SQLite file, always; one PostgreSQL database when reachable.
-    let dir = temp_dir();
+    let dir = TempDir::new("slack");
     let sqlite = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
     two_bots_post_once(&py, &sqlite);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     match PgDatabase::create() {
         Some(pg) => two_bots_post_once(&py, &pg.url()),
         None => eprintln!(
@@ -739,8 +737,8 @@ fn two_bots_on_one_database_post_once() {
 
 fn two_bots_post_once(py: &std::path::Path, database_url: &str) {
     let fake = FakeSlack::start(py);
-    let a = BotProc::start_on(&fake, Mode::Http, &[], Some(database_url));
-    let b = BotProc::start_on(&fake, Mode::Http, &[], Some(database_url));
+    let a = start_bot_on(&fake, Mode::Http, &[], Some(database_url));
+    let b = start_bot_on(&fake, Mode::Http, &[], Some(database_url));
     assert!(
         b.token.is_empty(),
         "the second replica found the first one's runner"
@@ -794,7 +792,7 @@ fn two_bots_post_once(py: &std::path::Path, database_url: &str) {
             .0,
         200
     );
-    let (ok, out, err) = b.cli(&["deny", &reqs[2].id, "--reason", "not today"]);
+    let (ok, out, err) = b.try_cli(&["deny", &reqs[2].id, "--reason", "not today"]);
     assert!(ok, "deny failed: {out}{err}");
 
     // The runner (on A) gets every decision, wherever it was made.

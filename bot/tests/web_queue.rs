@@ -9,21 +9,17 @@
 //! `HOLDPOINT_REQUIRE_BROWSER=1` makes that a failure.
 
 use holdpoint_shared::annotation::{Annotation, Fact, Item, Severity};
-use holdpoint_shared::protocol::{
-    BotMessage, DecisionMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, Status, WS_PATH,
-};
-use holdpoint_shared::{Context, Decision, Hit, Policy, Risk, Verdict};
+use holdpoint_shared::protocol::{ReviewRequest, Status};
+use holdpoint_shared::{Context, Decision, Policy, Risk, Verdict};
+use holdpoint_testkit::fixtures::hit;
+use holdpoint_testkit::{Bot, BotOptions, Response, Runner, http, random_hex, review};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
 
 const BOT: &str = env!("CARGO_BIN_EXE_holdpoint-bot");
 
@@ -32,300 +28,36 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 // ------------------------------------------------------------------ setup
 
-struct TempDir(PathBuf);
+/// How long a runner waits for a decision the test is about to cause.
+const DECIDED_WITHIN: Duration = Duration::from_secs(30);
 
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "holdpoint-{tag}-{}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
+/// A bot on its own SQLite database; decisions made with its CLI are by
+/// `cli:tester`.
+fn start_bot() -> Bot {
+    BotOptions::new()
+        .bin(BOT)
+        .user("tester")
+        .log("warn")
+        .start()
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The environment of every bot process: its own data directory, nothing
-/// from the machine's configuration.
-fn bot_env(data: &Path, port: u16) -> Vec<(String, String)> {
-    vec![
-        ("HOLDPOINT_LISTEN".into(), format!("127.0.0.1:{port}")),
-        ("HOLDPOINT_DATA_DIR".into(), data.display().to_string()),
-        (
-            "XDG_CONFIG_HOME".into(),
-            data.join("config").display().to_string(),
-        ),
-        (
-            "XDG_DATA_HOME".into(),
-            data.join("share").display().to_string(),
-        ),
-        ("HOLDPOINT_LOG".into(), "warn".into()),
-        ("USER".into(), "tester".into()),
-    ]
-}
-
-fn bot_command(data: &Path, port: u16) -> Command {
-    let mut c = Command::new(BOT);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOLDPOINT_") {
-            c.env_remove(k);
-        }
-    }
-    c.envs(bot_env(data, port));
-    c
-}
-
-/// A running `holdpoint-bot serve`.
-struct Bot {
-    child: Child,
-    port: u16,
-    base: String,
-    /// The login link it printed.
-    login: String,
-    log: Arc<Mutex<String>>,
-    data: TempDir,
-}
-
-impl Bot {
-    fn start(tag: &str) -> Bot {
-        let mut last_log = String::new();
-        // The port is free when picked but another process may take it
-        // before the bot binds it: try again with another.
-        for _ in 0..3 {
-            let data = TempDir::new(tag);
-            let port = free_port();
-            let mut child = bot_command(&data.0, port)
-                .arg("serve")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start holdpoint-bot");
-            let stderr = child.stderr.take().unwrap();
-            let log = Arc::new(Mutex::new(String::new()));
-            let (tx, rx) = mpsc::channel();
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("/login?token=") {
-                        let _ = tx.send(line.trim().to_string());
-                    }
-                    let mut l = sink.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(login) => {
-                    return Bot {
-                        child,
-                        port,
-                        base: format!("http://127.0.0.1:{port}"),
-                        login,
-                        log,
-                        data,
-                    };
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_log = log.lock().unwrap().clone();
-                    if !last_log.contains("cannot listen") {
-                        break;
-                    }
-                }
-            }
-        }
-        panic!("holdpoint-bot printed no login link; it said:\n{last_log}");
-    }
-
-    /// Runs a CLI command against the same data directory.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = bot_command(&self.data.0, self.port)
-            .args(args)
-            .output()
-            .expect("run holdpoint-bot");
-        assert!(
-            out.status.success(),
-            "holdpoint-bot {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn runner_token(&self) -> String {
-        let env = std::fs::read_to_string(self.data.0.join("runner-local.env")).unwrap();
-        env.lines()
-            .find_map(|l| l.trim().strip_prefix("export HOLDPOINT_TOKEN="))
-            .expect("a token in runner-local.env")
-            .trim()
-            .to_string()
-    }
-
-    /// The path and query of the login link.
-    fn login_path(&self) -> String {
-        self.login
-            .strip_prefix(&self.base)
-            .expect("the link starts with the base URL")
-            .to_string()
-    }
-}
-
-impl Drop for Bot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- holdpoint-bot log ---\n{}", self.log.lock().unwrap());
-        }
-    }
-}
-
-// ------------------------------------------------------------- the runner
-
-/// A runner connected to the bot's websocket.
-struct Runner {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    /// Messages read while waiting for something else.
-    stash: Vec<BotMessage>,
-}
-
-impl Runner {
-    fn connect(bot: &Bot) -> Runner {
-        use tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://127.0.0.1:{}{WS_PATH}", bot.port)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", bot.runner_token()).parse().unwrap(),
-        );
-        let (ws, _) = tungstenite::connect(req).expect("connect the runner websocket");
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        }
-        let mut r = Runner {
-            ws,
-            stash: Vec::new(),
-        };
-        r.send(&RunnerMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            runner_version: "test".into(),
-            host: "ci-host".into(),
-        });
-        match r.recv() {
-            BotMessage::Welcome { runner, .. } => assert_eq!(runner, "local"),
-            other => panic!("expected welcome, got {other:?}"),
-        }
-        r
-    }
-
-    fn send(&mut self, m: &RunnerMessage) {
-        self.ws.send(Message::Text(m.encode().into())).unwrap();
-    }
-
-    fn recv(&mut self) -> BotMessage {
-        loop {
-            match self.ws.read().expect("read from the bot") {
-                Message::Text(t) => match BotMessage::decode(&t).unwrap() {
-                    BotMessage::Ping { nonce } => self.send(&RunnerMessage::Pong { nonce }),
-                    m => return m,
-                },
-                Message::Close(c) => panic!("the bot closed the runner's websocket: {c:?}"),
-                _ => {}
-            }
-        }
-    }
-
-    /// Submits and waits until the bot says it is pending.
-    fn submit(&mut self, req: &ReviewRequest) {
-        self.send(&RunnerMessage::Submit {
-            request: Box::new(req.clone()),
-        });
-        loop {
-            match self.recv() {
-                BotMessage::Pending { request_id, .. } if request_id == req.id => return,
-                BotMessage::Rejected { request_id, reason } if request_id == req.id => {
-                    panic!("the bot rejected {request_id}: {reason}")
-                }
-                other => self.stash.push(other),
-            }
-        }
-    }
-
-    /// Waits for the decision on `id`.
-    fn decision(&mut self, id: &str) -> DecisionMessage {
-        let found = self
-            .stash
-            .iter()
-            .position(|m| matches!(m, BotMessage::Decision(d) if d.request_id == id));
-        if let Some(i) = found
-            && let BotMessage::Decision(d) = self.stash.remove(i)
-        {
-            return d;
-        }
-        loop {
-            match self.recv() {
-                BotMessage::Decision(d) if d.request_id == id => {
-                    self.send(&RunnerMessage::Ack {
-                        request_id: d.request_id.clone(),
-                    });
-                    return d;
-                }
-                other => self.stash.push(other),
-            }
-        }
-    }
-}
-
-fn fresh_id() -> String {
-    static N: AtomicU64 = AtomicU64::new(1);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    format!(
-        "{:016x}{:016x}",
-        nanos,
-        N.fetch_add(1, Ordering::SeqCst) ^ (u64::from(std::process::id()) << 32)
-    )
+/// The bot's runner `local` on its websocket.
+fn connect_runner(bot: &Bot) -> Runner {
+    let runner = Runner::connect(bot);
+    assert_eq!(runner.name(), "local");
+    runner
 }
 
 fn request(command: &str, verdict: Verdict, annotations: Vec<Annotation>) -> ReviewRequest {
-    ReviewRequest {
-        id: fresh_id(),
-        command: command.to_string(),
-        command_hash: hex::encode(Sha256::digest(command.as_bytes())),
-        verdict,
-        annotations,
-        host: "ci-host".into(),
-        cwd: "/srv/app".into(),
-        agent: Some("test-agent".into()),
-        session: None,
-        front_end: "sh".into(),
-        requested_by: Some("agent@ci-host".into()),
-    }
+    review(command)
+        .hash_of_command()
+        .verdict(verdict)
+        .annotations(annotations)
+        .host("ci-host")
+        .agent("test-agent")
+        .front_end("sh")
+        .requested_by(Some("agent@ci-host"))
+        .build()
 }
 
 /// A request with the built-in policy's real verdict.
@@ -335,16 +67,6 @@ fn classified(command: &str) -> ReviewRequest {
         .classify(command, &Context::from_process());
     assert_eq!(verdict.decision, Decision::Review, "{command}: {verdict:?}");
     request(command, verdict, Vec::new())
-}
-
-fn hit(rule: &str, decision: Decision, risk: Risk, reason: &str, part: &str) -> Hit {
-    Hit {
-        rule: rule.into(),
-        decision,
-        risk,
-        reason: reason.into(),
-        part: part.into(),
-    }
 }
 
 /// A command written to deceive the reviewer and attack the page.
@@ -406,85 +128,8 @@ fn critical() -> ReviewRequest {
 
 // ------------------------------------------------------------------- HTTP
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// One HTTP/1.1 request on a fresh connection.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
 /// Opens the login link; returns the `Cookie` header for the session.
-fn log_in(bot: &Bot, path: &str, extra: &[(&str, &str)]) -> (Resp, String) {
+fn log_in(bot: &Bot, path: &str, extra: &[(&str, &str)]) -> (Response, String) {
     let r = http(bot.port, "GET", path, extra, "");
     assert_eq!(r.status, 200, "{}", r.body);
     let set = r
@@ -501,8 +146,8 @@ fn log_in(bot: &Bot, path: &str, extra: &[(&str, &str)]) -> (Resp, String) {
 }
 
 /// Approves or denies through the API as the page does.
-fn decide(bot: &Bot, cookie: &str, id: &str, action: &str, body: &Value) -> Resp {
-    let origin = bot.base.clone();
+fn decide(bot: &Bot, cookie: &str, id: &str, action: &str, body: &Value) -> Response {
+    let origin = bot.url();
     http(
         bot.port,
         "POST",
@@ -513,7 +158,7 @@ fn decide(bot: &Bot, cookie: &str, id: &str, action: &str, body: &Value) -> Resp
             ("X-Holdpoint", "1"),
             ("Origin", &origin),
         ],
-        &body.to_string(),
+        body.to_string(),
     )
 }
 
@@ -586,8 +231,8 @@ impl EventStream {
 /// stream (including decisions made by another process).
 #[test]
 fn api_guards_sessions_decisions_and_events() {
-    let bot = Bot::start("web-api");
-    let mut runner = Runner::connect(&bot);
+    let bot = start_bot();
+    let mut runner = connect_runner(&bot);
     let first = classified("git push --force origin main");
     runner.submit(&first);
 
@@ -649,7 +294,7 @@ fn api_guards_sessions_decisions_and_events() {
 
     // A second reviewer, behind a TLS-terminating proxy.
     let link = bot.cli(&["login-link", "--name", "alice"]);
-    let path = link.trim().strip_prefix(&bot.base).unwrap().to_string();
+    let path = link.trim().strip_prefix(&bot.url()).unwrap().to_string();
     let (r, alice) = log_in(&bot, &path, &[("X-Forwarded-Proto", "https")]);
     assert!(r.header("set-cookie").unwrap().contains("; Secure"));
 
@@ -704,7 +349,7 @@ fn api_guards_sessions_decisions_and_events() {
         ],
     ];
     for headers in &refused {
-        let r = http(bot.port, "POST", &path, headers, &body.to_string());
+        let r = http(bot.port, "POST", &path, headers, body.to_string());
         assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
     }
     let r = http(
@@ -712,7 +357,7 @@ fn api_guards_sessions_decisions_and_events() {
         "POST",
         &path,
         &[("Content-Type", "application/json"), ("X-Holdpoint", "1")],
-        &body.to_string(),
+        body.to_string(),
     );
     assert_eq!(r.status, 401);
     let r = decide(&bot, &cookie, &first.id, "approve", &json!({ "reason": 1 }));
@@ -726,7 +371,7 @@ fn api_guards_sessions_decisions_and_events() {
     );
     assert_eq!(r.status, 403);
     assert!(r.json()["refused"].as_str().unwrap().contains("changed"));
-    let r = decide(&bot, &cookie, &fresh_id(), "approve", &body);
+    let r = decide(&bot, &cookie, &random_hex(16), "approve", &body);
     assert_eq!(r.status, 404);
 
     // The first decision wins; the second is told who decided.
@@ -753,7 +398,7 @@ fn api_guards_sessions_decisions_and_events() {
     assert_eq!(v["already"], "approved");
     assert_eq!(v["decided_by"], "web:local");
     assert_eq!(v["reason"], "checked the branch");
-    let d = runner.decision(&first.id);
+    let d = runner.decision_for(&first.id, DECIDED_WITHIN);
     assert_eq!(d.status, Status::Approved);
     assert_eq!(d.decided_by, "web:local");
     assert_eq!(d.reason.as_deref(), Some("checked the branch"));
@@ -773,7 +418,7 @@ fn api_guards_sessions_decisions_and_events() {
     let decided = format!("event: decided\ndata: {}", second.id);
     let took = events.wait_for_any(&[&decided, "event: changed"], Duration::from_secs(8));
     eprintln!("a decision made by the CLI reached the event stream in {took:?}");
-    let d = runner.decision(&second.id);
+    let d = runner.decision_for(&second.id, DECIDED_WITHIN);
     assert_eq!(
         (d.status, d.decided_by.as_str(), d.reason.as_deref()),
         (Status::Denied, "cli:tester", Some("not today"))
@@ -854,8 +499,8 @@ fn web_queue_in_headless_chromium() {
         return;
     }
     let started = Instant::now();
-    let bot = Bot::start("web-browser");
-    let mut runner = Runner::connect(&bot);
+    let bot = start_bot();
+    let mut runner = connect_runner(&bot);
     let normal = classified("git push --force origin main");
     assert_ne!(normal.risk(), Risk::Critical);
     let hostile = hostile();
@@ -866,15 +511,16 @@ fn web_queue_in_headless_chromium() {
     }
     let deny_reason = "not today: <b>no</b> \u{202E}";
     let config = json!({
-        "base": bot.base,
-        "login": bot.login,
+        "base": bot.url(),
+        "login": bot.login_link(),
         "chromium": "/usr/bin/chromium",
         "botBin": BOT,
-        "botEnv": bot_env(&bot.data.0, bot.port)
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
+        "botEnv": bot
+            .env()
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect::<serde_json::Map<_, _>>(),
-        "userDataDir": bot.data.0.join("chromium").display().to_string(),
+        "userDataDir": bot.dir().join("chromium").display().to_string(),
         "csp": CSP,
         "denyReason": deny_reason,
         "normal": {
@@ -891,7 +537,7 @@ fn web_queue_in_headless_chromium() {
         "foreign": { "id": foreign.id },
         "critical": { "id": critical.id },
     });
-    let config_path = bot.data.0.join("browser.json");
+    let config_path = bot.dir().join("browser.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
 
     let mut node = Command::new("node")
@@ -944,23 +590,23 @@ fn web_queue_in_headless_chromium() {
     assert!(late.is_some(), "the script never asked for a late request");
 
     // What the reviewer did in the browser reached the runner.
-    let d = runner.decision(&hostile.id);
+    let d = runner.decision_for(&hostile.id, DECIDED_WITHIN);
     assert_eq!(
         (d.status, d.decided_by.as_str(), d.reason.as_deref()),
         (Status::Denied, "web:local", Some(deny_reason))
     );
     assert_eq!(d.command_hash, hostile.command_hash);
-    let d = runner.decision(&normal.id);
+    let d = runner.decision_for(&normal.id, DECIDED_WITHIN);
     assert_eq!(
         (d.status, d.decided_by.as_str()),
         (Status::Approved, "web:local")
     );
-    let d = runner.decision(&critical.id);
+    let d = runner.decision_for(&critical.id, DECIDED_WITHIN);
     assert_eq!(
         (d.status, d.decided_by.as_str()),
         (Status::Approved, "web:local")
     );
-    let d = runner.decision(&foreign.id);
+    let d = runner.decision_for(&foreign.id, DECIDED_WITHIN);
     assert_eq!(
         (d.status, d.decided_by.as_str()),
         (Status::Approved, "cli:tester")

@@ -159,6 +159,8 @@ pub struct Connection {
     last_heard: Instant,
     last_ping: Instant,
     nonce: u64,
+    /// The runner's name, as the bot's welcome said.
+    runner: String,
 }
 
 fn install_crypto() {
@@ -265,6 +267,7 @@ impl Connection {
             last_heard: Instant::now(),
             last_ping: Instant::now(),
             nonce: 0,
+            runner: String::new(),
         };
         conn.send(&RunnerMessage::Hello {
             protocol: PROTOCOL_VERSION,
@@ -272,7 +275,7 @@ impl Connection {
             host: crate::gate::hostname(),
         })?;
         match conn.recv_until(deadline)? {
-            Some(BotMessage::Welcome { .. }) => {}
+            Some(BotMessage::Welcome { runner, .. }) => conn.runner = runner,
             Some(other) => {
                 return Err(ConnectError::Permanent(format!(
                     "the bot answered hello with {other:?}"
@@ -282,6 +285,11 @@ impl Connection {
         }
         let _ = conn.tcp.set_read_timeout(Some(Duration::from_millis(250)));
         Ok(conn)
+    }
+
+    /// The name this runner is registered under, as the bot's welcome said.
+    pub fn runner(&self) -> &str {
+        &self.runner
     }
 
     /// Sends one message.

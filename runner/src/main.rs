@@ -1,21 +1,12 @@
-//! `holdpoint`: the runner that sits next to an agent. Every command the agent
-//! wants to run is classified by the policy engine; allowed commands run at
-//! once, the rest are refused with the reason.
-//!
-//! It must never execute a command whose verdict it does not hold: every
-//! error (bad policy, bad input, a failure to classify) ends in a refusal.
+//! `holdpoint`: the runner's command line, over the `holdpoint_runner`
+//! library. It parses the arguments and hands them to a front end; a panic
+//! anywhere refuses.
 
 #![forbid(unsafe_code)]
 
-mod annotate;
-mod bot;
-mod config;
-mod front;
-mod gate;
-mod spool;
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use holdpoint_runner::{bot, config, front, gate, spool};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -2,12 +2,12 @@
 //! a reviewer decides with the bot's CLI, and the command runs or does not.
 //! Every scenario runs on SQLite and on PostgreSQL.
 
-use holdpoint_e2e::*;
+use holdpoint_testkit::*;
 use std::time::Duration;
 
 const FORCE_PUSH: &str = "git push --force origin main";
 
-fn pending_id(bot: &BotProc) -> String {
+fn pending_id(bot: &Bot) -> String {
     bot.wait_pending()["id"]
         .as_str()
         .expect("a pending request has an id")
@@ -15,7 +15,7 @@ fn pending_id(bot: &BotProc) -> String {
 }
 
 fn force_push_waits_for_approval_and_then_runs(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -60,7 +60,7 @@ fn force_push_waits_for_approval_and_then_runs(backend: Backend) {
 }
 
 fn denial_reaches_the_agent_with_the_reason(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -85,7 +85,7 @@ fn denial_reaches_the_agent_with_the_reason(backend: Backend) {
 }
 
 fn expiry_denies(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[("HOLDPOINT_EXPIRY", "2s")]) else {
+    let Some(bot) = Bot::on(backend, &[("HOLDPOINT_EXPIRY", "2s")]) else {
         return;
     };
     let ws = Workspace::new();
@@ -115,7 +115,7 @@ fn expiry_denies(backend: Backend) {
 }
 
 fn bot_restart_while_waiting_still_ends_correctly(backend: Backend) {
-    let Some(mut bot) = BotProc::start(backend, &[]) else {
+    let Some(mut bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -148,7 +148,7 @@ fn bot_restart_while_waiting_still_ends_correctly(backend: Backend) {
 }
 
 fn websocket_cut_mid_wait_resumes(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let proxy = Proxy::start(bot.port);
@@ -177,7 +177,7 @@ fn websocket_cut_mid_wait_resumes(backend: Backend) {
 }
 
 fn two_approvals_at_once_run_the_command_once(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -191,7 +191,7 @@ fn two_approvals_at_once_run_the_command_once(backend: Backend) {
     });
     let id = pending_id(&bot);
     let spawn = || {
-        bot.cli()
+        bot.command()
             .args(["approve", &id])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -220,7 +220,7 @@ fn two_approvals_at_once_run_the_command_once(backend: Backend) {
 }
 
 fn bad_or_revoked_token_is_refused(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -272,7 +272,7 @@ fn bad_or_revoked_token_is_refused(backend: Backend) {
 }
 
 fn allowed_commands_audit_arrives_after_the_bot_was_down(backend: Backend) {
-    let Some(mut bot) = BotProc::start(backend, &[]) else {
+    let Some(mut bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -324,7 +324,7 @@ fn allowed_commands_audit_arrives_after_the_bot_was_down(backend: Backend) {
 }
 
 fn claude_code_hook_waits_for_approval(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -364,7 +364,7 @@ fn claude_code_hook_waits_for_approval(backend: Backend) {
 }
 
 fn interrupting_the_agent_cancels_its_request(backend: Backend) {
-    let Some(bot) = BotProc::start(backend, &[]) else {
+    let Some(bot) = Bot::on(backend, &[]) else {
         return;
     };
     let ws = Workspace::new();
@@ -397,10 +397,10 @@ fn interrupting_the_agent_cancels_its_request(backend: Backend) {
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
-            $( #[test] fn $name() { super::$name(holdpoint_e2e::Backend::Sqlite) } )*
+            $( #[test] fn $name() { super::$name(holdpoint_testkit::Backend::Sqlite) } )*
         }
         mod postgres {
-            $( #[test] fn $name() { super::$name(holdpoint_e2e::Backend::Postgres) } )*
+            $( #[test] fn $name() { super::$name(holdpoint_testkit::Backend::Postgres) } )*
         }
     };
 }
@@ -423,7 +423,7 @@ on_both_backends!(
 /// allowed commands are not slowed down.
 #[test]
 fn a_dead_database_refuses_review_and_runs_nothing() {
-    let Some(bot) = BotProc::start(Backend::Postgres, &[]) else {
+    let Some(bot) = Bot::on(Backend::Postgres, &[]) else {
         return;
     };
     let ws = Workspace::new();

@@ -2,97 +2,24 @@
 //! oversized, out-of-order or unauthenticated frame with a clear refusal,
 //! keeps serving, and never changes a request because of one.
 
-use holdpoint_e2e::*;
 use holdpoint_shared::protocol::{
     AuditEvent, BotMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, close,
 };
-use holdpoint_shared::{Context, Decision, Policy, Risk};
-use std::net::TcpStream;
-use std::time::Duration;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-fn connect(bot: &BotProc, token: Option<&str>) -> Result<Ws, tungstenite::Error> {
-    let mut req = format!("ws://127.0.0.1:{}/v1/runners/ws", bot.port)
-        .into_client_request()
-        .expect("request");
-    if let Some(t) = token {
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {t}").parse().expect("header"),
-        );
-    }
-    let (ws, _) = tungstenite::connect(req)?;
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-    }
-    Ok(ws)
-}
-
-fn send(ws: &mut Ws, m: &RunnerMessage) {
-    ws.send(Message::Text(m.encode().into())).expect("send");
-}
-
-fn recv(ws: &mut Ws) -> BotMessage {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => return BotMessage::decode(&t).expect("a bot message"),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// Reads until the bot closes; returns the code and reason.
-fn closed(ws: &mut Ws) -> (u16, String) {
-    loop {
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
-            Ok(Message::Close(None)) => return (1005, String::new()),
-            Ok(_) => {}
-            Err(e) => panic!("expected a close frame, got {e}"),
-        }
-    }
-}
-
-fn hello(ws: &mut Ws) {
-    send(
-        ws,
-        &RunnerMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            runner_version: "test".into(),
-            host: "test-host".into(),
-        },
-    );
-    assert!(matches!(recv(ws), BotMessage::Welcome { .. }));
-}
+use holdpoint_shared::{Decision, Risk};
+use holdpoint_testkit::raw::{closed, connect, hello, recv, send};
+use holdpoint_testkit::tungstenite::{self, Message};
+use holdpoint_testkit::*;
 
 fn request(id: &str) -> ReviewRequest {
-    let verdict = Policy::builtin()
-        .expect("policy")
-        .classify("git push --force origin main", &Context::fixed());
-    ReviewRequest {
-        id: id.to_string(),
-        command: "git push --force origin main".into(),
-        command_hash: random_hex(32),
-        verdict,
-        annotations: vec![],
-        host: "test-host".into(),
-        cwd: "/srv/app".into(),
-        agent: None,
-        session: None,
-        front_end: "exec".into(),
-        requested_by: None,
-    }
+    review("git push --force origin main")
+        .id(id)
+        .host("test-host")
+        .build()
 }
 
 #[test]
 fn connections_without_a_valid_token_are_refused_before_the_websocket_opens() {
-    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
         return;
     };
     for token in [None, Some("hpr_nope"), Some("not-even-the-format")] {
@@ -109,7 +36,7 @@ fn connections_without_a_valid_token_are_refused_before_the_websocket_opens() {
 
 #[test]
 fn malformed_frames_close_with_a_reason_and_the_bot_keeps_serving() {
-    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
         return;
     };
     let token = bot.token.clone();
@@ -189,7 +116,7 @@ fn malformed_frames_close_with_a_reason_and_the_bot_keeps_serving() {
 
 #[test]
 fn invalid_submissions_are_rejected_and_resubmissions_are_idempotent() {
-    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
         return;
     };
     let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
@@ -291,7 +218,7 @@ fn invalid_submissions_are_rejected_and_resubmissions_are_idempotent() {
 
 #[test]
 fn audit_events_are_stored_once_however_often_they_are_sent() {
-    let Some(bot) = BotProc::start(Backend::Sqlite, &[]) else {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
         return;
     };
     let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
