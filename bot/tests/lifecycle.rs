@@ -9,20 +9,14 @@ use holdpoint_bot::config::{Config, Expiry};
 use holdpoint_bot::core::{Clock, ManualClock, Outbound};
 use holdpoint_bot::{Bot, Decided, Intent, Refusal, Reviewer, Submitted};
 use holdpoint_shared::protocol::{BotMessage, ReviewRequest, Status};
-use holdpoint_shared::{Context, Policy};
+use holdpoint_testkit::{random_hex, review};
 use sea_orm::ConnectionTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-fn hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).expect("random");
-    hex::encode(b)
-}
-
 async fn bot(expiry: Duration) -> (Arc<Bot>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", hex(6)));
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
     let config = config_in(&dir, expiry);
     let bot = Bot::open(config).await.expect("database");
     (Arc::new(bot), dir)
@@ -60,21 +54,10 @@ fn config_in(dir: &std::path::Path, expiry: Duration) -> Config {
 }
 
 fn request(requested_by: Option<&str>) -> ReviewRequest {
-    ReviewRequest {
-        id: hex(16),
-        command: "git push --force origin main".into(),
-        command_hash: hex(32),
-        verdict: Policy::builtin()
-            .expect("policy")
-            .classify("git push --force origin main", &Context::fixed()),
-        annotations: vec![],
-        host: "ci-7".into(),
-        cwd: "/srv/app".into(),
-        agent: Some("claude-code".into()),
-        session: None,
-        front_end: "sh".into(),
-        requested_by: requested_by.map(str::to_string),
-    }
+    review("git push --force origin main")
+        .agent("claude-code")
+        .requested_by(requested_by)
+        .build()
 }
 
 fn reviewer(id: &str) -> Reviewer {
@@ -205,7 +188,7 @@ async fn a_decision_for_another_command_hash_is_refused() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     let req = request(None);
     bot.submit("local", &req).await.expect("submit");
-    let other_hash = hex(32);
+    let other_hash = random_hex(32);
     assert!(matches!(
         decide(
             &bot,
@@ -435,7 +418,7 @@ async fn a_subscriber_that_falls_behind_resumes_from_its_place_in_the_feed() {
 
 #[tokio::test]
 async fn deadlines_follow_the_core_clock() {
-    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", hex(6)));
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
     let clock = Arc::new(ManualClock::starting_at(1_800_000_000_000));
     let bot = Bot::open_with_clock(config_in(&dir, Duration::from_secs(600)), clock.clone())
         .await
@@ -529,7 +512,7 @@ async fn another_runner_cannot_take_over_or_clear_a_wait() {
         .await
         .expect("an ack is never an error");
     let mut forged = req.clone();
-    forged.command_hash = hex(32);
+    forged.command_hash = random_hex(32);
     assert!(bot.submit_on(b, "runner-b", &forged).await.is_err());
     assert!(bot.submit_on(b, "runner-b", &req).await.is_err());
 

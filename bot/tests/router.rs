@@ -1,6 +1,6 @@
 //! The bot's HTTP router in process, without a socket: the web API's
 //! guards and decisions, and Slack's signed interactions endpoint, each
-//! ending in what the waiting runner receives.
+//! ending in what the waiting runner receives (or does not).
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -8,19 +8,14 @@ use holdpoint_bot::Bot;
 use holdpoint_bot::config::Config;
 use holdpoint_bot::core::{ConnId, Outbound};
 use holdpoint_shared::protocol::{BotMessage, ReviewRequest, Status};
-use holdpoint_shared::{Context, Policy};
+use holdpoint_testkit::slack::{CHANNEL, REVIEWER, SECRET, STRANGER, click, form_encode, sign};
+use holdpoint_testkit::{now, random_hex, review};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
-
-fn hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).expect("random");
-    hex::encode(b)
-}
 
 struct Fixture {
     bot: Arc<Bot>,
@@ -34,7 +29,7 @@ impl Drop for Fixture {
 }
 
 async fn fixture(extra_toml: &str) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("holdpoint-router-{}", hex(6)));
+    let dir = std::env::temp_dir().join(format!("holdpoint-router-{}", random_hex(6)));
     std::fs::create_dir_all(&dir).expect("dir");
     let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
     let file = dir.join("bot.toml");
@@ -52,21 +47,10 @@ async fn fixture(extra_toml: &str) -> Fixture {
 }
 
 fn request(requested_by: Option<&str>) -> ReviewRequest {
-    ReviewRequest {
-        id: hex(16),
-        command: "git push --force origin main".into(),
-        command_hash: hex(32),
-        verdict: Policy::builtin()
-            .expect("policy")
-            .classify("git push --force origin main", &Context::fixed()),
-        annotations: vec![],
-        host: "ci-7".into(),
-        cwd: "/srv/app".into(),
-        agent: Some("claude-code".into()),
-        session: None,
-        front_end: "sh".into(),
-        requested_by: requested_by.map(str::to_string),
-    }
+    review("git push --force origin main")
+        .agent("claude-code")
+        .requested_by(requested_by)
+        .build()
 }
 
 /// A runner connection waiting for `req`.
@@ -93,10 +77,11 @@ struct Answer {
 }
 
 async fn call(bot: &Arc<Bot>, req: Request<Body>) -> Answer {
-    let res = holdpoint_bot::server::router(bot.clone())
-        .oneshot(req)
-        .await
-        .expect("the router answers");
+    call_on(holdpoint_bot::server::router(bot.clone()), req).await
+}
+
+async fn call_on(app: axum::Router, req: Request<Body>) -> Answer {
+    let res = app.oneshot(req).await.expect("the router answers");
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
         .await
@@ -159,7 +144,11 @@ async fn web_api_guards_hold_in_process() {
     // Another command than the one shown.
     let a = call(
         &f.bot,
-        page_post(&path, Some(&cookie), &json!({"command_hash": hex(32)})),
+        page_post(
+            &path,
+            Some(&cookie),
+            &json!({"command_hash": random_hex(32)}),
+        ),
     )
     .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
@@ -246,4 +235,141 @@ async fn web_requester_cannot_approve_their_own_command() {
     .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(relayed(&mut rx).await, Some(Status::Denied));
+}
+
+/// Slack in HTTP mode, its Web API on a port nothing listens on: posting
+/// and answering fail (and are only logged), clicks still arrive.
+async fn with_slack() -> (Fixture, axum::Router) {
+    let dead_api = format!("http://127.0.0.1:{}/api", holdpoint_testkit::free_port());
+    let f = fixture(&format!(
+        "[slack]\nbot_token = \"xoxb-test\"\nsigning_secret = {SECRET:?}\napi_url = {dead_api:?}\nchannel = {CHANNEL:?}\nreviewers = [{REVIEWER:?}]\n"
+    ))
+    .await;
+    let slack = holdpoint_bot::slack::start(&f.bot)
+        .expect("Slack starts")
+        .expect("Slack is configured");
+    let app =
+        holdpoint_bot::server::router(f.bot.clone()).merge(holdpoint_bot::slack::router(slack));
+    (f, app)
+}
+
+fn signed(payload: &Value, secret: &str, ts: i64) -> Request<Body> {
+    let body = format!("payload={}", form_encode(&payload.to_string()));
+    Request::post("/slack/interactions")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("X-Slack-Request-Timestamp", ts.to_string())
+        .header("X-Slack-Signature", sign(secret, ts, &body))
+        .body(Body::from(body))
+        .expect("request")
+}
+
+/// Waits (the handler answers Slack first and decides after) for the
+/// runner to hear a decision.
+async fn relayed_within(
+    rx: &mut mpsc::UnboundedReceiver<Outbound>,
+    wait: Duration,
+) -> Option<Status> {
+    match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(Outbound::Send(BotMessage::Decision(d)))) => Some(d.status),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_click_by_a_reviewer_approves_and_reaches_the_runner() {
+    let (f, app) = with_slack().await;
+    let req = request(None);
+    let (_conn, mut rx) = waiting(&f.bot, &req).await;
+    let value = format!("{}:{}", req.id, req.command_hash);
+    let a = call_on(
+        app.clone(),
+        signed(
+            &click(REVIEWER, "hp_approve", &value, CHANNEL),
+            SECRET,
+            now(),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        relayed_within(&mut rx, Duration::from_secs(10)).await,
+        Some(Status::Approved)
+    );
+    let stored = f.bot.get(&req.id).await.expect("get").expect("row");
+    assert_eq!(
+        stored.decided_by.as_deref(),
+        Some(format!("slack:{REVIEWER}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_forged_stale_replayed_or_strangers_clicks_decide_nothing() {
+    let (f, app) = with_slack().await;
+    let req = request(None);
+    let (_conn, mut rx) = waiting(&f.bot, &req).await;
+    let value = format!("{}:{}", req.id, req.command_hash);
+    let approve = click(REVIEWER, "hp_approve", &value, CHANNEL);
+
+    let forged = call_on(app.clone(), signed(&approve, "not-the-secret", now())).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let stale = call_on(app.clone(), signed(&approve, SECRET, now() - 600)).await;
+    assert_eq!(stale.status, StatusCode::UNAUTHORIZED);
+    let stranger = call_on(
+        app.clone(),
+        signed(
+            &click(STRANGER, "hp_approve", &value, CHANNEL),
+            SECRET,
+            now(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        stranger.status,
+        StatusCode::OK,
+        "acknowledged, then not counted"
+    );
+    // Another command than the one shown, by a reviewer.
+    let other = format!("{}:{}", req.id, random_hex(32));
+    let changed = call_on(
+        app.clone(),
+        signed(
+            &click(REVIEWER, "hp_approve", &other, CHANNEL),
+            SECRET,
+            now(),
+        ),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(relayed_within(&mut rx, Duration::from_secs(1)).await, None);
+    let stored = f.bot.get(&req.id).await.expect("get").expect("row");
+    assert_eq!(stored.status, Status::Pending);
+
+    // The genuine click counts once; the same signed request again is a
+    // replay.
+    let genuine = signed(&approve, SECRET, now());
+    let replay = Request::post("/slack/interactions")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            "X-Slack-Request-Timestamp",
+            genuine.headers()["X-Slack-Request-Timestamp"].clone(),
+        )
+        .header(
+            "X-Slack-Signature",
+            genuine.headers()["X-Slack-Signature"].clone(),
+        )
+        .body(Body::from(format!(
+            "payload={}",
+            form_encode(&approve.to_string())
+        )))
+        .expect("request");
+    assert_eq!(call_on(app.clone(), genuine).await.status, StatusCode::OK);
+    assert_eq!(
+        call_on(app.clone(), replay).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        relayed_within(&mut rx, Duration::from_secs(10)).await,
+        Some(Status::Approved)
+    );
 }
