@@ -512,6 +512,35 @@ impl Bot {
             .filter(request::Column::Runner.eq(runner))
             .all(&self.db)
             .await?;
+        self.end_by_system(rows, Status::Cancelled, |_| reason.to_string())
+            .await
+    }
+
+    /// Expires every pending request whose deadline passed. Returns how
+    /// many this call expired.
+    pub async fn expire_due(&self) -> Result<usize, LifecycleError> {
+        let due = request::Entity::find()
+            .filter(request::Column::Status.eq(Status::Pending.as_str()))
+            .filter(request::Column::ExpiresAt.lte(self.now_ms()))
+            .limit(500)
+            .all(&self.db)
+            .await?;
+        self.end_by_system(due, Status::Expired, |row| {
+            let waited = crate::time::human_duration(row.expires_at - row.created_at);
+            format!("no reviewer decided within {waited}")
+        })
+        .await
+    }
+
+    /// The bot itself moves these pending rows to `to`, each with its
+    /// reason. Rows are taken as stored, so one whose verdict cannot be
+    /// read still ends. Returns how many this call moved.
+    async fn end_by_system(
+        &self,
+        rows: Vec<request::Model>,
+        to: Status,
+        reason: impl Fn(&request::Model) -> String,
+    ) -> Result<usize, LifecycleError> {
         let now = self.now_ms();
         let mut n = 0;
         for row in rows {
@@ -521,53 +550,9 @@ impl Bot {
                 command_hash: &row.command_hash,
                 created_at: row.created_at,
             };
+            let why = reason(&row);
             if self
-                .commit_move(
-                    &subject,
-                    Status::Cancelled,
-                    &Reviewer::system(),
-                    Some(reason),
-                    now,
-                    false,
-                )
-                .await?
-                .is_some()
-            {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Expires every pending request whose deadline passed. Returns how
-    /// many this call expired.
-    pub async fn expire_due(&self) -> Result<usize, LifecycleError> {
-        let now = self.now_ms();
-        let due = request::Entity::find()
-            .filter(request::Column::Status.eq(Status::Pending.as_str()))
-            .filter(request::Column::ExpiresAt.lte(now))
-            .limit(500)
-            .all(&self.db)
-            .await?;
-        let mut n = 0;
-        for row in due {
-            let waited = crate::time::human_duration(row.expires_at - row.created_at);
-            let reason = format!("no reviewer decided within {waited}");
-            let subject = Subject {
-                id: &row.id,
-                runner: &row.runner,
-                command_hash: &row.command_hash,
-                created_at: row.created_at,
-            };
-            if self
-                .commit_move(
-                    &subject,
-                    Status::Expired,
-                    &Reviewer::system(),
-                    Some(&reason),
-                    now,
-                    false,
-                )
+                .commit_move(&subject, to, &Reviewer::system(), Some(&why), now, false)
                 .await?
                 .is_some()
             {
