@@ -40,6 +40,22 @@ struct File {
     expiry: ExpiryFile,
     #[serde(default)]
     slack: SlackFile,
+    #[serde(default)]
+    runners: std::collections::BTreeMap<String, RunnerFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunnerFile {
+    requester: Option<String>,
+}
+
+/// What the bot knows about one runner beyond its token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunnerSettings {
+    /// Whom this runner's agent works for: every request it submits is
+    /// that person's (so they cannot approve it), whatever the runner says.
+    pub requester: Option<crate::core::Reviewer>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +214,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Slack, when configured.
     pub slack: Option<SlackConfig>,
+    /// `[runners.NAME]`: per-runner settings.
+    pub runners: std::collections::BTreeMap<String, RunnerSettings>,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -355,6 +373,18 @@ impl Config {
         }
 
         let slack = load_slack(file.slack, &bad_file)?;
+        let mut runners = std::collections::BTreeMap::new();
+        for (name, r) in file.runners {
+            let requester = match r.requester.as_deref() {
+                None => None,
+                Some(text) => Some(crate::core::Reviewer::parse(text).ok_or_else(|| {
+                    bad_file(format!(
+                        "runners.{name}.requester = {text:?} is not a reviewer: write realm:id, e.g. slack:U0123 or web:alice"
+                    ))
+                })?),
+            };
+            runners.insert(name, RunnerSettings { requester });
+        }
 
         Ok(Config {
             listen,
@@ -364,6 +394,7 @@ impl Config {
             expiry,
             log_format,
             slack,
+            runners,
         })
     }
 

@@ -35,13 +35,18 @@ async fn raw(dir: &std::path::Path) -> sea_orm::DatabaseConnection {
 }
 
 fn config_in(dir: &std::path::Path, expiry: Duration) -> Config {
+    config_with(dir, expiry, "")
+}
+
+/// The configuration, with more TOML after `[expiry]`.
+fn config_with(dir: &std::path::Path, expiry: Duration, more: &str) -> Config {
     let url = url_in(dir);
     std::fs::create_dir_all(dir).expect("dir");
     let file = dir.join("bot.toml");
     std::fs::write(
         &file,
         format!(
-            "data_dir = {:?}\ndatabase_url = {:?}\n[expiry]\ndefault = \"{}ms\"\n",
+            "data_dir = {:?}\ndatabase_url = {:?}\n[expiry]\ndefault = \"{}ms\"\n{more}",
             dir.display().to_string(),
             url,
             expiry.as_millis()
@@ -560,5 +565,79 @@ async fn revoking_a_runner_cancels_its_pending_requests_so_none_can_be_approved(
     // Only that runner's requests.
     let still = bot.get(&other.id).await.expect("get").expect("row");
     assert_eq!(still.status, Status::Pending);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_runner_bound_to_a_requester_cannot_choose_or_omit_whom_it_works_for() {
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+    let config = config_with(
+        &dir,
+        Duration::from_secs(600),
+        "[runners.ci-7]\nrequester = \"slack:U0AGENT\"\n",
+    );
+    let bot = Bot::open(config).await.expect("bot");
+
+    // Omitted: the request is the bound person's, so they cannot approve it.
+    let silent = request(None);
+    bot.submit("ci-7", &silent).await.expect("submit");
+    let stored = bot.get(&silent.id).await.expect("get").expect("row");
+    assert_eq!(
+        stored.request.requested_by.as_deref(),
+        Some("slack:U0AGENT")
+    );
+    match decide(
+        &bot,
+        &silent.id,
+        true,
+        &reviewer("slack:U0AGENT"),
+        None,
+        None,
+    )
+    .await
+    .expect("decide")
+    {
+        Decided::Refused(why) => assert_eq!(why, Refusal::OwnRequest),
+        other => panic!("self-approval must be refused: {other:?}"),
+    }
+    // Another person claimed: refused, nothing stored.
+    let lying = request(Some("slack:U0SOMEONE"));
+    let err = bot.submit("ci-7", &lying).await.expect_err("refused");
+    assert!(err.to_string().contains("works for slack:U0AGENT"), "{err}");
+    assert!(bot.get(&lying.id).await.expect("get").is_none());
+    // The bound person, said out loud: fine.
+    bot.submit("ci-7", &request(Some("slack:U0AGENT")))
+        .await
+        .expect("the binding itself is accepted");
+
+    // An unbound runner's claim stands as it is; without one, nobody is
+    // the requester and any reviewer may approve (the documented policy
+    // for unbound runners).
+    let unbound = request(None);
+    bot.submit("local", &unbound).await.expect("submit");
+    assert!(matches!(
+        decide(
+            &bot,
+            &unbound.id,
+            true,
+            &reviewer("slack:U0AGENT"),
+            None,
+            None
+        )
+        .await
+        .expect("decide"),
+        Decided::Won(_)
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_requester_binding_that_names_nobody_is_a_config_error() {
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("bot.toml");
+    std::fs::write(&file, "[runners.ci-7]\nrequester = \"alice\"\n").expect("write");
+    let err = Config::load(Some(&file)).expect_err("refused");
+    assert!(err.to_string().contains("runners.ci-7.requester"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

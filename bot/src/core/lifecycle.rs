@@ -40,6 +40,8 @@ pub enum LifecycleError {
     Conflict(String),
     #[error("the stored request {0} cannot be read: {1}")]
     Corrupt(String, String),
+    #[error("this runner works for {bound}; a request on behalf of {claimed} is refused")]
+    Requester { bound: String, claimed: String },
 }
 
 /// A request as the bot stores and shows it.
@@ -190,6 +192,7 @@ impl Bot {
         if let Some(answer) = self.resubmitted(runner, req).await? {
             return Ok(answer);
         }
+        let requested_by = self.requester(runner, req)?;
         let now = self.now_ms();
         let expires_at = now + self.config.expiry.for_risk(req.risk()).as_millis() as i64;
         let verdict = serde_json::to_string(&req.verdict)
@@ -209,7 +212,7 @@ impl Bot {
             agent: Set(req.agent.clone()),
             session: Set(req.session.clone()),
             front_end: Set(req.front_end.clone()),
-            requested_by: Set(req.requested_by.clone()),
+            requested_by: Set(requested_by.clone()),
             status: Set(Status::Pending.as_str().to_string()),
             created_at: Set(now),
             expires_at: Set(expires_at),
@@ -231,7 +234,7 @@ impl Bot {
                 "host": req.host,
                 "cwd": req.cwd,
                 "agent": req.agent,
-                "requested_by": req.requested_by,
+                "requested_by": requested_by,
                 "expires_at": expires_at,
             }),
         );
@@ -288,6 +291,35 @@ impl Bot {
             self.hub.restore(&req.id, previous);
         }
         answer
+    }
+
+    /// Whom the request is for. A runner bound to a requester
+    /// (`[runners.NAME] requester`) submits for that person only: an
+    /// omitted claim becomes the binding, another claim is refused. An
+    /// unbound runner's claim is taken as it is (and without one, no
+    /// reviewer is the requester).
+    fn requester(
+        &self,
+        runner: &str,
+        req: &ReviewRequest,
+    ) -> Result<Option<String>, LifecycleError> {
+        let Some(bound) = self
+            .config
+            .runners
+            .get(runner)
+            .and_then(|r| r.requester.as_ref())
+        else {
+            return Ok(req.requested_by.clone());
+        };
+        let bound = bound.to_string();
+        match req.requested_by.as_deref() {
+            None => Ok(Some(bound)),
+            Some(c) if c == bound => Ok(Some(bound)),
+            Some(c) => Err(LifecycleError::Requester {
+                bound,
+                claimed: c.to_string(),
+            }),
+        }
     }
 
     async fn resubmitted(
