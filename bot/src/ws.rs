@@ -311,11 +311,38 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                     format!("audit event id {:?} is not 32 hex digits", reason(&bad.id)),
                 );
             }
+            if let Err(why) = audit_events_check(&events) {
+                bot.metrics().bad_frame();
+                return Step::Close(close::BAD_MESSAGE, why);
+            }
+            let named: Vec<String> = events.iter().filter_map(|e| e.request_id.clone()).collect();
+            match bot.foreign_requests(runner, &named).await {
+                Ok(foreign) if foreign.is_empty() => {}
+                Ok(foreign) => {
+                    bot.metrics().bad_frame();
+                    tracing::warn!(
+                        runner,
+                        request = foreign[0],
+                        "refused audit events that name another runner's request"
+                    );
+                    return Step::Close(
+                        close::BAD_MESSAGE,
+                        "an audit event names a request this runner did not submit".into(),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(runner, "cannot check the requests audit events name: {e}");
+                    return Step::Continue;
+                }
+            }
+            // The runner's clock says when; a time ahead of the bot's is
+            // not believed (the event keeps what the runner said).
+            let latest = bot.now_ms().saturating_add(MAX_CLOCK_AHEAD_MS);
             let rows: Vec<NewEvent> = events
                 .iter()
                 .map(|e| NewEvent {
                     event_id: e.id.clone(),
-                    at: e.at,
+                    at: e.at.min(latest),
                     kind: "verdict".into(),
                     runner: Some(runner.to_string()),
                     request_id: e.request_id.clone(),
@@ -346,6 +373,49 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
     } else {
         Step::Close(close::GOING_AWAY, "write failed".into())
     }
+}
+
+/// How far ahead of the bot's clock a runner's event time may be.
+const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
+
+/// What a runner records of itself: one of the runner's actions, rule ids
+/// that look like rule ids, a request id that looks like one. Anything else
+/// is not a runner's record (free text such as `approved by web:alice`).
+fn audit_events_check(events: &[holdpoint_shared::protocol::AuditEvent]) -> Result<(), String> {
+    const ACTIONS: [&str; 3] = ["ran", "refused", "submitted"];
+    let rule_id = |r: &str| {
+        !r.is_empty()
+            && r.len() <= 128
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+    };
+    for e in events {
+        if !ACTIONS.contains(&e.action.as_str()) {
+            return Err(format!(
+                "audit event {}: action {:?} is not one of ran, refused, submitted",
+                e.id,
+                reason(&e.action)
+            ));
+        }
+        if let Some(bad) = e.rules.iter().find(|r| !rule_id(r)) {
+            return Err(format!(
+                "audit event {}: {:?} is not a rule id",
+                e.id,
+                reason(bad)
+            ));
+        }
+        match (&e.request_id, e.action.as_str()) {
+            (Some(id), "submitted") if protocol::is_hex(id, 32) => {}
+            (None, "ran" | "refused") => {}
+            _ => {
+                return Err(format!(
+                    "audit event {}: a request id belongs to `submitted` events only, as 32 hex digits",
+                    e.id
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A refusal as a runner reads it in a `rejected` frame.

@@ -261,3 +261,81 @@ fn audit_events_are_stored_once_however_often_they_are_sent() {
     assert_eq!(rows.iter().filter(|r| r["kind"] == "verdict").count(), 2);
     assert!(bot.run(&["audit", "verify"]).status.success());
 }
+
+#[test]
+fn a_runner_cannot_write_someone_elses_record_into_the_audit_log() {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
+        return;
+    };
+    // Runner A submits a request; runner B will try to speak for it.
+    let mut a = connect(&bot, Some(&bot.token)).expect("connect a");
+    hello(&mut a);
+    let held = request(&random_hex(16));
+    send(
+        &mut a,
+        &RunnerMessage::Submit {
+            request: Box::new(held.clone()),
+        },
+    );
+    assert!(matches!(recv(&mut a), BotMessage::Pending { .. }));
+    let other = bot.add_runner("other");
+
+    let event = |action: &str, rules: &[&str], request_id: Option<String>| AuditEvent {
+        id: random_hex(16),
+        at: 1,
+        command: "ls".into(),
+        decision: Decision::Allow,
+        risk: Risk::Low,
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        host: "h".into(),
+        cwd: "/".into(),
+        agent: None,
+        front_end: "exec".into(),
+        action: action.into(),
+        request_id,
+    };
+    let before = bot.audit().len();
+    for forged in [
+        event("approved by web:alice", &["fs.read"], None),
+        event("ran", &["approved by web:alice"], None),
+        event("ran", &["fs.read"], Some(held.id.clone())),
+        event("submitted", &["git.push.force"], Some(held.id.clone())),
+    ] {
+        let mut b = connect(&bot, Some(&other)).expect("connect b");
+        hello(&mut b);
+        send(
+            &mut b,
+            &RunnerMessage::Audit {
+                events: vec![forged.clone()],
+            },
+        );
+        let (code, why) = closed(&mut b);
+        assert_eq!(code, close::BAD_MESSAGE, "{forged:?}: {why}");
+        assert!(!why.is_empty());
+    }
+    assert_eq!(bot.audit().len(), before, "none of it was stored");
+
+    // Its own record, with a clock far ahead: stored, at the bot's time.
+    let mut b = connect(&bot, Some(&other)).expect("connect b");
+    hello(&mut b);
+    let mut own = event("ran", &["fs.read"], None);
+    own.at = i64::MAX / 2;
+    send(
+        &mut b,
+        &RunnerMessage::Audit {
+            events: vec![own.clone()],
+        },
+    );
+    assert!(matches!(recv(&mut b), BotMessage::AuditAck { .. }));
+    let rows = bot.audit();
+    let row = rows
+        .iter()
+        .find(|r| r["event_id"] == own.id.as_str())
+        .expect("stored");
+    let at = row["at"].as_str().expect("at");
+    assert!(
+        at.starts_with("20"),
+        "the bot's time, not the runner's: {at}"
+    );
+    assert!(bot.run(&["audit", "verify"]).status.success());
+}

@@ -289,7 +289,7 @@ struct ExportRow<'a> {
     hash: &'a str,
 }
 
-/// Writes every row at or after `since` (unix ms), oldest first.
+/// Writes every row recorded at or after `since` (unix ms), oldest first.
 pub(super) async fn export(
     db: &DatabaseConnection,
     since: i64,
@@ -305,8 +305,10 @@ pub(super) async fn export(
     } else {
         write!(out, "[")?;
     }
+    // By when the bot recorded a row, not when its sender says it
+    // happened: a runner's clock cannot move its events out of a window.
     let mut pages = audit_log::Entity::find()
-        .filter(audit_log::Column::At.gte(since))
+        .filter(audit_log::Column::RecordedAt.gte(since))
         .order_by_asc(audit_log::Column::Seq)
         .paginate(db, 1000);
     while let Some(page) = pages.fetch_and_next().await? {

@@ -594,6 +594,27 @@ impl Bot {
         Ok(n)
     }
 
+    /// Which of `ids` name requests another runner submitted. (Ids no
+    /// request has are not foreign: a runner records `submitted` before it
+    /// submits, and a submission may never arrive.)
+    pub async fn foreign_requests(
+        &self,
+        runner: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>, LifecycleError> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(request::Entity::find()
+            .filter(request::Column::Id.is_in(ids.iter().cloned()))
+            .filter(request::Column::Runner.ne(runner))
+            .select_only()
+            .column(request::Column::Id)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
+    }
+
     /// The runner has the decision.
     /// `conn` is the runner connection that received it: an ack on any
     /// other connection (another runner's, with a request id it saw in a
