@@ -261,6 +261,11 @@ fn start_bot(bin: &Path, keep: bool, extra: &[(&str, String)]) -> Result<Bot> {
         .user("bench-reviewer")
         .log(&log)
         .env("HOLDPOINT_LOG_FORMAT", "text")
+        // The bench plays thousands of runners with five tokens: one
+        // token's share of the fleet is far above a real runner's limits.
+        .env("HOLDPOINT_LIMIT_CONNECTIONS_PER_RUNNER", "1000000")
+        .env("HOLDPOINT_LIMIT_PENDING_PER_RUNNER", "1000000")
+        .env("HOLDPOINT_LIMIT_SUBMISSIONS_PER_SECOND", "1000000")
         .raise_open_files();
     for (k, v) in extra {
         options = options.env(k, v.clone());

@@ -42,6 +42,40 @@ struct File {
     slack: SlackFile,
     #[serde(default)]
     runners: std::collections::BTreeMap<String, RunnerFile>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    pending_per_runner: Option<u32>,
+    connections_per_runner: Option<u32>,
+    submissions_per_second: Option<u32>,
+}
+
+/// What one runner may hold at once, so that no runner (a prompt-injected
+/// agent among them) can crowd the others out of the queue or the bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests of one runner pending at once.
+    pub pending_per_runner: u32,
+    /// Open websocket connections of one runner (every waiting command
+    /// holds one).
+    pub connections_per_runner: u32,
+    /// New submissions of one runner per second, on average (a burst of
+    /// twice as many is allowed).
+    pub submissions_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            pending_per_runner: 200,
+            connections_per_runner: 1000,
+            submissions_per_second: 20,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +250,8 @@ pub struct Config {
     pub slack: Option<SlackConfig>,
     /// `[runners.NAME]`: per-runner settings.
     pub runners: std::collections::BTreeMap<String, RunnerSettings>,
+    /// `[limits]`: what one runner may hold at once.
+    pub limits: Limits,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -373,6 +409,41 @@ impl Config {
         }
 
         let slack = load_slack(file.slack, &bad_file)?;
+        let mut limits = Limits::default();
+        for (slot, var, value) in [
+            (
+                &mut limits.pending_per_runner,
+                "HOLDPOINT_LIMIT_PENDING_PER_RUNNER",
+                file.limits.pending_per_runner,
+            ),
+            (
+                &mut limits.connections_per_runner,
+                "HOLDPOINT_LIMIT_CONNECTIONS_PER_RUNNER",
+                file.limits.connections_per_runner,
+            ),
+            (
+                &mut limits.submissions_per_second,
+                "HOLDPOINT_LIMIT_SUBMISSIONS_PER_SECOND",
+                file.limits.submissions_per_second,
+            ),
+        ] {
+            let from_env = match env(var) {
+                Some(v) => Some(v.trim().parse::<u32>().map_err(|_| ConfigError::Env {
+                    var,
+                    value: v.clone(),
+                    message: "expected a whole number".into(),
+                })?),
+                None => None,
+            };
+            if let Some(n) = from_env.or(value) {
+                if n == 0 {
+                    return Err(bad_file(format!(
+                        "{var} (limits): 0 would refuse every runner; give a positive number"
+                    )));
+                }
+                *slot = n;
+            }
+        }
         let mut runners = std::collections::BTreeMap::new();
         for (name, r) in file.runners {
             let requester = match r.requester.as_deref() {
@@ -395,6 +466,7 @@ impl Config {
             log_format,
             slack,
             runners,
+            limits,
         })
     }
 

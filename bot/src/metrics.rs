@@ -31,7 +31,12 @@ pub struct Metrics {
     chat_failures: [[AtomicU64; CHAT_FAILURES.len()]; CHAT_ADAPTERS.len()],
     /// Slack interactions refused: bad signature, stale or replayed.
     slack_refused: AtomicU64,
+    /// Runner requests refused at a per-runner limit, by limit.
+    limit_refusals: [AtomicU64; LIMITS.len()],
 }
+
+/// The per-runner limits whose refusals are counted.
+const LIMITS: [&str; 3] = ["pending", "connections", "submissions"];
 
 /// The chat adapters whose failures are counted, each as
 /// `holdpoint_<adapter>_failures_total{kind=…}`.
@@ -113,6 +118,14 @@ impl Metrics {
             && let Some(i) = CHAT_FAILURES.iter().position(|k| *k == kind)
         {
             self.chat_failures[a][i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A runner was refused at one of its limits (`pending`, `connections`,
+    /// `submissions`).
+    pub fn limit_refused(&self, limit: &str) {
+        if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
+            self.limit_refusals[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -204,6 +217,17 @@ impl Metrics {
             "# HELP holdpoint_slack_interactions_refused_total Slack interactions refused for a bad signature, a stale timestamp or a replay.\n# TYPE holdpoint_slack_interactions_refused_total counter\nholdpoint_slack_interactions_refused_total {}",
             self.slack_refused.load(Relaxed)
         );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_runner_limit_refusals_total Runner connections and submissions refused at a per-runner limit.\n# TYPE holdpoint_runner_limit_refusals_total counter"
+        );
+        for (i, l) in LIMITS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_runner_limit_refusals_total{{limit=\"{l}\"}} {}",
+                self.limit_refusals[i].load(Relaxed)
+            );
+        }
         o
     }
 }

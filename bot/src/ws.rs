@@ -70,6 +70,20 @@ pub async fn upgrade(
                 .into_response();
         }
     };
+    let cap = bot.config().limits.connections_per_runner as usize;
+    if bot.connections_of(&runner) >= cap {
+        bot.metrics().limit_refused("connections");
+        if refusal_logged(&runner) {
+            tracing::warn!(runner, "refused a connection: the runner has {cap} open");
+        }
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this runner already has {cap} connections open (limits.connections_per_runner)\n"
+            ),
+        )
+            .into_response();
+    }
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .read_buffer_size(4096)
@@ -146,6 +160,18 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
             return close_with(&mut socket, close::BAD_MESSAGE, &e.to_string()).await;
         }
     }
+    // Counted before it is welcomed, so concurrent handshakes cannot pass
+    // the limit together.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let Some(conn) = bot.connect(&runner, tx) else {
+        let cap = bot.config().limits.connections_per_runner;
+        return close_with(
+            &mut socket,
+            close::TOO_MANY_CONNECTIONS,
+            &format!("this runner already has {cap} connections open"),
+        )
+        .await;
+    };
     let welcome = BotMessage::Welcome {
         protocol: PROTOCOL_VERSION,
         runner: runner.clone(),
@@ -153,14 +179,13 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
         server_time: bot.now_ms(),
     };
     if !send(&mut socket, &welcome).await {
+        bot.disconnect(conn);
         return;
     }
     if let Err(e) = bot.seen(&runner).await {
         tracing::warn!("cannot record that runner {runner} connected: {e}");
     }
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let conn = bot.connect(&runner, tx);
     tracing::debug!(runner, conn = %conn, "runner connected");
     // Only what the runner sends keeps the connection alive.
     let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
@@ -251,7 +276,9 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                 },
                 Ok(Submitted::Decided(d)) => BotMessage::Decision(d),
                 Err(e) => {
-                    tracing::warn!(runner, request = request.id, "refused a submission: {e}");
+                    if refusal_logged(runner) {
+                        tracing::warn!(runner, request = request.id, "refused a submission: {e}");
+                    }
                     BotMessage::Rejected {
                         request_id: request.id.clone(),
                         reason: e.to_string(),
@@ -372,6 +399,29 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
         Step::Continue
     } else {
         Step::Close(close::GOING_AWAY, "write failed".into())
+    }
+}
+
+/// Whether to log a refusal for `runner` now: at most one line per runner
+/// every ten seconds, so a flooding runner cannot flood the log too.
+fn refusal_logged(runner: &str) -> bool {
+    use std::sync::{Mutex, OnceLock};
+    static LAST: OnceLock<Mutex<std::collections::HashMap<String, std::time::Instant>>> =
+        OnceLock::new();
+    let mut last = match LAST.get_or_init(Default::default).lock() {
+        Ok(l) => l,
+        Err(p) => p.into_inner(),
+    };
+    if last.len() > 10_000 {
+        last.clear();
+    }
+    let now = std::time::Instant::now();
+    match last.get(runner) {
+        Some(at) if now.duration_since(*at) < Duration::from_secs(10) => false,
+        _ => {
+            last.insert(runner.to_string(), now);
+            true
+        }
     }
 }
 

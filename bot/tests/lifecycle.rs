@@ -280,7 +280,10 @@ fn runner_connection(
     mpsc::UnboundedReceiver<Outbound>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (bot.connect(runner, tx), rx)
+    (
+        bot.connect(runner, tx).expect("under the connection limit"),
+        rx,
+    )
 }
 
 fn decision_sent(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Option<Status> {

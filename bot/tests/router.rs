@@ -56,7 +56,9 @@ fn request(requested_by: Option<&str>) -> ReviewRequest {
 /// A runner connection waiting for `req`.
 async fn waiting(bot: &Bot, req: &ReviewRequest) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let conn = bot.connect("local", tx);
+    let conn = bot
+        .connect("local", tx)
+        .expect("under the connection limit");
     bot.submit_on(conn, "local", req).await.expect("submit");
     (conn, rx)
 }

@@ -47,6 +47,9 @@ pub mod close {
     pub const TOO_LARGE: u16 = 1009;
     /// Nothing was received for too long.
     pub const IDLE: u16 = 4008;
+    /// The runner has as many connections open as the bot allows one
+    /// runner.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4009;
     /// The bot is shutting down; reconnect later.
     pub const GOING_AWAY: u16 = 1001;
 }

@@ -339,3 +339,115 @@ fn a_runner_cannot_write_someone_elses_record_into_the_audit_log() {
     );
     assert!(bot.run(&["audit", "verify"]).status.success());
 }
+
+fn submit(
+    ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    req: &ReviewRequest,
+) -> BotMessage {
+    send(
+        ws,
+        &RunnerMessage::Submit {
+            request: Box::new(req.clone()),
+        },
+    );
+    recv(ws)
+}
+
+#[test]
+fn a_runner_at_its_limits_cannot_crowd_out_another_runners_request() {
+    let Some(bot) = Bot::on(
+        Backend::Sqlite,
+        &[
+            ("HOLDPOINT_LIMIT_PENDING_PER_RUNNER", "3"),
+            ("HOLDPOINT_LIMIT_CONNECTIONS_PER_RUNNER", "2"),
+        ],
+    ) else {
+        return;
+    };
+    // The flooding runner: at most three pending requests...
+    let mut flood = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut flood);
+    for _ in 0..3 {
+        assert!(matches!(
+            submit(&mut flood, &request(&random_hex(16))),
+            BotMessage::Pending { .. }
+        ));
+    }
+    match submit(&mut flood, &request(&random_hex(16))) {
+        BotMessage::Rejected { reason, .. } => {
+            assert!(
+                reason.contains("already has 3 requests waiting"),
+                "{reason}"
+            )
+        }
+        other => panic!("the fourth pending request must be refused: {other:?}"),
+    }
+    // ...and at most two connections.
+    let mut second = connect(&bot, Some(&bot.token)).expect("second connection");
+    hello(&mut second);
+    match connect(&bot, Some(&bot.token)) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 429),
+        other => panic!(
+            "a third connection must be refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+
+    // Another runner is not affected: its request is listed, approved and
+    // relayed.
+    let other = bot.add_runner("other");
+    let mut ws = connect(&bot, Some(&other)).expect("connect other");
+    hello(&mut ws);
+    let theirs = request(&random_hex(16));
+    assert!(matches!(
+        submit(&mut ws, &theirs),
+        BotMessage::Pending { .. }
+    ));
+    let listed = bot.requests();
+    assert!(
+        listed.to_string().contains(&theirs.id),
+        "the other runner's request is on the queue"
+    );
+    bot.cli(&["approve", &theirs.id]);
+    match recv(&mut ws) {
+        BotMessage::Decision(d) => {
+            assert_eq!(d.request_id, theirs.id);
+            assert_eq!(d.status, holdpoint_shared::protocol::Status::Approved);
+        }
+        other => panic!("expected the decision, got {other:?}"),
+    }
+    let m = bot.metrics();
+    assert!(
+        m.contains("holdpoint_runner_limit_refusals_total{limit=\"pending\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("holdpoint_runner_limit_refusals_total{limit=\"connections\"} 1"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_runner_submitting_too_fast_is_told_to_slow_down() {
+    let Some(bot) = Bot::on(
+        Backend::Sqlite,
+        &[("HOLDPOINT_LIMIT_SUBMISSIONS_PER_SECOND", "1")],
+    ) else {
+        return;
+    };
+    let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut ws);
+    // A burst of twice the rate, then refusals.
+    let answers: Vec<BotMessage> = (0..4)
+        .map(|_| submit(&mut ws, &request(&random_hex(16))))
+        .collect();
+    let pending = answers
+        .iter()
+        .filter(|a| matches!(a, BotMessage::Pending { .. }))
+        .count();
+    assert!((2..=3).contains(&pending), "{answers:?}");
+    assert!(answers.iter().any(|a| matches!(
+        a,
+        BotMessage::Rejected { reason, .. } if reason.contains("more than 1 requests a second")
+    )));
+}

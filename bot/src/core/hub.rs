@@ -61,9 +61,17 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connection; returns its id.
-    pub(super) fn register(&self, runner: &str, tx: mpsc::UnboundedSender<Outbound>) -> ConnId {
+    /// Registers a connection unless `runner` already has `cap` open.
+    pub(super) fn register(
+        &self,
+        runner: &str,
+        tx: mpsc::UnboundedSender<Outbound>,
+        cap: usize,
+    ) -> Option<ConnId> {
         let mut g = self.lock();
+        if g.per_runner.get(runner).copied().unwrap_or(0) >= cap {
+            return None;
+        }
         g.next += 1;
         let id = ConnId(g.next);
         *g.per_runner.entry(runner.to_string()).or_default() += 1;
@@ -74,7 +82,7 @@ impl Hub {
                 tx,
             },
         );
-        id
+        Some(id)
     }
 
     /// Forgets a closed connection and what it waited for.
@@ -176,6 +184,10 @@ impl Hub {
     }
 
     /// Whether any connection of this runner is open.
+    pub(super) fn connections_of(&self, runner: &str) -> usize {
+        self.lock().per_runner.get(runner).copied().unwrap_or(0)
+    }
+
     pub(super) fn is_connected(&self, runner: &str) -> bool {
         self.lock().per_runner.contains_key(runner)
     }

@@ -40,6 +40,8 @@ pub enum LifecycleError {
     Conflict(String),
     #[error("the stored request {0} cannot be read: {1}")]
     Corrupt(String, String),
+    #[error("{0}")]
+    Limit(String),
     #[error("this runner works for {bound}; a request on behalf of {claimed} is refused")]
     Requester { bound: String, claimed: String },
 }
@@ -145,6 +147,46 @@ fn kind(s: Status) -> &'static str {
     }
 }
 
+/// What became of a new submission's insert.
+enum Stored {
+    New,
+    /// The id was there already: a re-submission.
+    Again,
+    /// The runner is at its pending limit.
+    Full,
+}
+
+/// Submissions per runner, as token buckets on the core's clock.
+#[derive(Default)]
+pub(super) struct Rate {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, i64)>>,
+}
+
+impl Rate {
+    /// Whether `runner` may submit now, at `per_second` on average with
+    /// bursts of twice that.
+    fn admit(&self, runner: &str, now: i64, per_second: u32) -> bool {
+        let mut b = match self.buckets.lock() {
+            Ok(b) => b,
+            Err(p) => p.into_inner(),
+        };
+        let burst = f64::from(per_second) * 2.0;
+        if b.len() > 100_000 {
+            b.clear();
+        }
+        let (tokens, at) = b.entry(runner.to_string()).or_insert((burst, now));
+        let refill = (now.saturating_sub(*at)).max(0) as f64 / 1000.0 * f64::from(per_second);
+        *tokens = (*tokens + refill).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// What a transition needs to know about the request it moves.
 struct Subject<'a> {
     id: &'a str,
@@ -194,6 +236,17 @@ impl Bot {
         }
         let requested_by = self.requester(runner, req)?;
         let now = self.now_ms();
+        if !self
+            .rate
+            .admit(runner, now, self.config.limits.submissions_per_second)
+        {
+            self.metrics.limit_refused("submissions");
+            return Err(LifecycleError::Limit(format!(
+                "this runner submits more than {} requests a second; try again in a moment",
+                self.config.limits.submissions_per_second
+            )));
+        }
+        let pending_cap = u64::from(self.config.limits.pending_per_runner);
         let expires_at = now + self.config.expiry.for_risk(req.risk()).as_millis() as i64;
         let verdict = serde_json::to_string(&req.verdict)
             .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("verdict: {e}")))?;
@@ -250,21 +303,41 @@ impl Bot {
                     .is_some()
                 {
                     txn.rollback().await?;
-                    return Ok(false);
+                    return Ok(Stored::Again);
+                }
+                // Counted under the write lock: the cap holds exactly.
+                let pending = request::Entity::find()
+                    .filter(request::Column::Runner.eq(runner))
+                    .filter(request::Column::Status.eq(Status::Pending.as_str()))
+                    .count(&txn)
+                    .await?;
+                if pending >= pending_cap {
+                    txn.rollback().await?;
+                    return Ok(Stored::Full);
                 }
                 model.clone().insert(&txn).await?;
                 audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
                 feed::record(&txn, &req.id, Status::Pending, now).await?;
                 txn.commit().await?;
-                Ok(true)
+                Ok(Stored::New)
             })
             .await?
         };
-        if !stored {
-            return match self.resubmitted(runner, req).await? {
-                Some(answer) => Ok(answer),
-                None => Err(LifecycleError::Corrupt(req.id.clone(), "vanished".into())),
-            };
+        match stored {
+            Stored::New => {}
+            Stored::Again => {
+                return match self.resubmitted(runner, req).await? {
+                    Some(answer) => Ok(answer),
+                    None => Err(LifecycleError::Corrupt(req.id.clone(), "vanished".into())),
+                };
+            }
+            Stored::Full => {
+                self.metrics.limit_refused("pending");
+                return Err(LifecycleError::Limit(format!(
+                    "this runner already has {pending_cap} requests waiting for review; \
+                     wait for some to be decided"
+                )));
+            }
         }
         self.metrics.submitted();
         self.feed.wake();

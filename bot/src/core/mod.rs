@@ -63,6 +63,7 @@ pub struct Bot {
     /// Serialises transitions and audit appends within this process.
     write_lock: Mutex<()>,
     feed: feed::Feed,
+    rate: lifecycle::Rate,
     directories: RwLock<HashMap<Realm, Arc<dyn Directory>>>,
 }
 
@@ -83,6 +84,7 @@ impl Bot {
             clock,
             write_lock: Mutex::new(()),
             feed: feed::Feed::new(),
+            rate: lifecycle::Rate::default(),
             directories: RwLock::new(HashMap::new()),
         })
     }
@@ -153,18 +155,29 @@ impl Bot {
         audit::count(&self.db).await
     }
 
+    /// How many connections of `runner` are open here.
+    pub fn connections_of(&self, runner: &str) -> usize {
+        self.hub.connections_of(runner)
+    }
+
     /// How many runner connections are open here.
     pub fn connections(&self) -> usize {
         self.hub.connections()
     }
 
-    /// Registers a runner connection that sends through `tx`.
+    /// Registers a runner connection that sends through `tx`; `None` when
+    /// the runner already has as many open as `limits.connections_per_runner`.
     pub fn connect(
         &self,
         runner: &str,
         tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
-    ) -> ConnId {
-        self.hub.register(runner, tx)
+    ) -> Option<ConnId> {
+        let cap = self.config.limits.connections_per_runner as usize;
+        let conn = self.hub.register(runner, tx, cap);
+        if conn.is_none() {
+            self.metrics.limit_refused("connections");
+        }
+        conn
     }
 
     /// Forgets a closed connection and what it waited for.
