@@ -392,7 +392,14 @@ async fn a_decision_made_by_another_process_reaches_the_waiting_runner_through_t
 
 #[tokio::test]
 async fn a_subscriber_that_falls_behind_resumes_from_its_place_in_the_feed() {
-    let (bot, dir) = bot(Duration::from_secs(600)).await;
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+    // One runner submits far faster than the default limits allow.
+    let config = config_with(
+        &dir,
+        Duration::from_secs(600),
+        "[limits]\npending_per_runner = 5000\nsubmissions_per_second = 100000\n",
+    );
+    let bot = Arc::new(Bot::open(config).await.expect("database"));
     tokio::spawn(bot.clone().run_feed());
     // Let the reader find the head before subscribing.
     tokio::time::sleep(Duration::from_millis(100)).await;
