@@ -440,15 +440,28 @@
 
     root.append(rulesBlock(verdict));
 
-    const hidden = countHidden(cmd, true);
-    if (hidden > 0) {
-      const w = el('div', 'warn hidden-chars');
-      w.textContent = '\u26A0 This command contains ' + hidden + ' invisible, control or look-alike ' +
-        (hidden === 1 ? 'character' : 'characters') + ', shown below as \u27E8U+\u2026\u27E9. ' +
-        'They may make it look different elsewhere from what would run.';
-      root.append(w);
-    }
-    root.append(commandBlock(cmd));
+    // A long command comes cut in the listing: the card fetches the whole
+    // of it, and it cannot be approved until the reviewer can see it all
+    // (and its hidden characters are counted over all of it).
+    const commandArea = el('div', 'command-area');
+    const showCommand = (text, cut) => {
+      commandArea.replaceChildren();
+      const hidden = countHidden(text, true);
+      if (hidden > 0) {
+        const w = el('div', 'warn hidden-chars');
+        w.textContent = '\u26A0 This command contains ' + hidden + ' invisible, control or look-alike ' +
+          (hidden === 1 ? 'character' : 'characters') + ', shown below as \u27E8U+\u2026\u27E9. ' +
+          'They may make it look different elsewhere from what would run.';
+        commandArea.append(w);
+      }
+      if (cut) {
+        commandArea.append(el('div', 'warn partial', 'Loading the whole command (' +
+          fmtInt(num(field(r, 'command_chars')) || 0) + ' characters) before it can be approved\u2026'));
+      }
+      commandArea.append(commandBlock(text));
+    };
+    showCommand(cmd, field(r, 'command_truncated') === true);
+    root.append(commandArea);
     root.append(factsBlock(r));
     const anns = annotationsBlock(field(r, 'annotations'));
     if (anns) root.append(anns);
@@ -489,10 +502,39 @@
     root.append(actions, confirm, denyForm, msg);
 
     const all = [approve, deny, reallyApprove, cancelApprove, reallyDeny, cancelDeny, reason];
+    card.partial = field(r, 'command_truncated') === true;
     card.setBusy = (b) => {
       card.busy = b;
       for (const x of all) x.disabled = b || card.expired || card.malformed;
+      approve.disabled = approve.disabled || card.partial;
+      reallyApprove.disabled = reallyApprove.disabled || card.partial;
       root.classList.toggle('busy', b);
+    };
+    card.loadWhole = async () => {
+      if (!card.partial || card.loadingWhole || card.malformed) return;
+      card.loadingWhole = true;
+      try {
+        const res = await fetch('/api/requests/' + id, {
+          headers: { Accept: 'application/json' },
+          credentials: 'same-origin',
+          cache: 'no-store',
+          redirect: 'error',
+        });
+        if (!res.ok) throw new Error(String(res.status));
+        const whole = await res.json();
+        const text = str(field(whole, 'command'));
+        if (str(field(whole, 'command_hash')) !== hash || field(whole, 'command_truncated') === true) {
+          throw new Error('another command');
+        }
+        card.partial = false;
+        showCommand(text, false);
+        card.setBusy(card.busy);
+        card.say(null);
+      } catch (e) {
+        card.say('The whole command could not be loaded, so it cannot be approved yet; retrying.', 'error');
+      } finally {
+        card.loadingWhole = false;
+      }
     };
     card.say = (text, kind) => {
       msg.className = 'card-msg' + (kind ? ' msg-' + kind : '');
@@ -547,6 +589,7 @@
     card.expired = false;
     card.setBusy(false);
     card.tick(Date.now() + clockOffset);
+    card.loadWhole();
     return card;
   }
 
@@ -686,6 +729,23 @@
 
     renderRecent(arr(field(data, 'recent')).filter(isObj));
 
+    // What the listing leaves out: a runner with more waiting than it shows.
+    const more = $('pending-more');
+    more.replaceChildren();
+    const cut = arr(field(data, 'runners')).filter(isObj).filter((q) => {
+      const shown = num(field(q, 'shown'));
+      const waiting = num(field(q, 'pending'));
+      return shown !== null && waiting !== null && shown < waiting;
+    });
+    for (const q of cut) {
+      const line = el('span', 'line');
+      line.append(txt('span', 'plain', field(q, 'runner')), document.createTextNode(
+        ' has ' + fmtInt(num(field(q, 'pending'))) + ' requests waiting; only ' + fmtInt(num(field(q, 'shown'))) +
+        ' are shown here (`holdpoint-bot requests list --runner NAME` lists them all).'));
+      more.append(line);
+    }
+    more.hidden = cut.length === 0;
+
     const seen = new Set();
     let prev = null;
     for (const r of arr(field(data, 'pending')).filter(isObj)) {
@@ -696,6 +756,8 @@
       if (!card) {
         card = buildCard(r);
         cards.set(id, card);
+      } else if (card.partial) {
+        card.loadWhole();
       }
       const want = prev ? prev.el.nextSibling : pendingEl.firstChild;
       if (card.el !== want) pendingEl.insertBefore(card.el, want);

@@ -4,11 +4,17 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use holdpoint_bot::config::{Config, LogFormat};
 use holdpoint_bot::core::ExportFormat as Format;
+use holdpoint_bot::core::{PendingQueue, RunnerQueue};
 use holdpoint_bot::time::{human_duration, parse_since, rfc3339};
 use holdpoint_bot::{Bot, Decided, Intent, Realm, Reviewer, StoredRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// How many of one runner's pending requests `requests list` prints.
+const LISTED_PER_RUNNER: u64 = 100;
+/// How many pending requests `requests list` prints in all.
+const LISTED: u64 = 1000;
 
 #[derive(Parser)]
 #[command(
@@ -79,11 +85,15 @@ enum RunnerAction {
 
 #[derive(Subcommand)]
 enum RequestsAction {
-    /// Pending requests, then the latest decisions.
+    /// Pending requests (each runner's newest 100, oldest first), then the
+    /// latest decisions.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this runner's pending requests, newest first.
+        #[arg(long)]
+        runner: Option<String>,
     },
 }
 
@@ -155,13 +165,11 @@ async fn resolve(bot: &Bot, id: &str) -> Result<String> {
         bail!("{id:?} is not a request id (32 hex digits, or a unique prefix of at least 6)");
     }
     let id = id.to_ascii_lowercase();
-    let mut matches: Vec<StoredRequest> = bot.pending().await?;
-    matches.extend(bot.recent(1000).await?);
-    matches.retain(|r| r.request.id.starts_with(&id));
+    let mut matches: Vec<StoredRequest> = bot.with_id_prefix(&id, 2).await?;
     match matches.len() {
         1 => Ok(matches.remove(0).request.id),
-        0 => bail!("no recent request starts with {id}"),
-        n => bail!("{n} requests start with {id}: give more digits"),
+        0 => bail!("no request starts with {id}"),
+        _ => bail!("more than one request starts with {id}: give more digits"),
     }
 }
 
@@ -217,18 +225,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Requests {
-            action: RequestsAction::List { json },
+            action: RequestsAction::List { json, runner },
         } => {
             let bot = open(config).await?;
-            let pending = bot.pending().await?;
+            let queue = match runner.as_deref() {
+                Some(name) => {
+                    let requests = bot.pending_of(name, None, LISTED_PER_RUNNER).await?;
+                    let total = bot.pending_count_of(name).await?;
+                    PendingQueue {
+                        runners: vec![RunnerQueue {
+                            runner: name.to_string(),
+                            pending: total,
+                            shown: requests.len() as u64,
+                        }],
+                        requests,
+                        total,
+                    }
+                }
+                None => bot.pending_fair(LISTED_PER_RUNNER, LISTED).await?,
+            };
             let recent = bot.recent(20).await?;
             if json {
-                let v = serde_json::json!({ "pending": pending, "recent": recent });
+                let v = serde_json::json!({
+                    "pending": queue.requests,
+                    "pending_total": queue.total,
+                    "runners": queue.runners,
+                    "recent": recent,
+                });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let now = bot.now_ms();
-                println!("{} pending", pending.len());
-                for r in &pending {
+                let pending = &queue.requests;
+                if pending.len() as u64 == queue.total {
+                    println!("{} pending", queue.total);
+                } else {
+                    println!("{} pending, {} shown", queue.total, pending.len());
+                    for q in queue.runners.iter().filter(|q| q.shown < q.pending) {
+                        println!(
+                            "  {} has {} pending; its newest {} are shown (`--runner {}` lists them)",
+                            q.runner, q.pending, q.shown, q.runner
+                        );
+                    }
+                }
+                for r in pending {
                     println!(
                         "  {}  {:<8} {:<14} expires in {:<8} {}",
                         r.request.id,

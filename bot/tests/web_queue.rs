@@ -128,23 +128,6 @@ fn critical() -> ReviewRequest {
 
 // ------------------------------------------------------------------- HTTP
 
-/// Opens the login link; returns the `Cookie` header for the session.
-fn log_in(bot: &Bot, path: &str, extra: &[(&str, &str)]) -> (Response, String) {
-    let r = http(bot.port, "GET", path, extra, "");
-    assert_eq!(r.status, 200, "{}", r.body);
-    let set = r
-        .header("set-cookie")
-        .expect("a session cookie")
-        .to_string();
-    let value = set
-        .split(';')
-        .next()
-        .and_then(|kv| kv.trim().strip_prefix("holdpoint_session="))
-        .expect("the holdpoint_session cookie")
-        .to_string();
-    (r, format!("holdpoint_session={value}"))
-}
-
 /// Approves or denies through the API as the page does.
 fn decide(bot: &Bot, cookie: &str, id: &str, action: &str, body: &Value) -> Response {
     let origin = bot.url();
@@ -276,7 +259,7 @@ fn api_guards_sessions_decisions_and_events() {
     );
     assert_eq!(r.status, 403);
     assert!(r.body.contains("not valid"));
-    let (r, cookie) = log_in(&bot, &bot.login_path(), &[]);
+    let (r, cookie) = bot.log_in(&bot.login_path(), &[]);
     let set = r.header("set-cookie").unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(set.contains(attr), "{attr} missing from {set}");
@@ -295,7 +278,7 @@ fn api_guards_sessions_decisions_and_events() {
     // A second reviewer, behind a TLS-terminating proxy.
     let link = bot.cli(&["login-link", "--name", "alice"]);
     let path = link.trim().strip_prefix(&bot.url()).unwrap().to_string();
-    let (r, alice) = log_in(&bot, &path, &[("X-Forwarded-Proto", "https")]);
+    let (r, alice) = bot.log_in(&path, &[("X-Forwarded-Proto", "https")]);
     assert!(r.header("set-cookie").unwrap().contains("; Secure"));
 
     // The queue.

@@ -485,6 +485,43 @@ impl Bot {
             .to_string()
     }
 
+    /// Opens the login link at `path` (with `extra` headers); returns the
+    /// response and the `Cookie` header for the session.
+    pub fn log_in(&self, path: &str, extra: &[(&str, &str)]) -> (crate::http::Response, String) {
+        let r = crate::http::http(self.port, "GET", path, extra, "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let set = r
+            .header("set-cookie")
+            .expect("a session cookie")
+            .to_string();
+        let value = set
+            .split(';')
+            .next()
+            .and_then(|kv| kv.trim().strip_prefix("holdpoint_session="))
+            .expect("the holdpoint_session cookie")
+            .to_string();
+        (r, format!("holdpoint_session={value}"))
+    }
+
+    /// A web session from the login link the bot printed at its first
+    /// start: the `Cookie` header.
+    pub fn web_session(&self) -> String {
+        self.log_in(&self.login_path(), &[]).1
+    }
+
+    /// `GET path` on the web API with the session `cookie`: the JSON answer.
+    pub fn web_get(&self, cookie: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = crate::http::http(
+            self.port,
+            "GET",
+            path,
+            &[("Cookie", cookie), ("Accept", "application/json")],
+            "",
+        );
+        let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+        (r.status, v)
+    }
+
     /// Kills the bot hard (SIGKILL: no shutdown code runs).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

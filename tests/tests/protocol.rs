@@ -451,3 +451,129 @@ fn a_runner_submitting_too_fast_is_told_to_slow_down() {
         BotMessage::Rejected { reason, .. } if reason.contains("more than 1 requests a second")
     )));
 }
+
+/// One runner fills the queue with long commands; another runner's request
+/// still shows on the web queue, listings stay small, and the whole command
+/// is there on demand.
+fn a_flooding_runner_cannot_push_another_runners_request_off_the_queue(backend: Backend) {
+    let Some(bot) = Bot::on(
+        backend,
+        &[
+            ("HOLDPOINT_LIMIT_PENDING_PER_RUNNER", "1000"),
+            ("HOLDPOINT_LIMIT_SUBMISSIONS_PER_SECOND", "100000"),
+        ],
+    ) else {
+        return;
+    };
+    let mut flood = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut flood);
+    // 120 KiB of command each: a listing of all of them would be 30 MiB.
+    let long = format!("git push --force origin main # {}", "x".repeat(120 * 1024));
+    let mut flooded = Vec::new();
+    for _ in 0..250 {
+        let req = review(&long).id(&random_hex(16)).host("flood").build();
+        assert!(matches!(submit(&mut flood, &req), BotMessage::Pending { .. }));
+        flooded.push(req);
+    }
+    let other = bot.add_runner("other");
+    let mut ws = connect(&bot, Some(&other)).expect("connect other");
+    hello(&mut ws);
+    let theirs = request(&random_hex(16));
+    assert!(matches!(submit(&mut ws, &theirs), BotMessage::Pending { .. }));
+
+    let cookie = bot.web_session();
+    let (status, queue) = bot.web_get(&cookie, "/api/requests");
+    assert_eq!(status, 200, "{queue}");
+    let pending = queue["pending"].as_array().expect("pending");
+    assert!(
+        pending.iter().any(|r| r["id"] == theirs.id.as_str()),
+        "the other runner's request is on the queue"
+    );
+    assert_eq!(queue["pending_total"], 251);
+    let flood_row = queue["runners"]
+        .as_array()
+        .expect("runners")
+        .iter()
+        .find(|q| q["runner"] == "local")
+        .expect("the flooding runner's count");
+    assert_eq!(flood_row["pending"], 250);
+    assert_eq!(flood_row["shown"], 100);
+    // Its newest are the ones shown.
+    let newest = &flooded.last().expect("flooded").id;
+    assert!(pending.iter().any(|r| r["id"] == newest.as_str()));
+    assert!(!pending.iter().any(|r| r["id"] == flooded[0].id.as_str()));
+    // Commands are cut in the listing...
+    let cut = pending
+        .iter()
+        .find(|r| r["id"] == newest.as_str())
+        .expect("newest");
+    assert_eq!(cut["command_truncated"], true);
+    assert_eq!(cut["command_chars"], long.chars().count());
+    let body = queue.to_string();
+    assert!(body.len() < 2 * 1024 * 1024, "{} bytes", body.len());
+    // ...whole on demand...
+    let (status, whole) = bot.web_get(&cookie, &format!("/api/requests/{newest}"));
+    assert_eq!(status, 200);
+    assert_eq!(whole["command"], long.as_str());
+    // ...and the rest of the flood is a page away, newest first.
+    let next = queue_page(&bot, &cookie, "local", None);
+    assert_eq!(next.0.len(), 100);
+    assert_eq!(next.0[0], *newest);
+    let second = queue_page(&bot, &cookie, "local", next.1.as_deref());
+    let third = queue_page(&bot, &cookie, "local", second.1.as_deref());
+    let mut all: Vec<String> = [next.0, second.0, third.0].concat();
+    assert_eq!(all.len(), 250);
+    assert!(third.1.is_none(), "the last page says there is no next");
+    all.reverse();
+    let want: Vec<String> = flooded.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(all, want, "every request once, in order");
+    // The CLI finds it by a short prefix whatever the flood.
+    bot.cli(&["approve", &theirs.id[..8]]);
+    match recv(&mut ws) {
+        BotMessage::Decision(d) => {
+            assert_eq!(d.request_id, theirs.id);
+            assert_eq!(d.status, holdpoint_shared::protocol::Status::Approved);
+        }
+        other => panic!("expected the decision, got {other:?}"),
+    }
+}
+
+/// One page of a runner's queue: its ids and the cursor of the next page.
+fn queue_page(
+    bot: &Bot,
+    cookie: &str,
+    runner: &str,
+    before: Option<&str>,
+) -> (Vec<String>, Option<String>) {
+    let path = match before {
+        Some(b) => format!("/api/requests?runner={runner}&before={b}"),
+        None => format!("/api/requests?runner={runner}"),
+    };
+    let (status, page) = bot.web_get(cookie, &path);
+    assert_eq!(status, 200, "{page}");
+    let ids = page["pending"]
+        .as_array()
+        .expect("pending")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    (ids, page["next"].as_str().map(str::to_string))
+}
+
+mod sqlite {
+    #[test]
+    fn a_flooding_runner_cannot_push_another_runners_request_off_the_queue() {
+        super::a_flooding_runner_cannot_push_another_runners_request_off_the_queue(
+            holdpoint_testkit::Backend::Sqlite,
+        )
+    }
+}
+
+mod postgres {
+    #[test]
+    fn a_flooding_runner_cannot_push_another_runners_request_off_the_queue() {
+        super::a_flooding_runner_cannot_push_another_runners_request_off_the_queue(
+            holdpoint_testkit::Backend::Postgres,
+        )
+    }
+}

@@ -379,10 +379,7 @@ impl<A: Adapter> Engine<A> {
         let label = A::LABEL;
         let now = self.bot().now_ms();
         let pending = if full {
-            match self.bot().pending().await {
-                Ok(p) => Ok(p.into_iter().map(|r| r.request.id).collect()),
-                Err(e) => Err(e.to_string()),
-            }
+            self.bot().pending_ids().await.map_err(|e| e.to_string())
         } else {
             self.bot()
                 .retries_due(A::NAME, DeliveryState::Posting, 20)

@@ -46,6 +46,25 @@ pub enum LifecycleError {
     Requester { bound: String, claimed: String },
 }
 
+/// The pending queue as [`Bot::pending_fair`] cuts it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingQueue {
+    /// What is shown, oldest first.
+    pub requests: Vec<StoredRequest>,
+    /// Every runner with pending requests, the busiest first.
+    pub runners: Vec<RunnerQueue>,
+    /// Pending requests in all, shown or not.
+    pub total: u64,
+}
+
+/// How much of one runner's queue a listing shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunnerQueue {
+    pub runner: String,
+    pub pending: u64,
+    pub shown: u64,
+}
+
 /// A request as the bot stores and shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredRequest {
@@ -709,16 +728,135 @@ impl Bot {
         Ok(())
     }
 
-    /// Pending requests, oldest first. A row that cannot be read is logged
-    /// and left out rather than hiding every other request.
-    pub async fn pending(&self) -> Result<Vec<StoredRequest>, LifecycleError> {
-        let rows = request::Entity::find()
+    /// The pending queue as reviewers see it, fair across runners: each
+    /// runner's newest `per_runner` pending requests, at most `cap` in all
+    /// (taken round-robin, each runner's newest first, so one runner that
+    /// floods the queue cannot push another's request out of it), shown
+    /// oldest first. `runners` says how many each runner has pending, so a
+    /// page can say what it does not show.
+    pub async fn pending_fair(
+        &self,
+        per_runner: u64,
+        cap: u64,
+    ) -> Result<PendingQueue, LifecycleError> {
+        use sea_orm::{FromQueryResult, Statement};
+        let pending = Status::Pending.as_str();
+        // Both numbers are ours, not a caller's text: they are written into
+        // the statement, which then reads the same on SQLite and PostgreSQL.
+        let sql = format!(
+            "SELECT * FROM (SELECT requests.*, ROW_NUMBER() OVER \
+             (PARTITION BY runner ORDER BY created_at DESC, id DESC) AS place \
+             FROM requests WHERE status = '{pending}') ranked \
+             WHERE place <= {per_runner} ORDER BY place, created_at DESC LIMIT {cap}"
+        );
+        let backend = self.db.get_database_backend();
+        let rows = request::Model::find_by_statement(Statement::from_string(backend, sql))
+            .all(&self.db)
+            .await?;
+        let mut requests = readable(rows);
+        requests.sort_by(|a, b| {
+            (a.created_at, &a.request.id).cmp(&(b.created_at, &b.request.id))
+        });
+        let counts: Vec<(String, i64)> = request::Entity::find()
+            .select_only()
+            .column(request::Column::Runner)
+            .column_as(request::Column::Id.count(), "pending")
+            .filter(request::Column::Status.eq(pending))
+            .group_by(request::Column::Runner)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut runners: Vec<RunnerQueue> = counts
+            .into_iter()
+            .map(|(runner, n)| {
+                let shown = requests.iter().filter(|r| r.runner == runner).count() as u64;
+                RunnerQueue {
+                    runner,
+                    pending: n.max(0) as u64,
+                    shown,
+                }
+            })
+            .collect();
+        runners.sort_by(|a, b| b.pending.cmp(&a.pending).then(a.runner.cmp(&b.runner)));
+        let total = runners.iter().map(|r| r.pending).sum();
+        Ok(PendingQueue {
+            requests,
+            runners,
+            total,
+        })
+    }
+
+    /// One runner's pending requests, newest first, `limit` at a time;
+    /// `before` is the `(created_at, id)` of the last one of the previous
+    /// page.
+    pub async fn pending_of(
+        &self,
+        runner: &str,
+        before: Option<(i64, &str)>,
+        limit: u64,
+    ) -> Result<Vec<StoredRequest>, LifecycleError> {
+        use sea_orm::Condition;
+        let mut q = request::Entity::find()
             .filter(request::Column::Status.eq(Status::Pending.as_str()))
-            .order_by_asc(request::Column::CreatedAt)
-            .limit(1000)
+            .filter(request::Column::Runner.eq(runner));
+        if let Some((at, id)) = before {
+            q = q.filter(
+                Condition::any()
+                    .add(request::Column::CreatedAt.lt(at))
+                    .add(
+                        Condition::all()
+                            .add(request::Column::CreatedAt.eq(at))
+                            .add(request::Column::Id.lt(id)),
+                    ),
+            );
+        }
+        let rows = q
+            .order_by_desc(request::Column::CreatedAt)
+            .order_by_desc(request::Column::Id)
+            .limit(limit)
             .all(&self.db)
             .await?;
         Ok(readable(rows))
+    }
+
+    /// The ids of every pending request, oldest first (no commands: a
+    /// reconcile needs only which ones to look at).
+    pub async fn pending_ids(&self) -> Result<Vec<String>, LifecycleError> {
+        Ok(request::Entity::find()
+            .select_only()
+            .column(request::Column::Id)
+            .filter(request::Column::Status.eq(Status::Pending.as_str()))
+            .order_by_asc(request::Column::CreatedAt)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The requests whose id starts with `prefix` (hex digits), at most
+    /// `limit`: for the CLI's short ids, whatever their age or runner.
+    pub async fn with_id_prefix(
+        &self,
+        prefix: &str,
+        limit: u64,
+    ) -> Result<Vec<StoredRequest>, LifecycleError> {
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Vec::new());
+        }
+        let rows = request::Entity::find()
+            .filter(request::Column::Id.starts_with(prefix.to_ascii_lowercase()))
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(readable(rows))
+    }
+
+    /// How many requests `runner` has pending.
+    pub async fn pending_count_of(&self, runner: &str) -> Result<u64, LifecycleError> {
+        Ok(request::Entity::find()
+            .filter(request::Column::Status.eq(Status::Pending.as_str()))
+            .filter(request::Column::Runner.eq(runner))
+            .count(&self.db)
+            .await?)
     }
 
     /// How many requests are pending.

@@ -39,7 +39,7 @@ pub use db::{DbErr, OpenError, random_hex, sha256_hex};
 pub use deliveries::{Claim, Delivery, DeliveryState};
 pub use feed::{Change, FeedError, Subscription};
 pub use hub::{ConnId, Outbound};
-pub use lifecycle::{Decided, LifecycleError, StoredRequest, Submitted};
+pub use lifecycle::{Decided, LifecycleError, PendingQueue, RunnerQueue, StoredRequest, Submitted};
 pub use reviewer::{Directory, Intent, Realm, Refusal, Reviewer};
 pub use runners::{Auth, RunnerError, RunnerInfo, TOKEN_PREFIX};
 pub use sessions::{

@@ -7,7 +7,7 @@ use crate::core::Session;
 use crate::core::{Bot, Decided, Intent, LifecycleError, Refusal};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdpoint_shared::protocol::{DecisionMessage, is_hex};
@@ -21,6 +21,17 @@ pub const RECENT: u64 = 50;
 /// The longest command a recent decision shows, in characters (the page
 /// shows one line of it).
 const RECENT_COMMAND_CHARS: usize = 500;
+
+/// The longest command a pending entry of a listing carries, in
+/// characters; the page fetches the whole request before it can be
+/// approved.
+pub const PENDING_COMMAND_CHARS: usize = 4096;
+
+/// How many of one runner's pending requests a listing shows.
+pub const PER_RUNNER: u64 = 100;
+
+/// How many pending requests a listing shows in all.
+pub const SHOWN: u64 = 1000;
 
 fn error(status: StatusCode, why: &str) -> Response {
     (status, Json(json!({ "error": why }))).into_response()
@@ -101,51 +112,141 @@ pub fn same_origin_json(bot: &Bot, headers: &HeaderMap) -> Result<(), &'static s
     Ok(())
 }
 
-/// A decided request with its command cut to what the page shows.
-fn recent_entry(r: &crate::core::StoredRequest) -> Value {
+/// A request with its command cut to `max` characters: the entry says
+/// `command_truncated` and `command_chars`, and the whole request is at
+/// `GET /api/requests/{id}`.
+fn listed(r: &crate::core::StoredRequest, max: usize) -> Value {
     let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
     let chars = r.request.command.chars().count();
-    if chars > RECENT_COMMAND_CHARS
-        && let Some(obj) = v.as_object_mut()
-    {
-        let cut: String = r
-            .request
-            .command
-            .chars()
-            .take(RECENT_COMMAND_CHARS)
-            .collect();
-        obj.insert("command".into(), Value::String(cut));
-        obj.insert("command_truncated".into(), Value::Bool(true));
-    }
     if let Some(obj) = v.as_object_mut() {
+        if chars > max {
+            let cut: String = r.request.command.chars().take(max).collect();
+            obj.insert("command".into(), Value::String(cut));
+            obj.insert("command_truncated".into(), Value::Bool(true));
+        }
         obj.insert("command_chars".into(), json!(chars));
     }
     v
 }
 
-/// `GET /api/requests`: pending requests (oldest first), the latest
-/// decisions, and the bot's clock.
-pub async fn list(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response {
+/// The query of `GET /api/requests`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this runner's pending requests, newest first, a page at a time.
+    runner: Option<String>,
+    /// The `next` of the previous page: `CREATED_AT-ID`.
+    before: Option<String>,
+}
+
+fn cursor(r: &crate::core::StoredRequest) -> String {
+    format!("{}-{}", r.created_at, r.request.id)
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, &str)> {
+    let (at, id) = c.split_once('-')?;
+    let at: i64 = at.parse().ok()?;
+    is_hex(id, 32).then_some((at, id))
+}
+
+/// `GET /api/requests`: the pending queue (each runner's newest
+/// [`PER_RUNNER`], at most [`SHOWN`] in all, oldest first, commands cut to
+/// [`PENDING_COMMAND_CHARS`]), how many each runner has pending, the latest
+/// decisions, and the bot's clock. With `?runner=NAME`, that runner's
+/// pending requests, newest first, a page at a time (`&before=` the last
+/// page's `next`).
+pub async fn list(
+    State(bot): State<Arc<Bot>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let session = match require_session(&bot, &headers).await {
         Ok(s) => s,
         Err(res) => return res,
     };
-    let pending = match bot.pending().await {
-        Ok(p) => p,
+    let Ok(Query(query)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the query may hold only `runner` and `before`",
+        );
+    };
+    if let Some(runner) = query.runner.as_deref() {
+        let before = match query.before.as_deref() {
+            None => None,
+            Some(c) => match parse_cursor(c) {
+                Some(b) => Some(b),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "`before` must be the `next` of the previous page",
+                    );
+                }
+            },
+        };
+        let page = match bot.pending_of(runner, before, PER_RUNNER).await {
+            Ok(p) => p,
+            Err(e) => return database(e),
+        };
+        let next = (page.len() as u64 == PER_RUNNER)
+            .then(|| page.last().map(cursor))
+            .flatten();
+        let pending: Vec<Value> = page
+            .iter()
+            .map(|r| listed(r, PENDING_COMMAND_CHARS))
+            .collect();
+        return Json(json!({
+            "runner": runner,
+            "pending": pending,
+            "next": next,
+            "now": bot.now_ms(),
+        }))
+        .into_response();
+    }
+    let queue = match bot.pending_fair(PER_RUNNER, SHOWN).await {
+        Ok(q) => q,
         Err(e) => return database(e),
     };
     let recent = match bot.recent(RECENT).await {
         Ok(r) => r,
         Err(e) => return database(e),
     };
-    let recent: Vec<Value> = recent.iter().map(recent_entry).collect();
+    let pending: Vec<Value> = queue
+        .requests
+        .iter()
+        .map(|r| listed(r, PENDING_COMMAND_CHARS))
+        .collect();
+    let recent: Vec<Value> = recent
+        .iter()
+        .map(|r| listed(r, RECENT_COMMAND_CHARS))
+        .collect();
     Json(json!({
         "pending": pending,
+        "pending_total": queue.total,
+        "runners": queue.runners,
         "recent": recent,
         "now": bot.now_ms(),
         "reviewer": session.reviewer().to_string(),
     }))
     .into_response()
+}
+
+/// `GET /api/requests/{id}`: one request, whole.
+pub async fn one(
+    State(bot): State<Arc<Bot>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = require_session(&bot, &headers).await {
+        return res;
+    }
+    if !is_hex(&id, 32) {
+        return error(StatusCode::NOT_FOUND, "no such request");
+    }
+    match bot.get(&id).await {
+        Ok(Some(r)) => Json(listed(&r, usize::MAX)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such request"),
+        Err(e) => database(e),
+    }
 }
 
 /// The body of approve and deny.

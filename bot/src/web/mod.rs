@@ -46,6 +46,7 @@ pub fn router() -> Router<Arc<Bot>> {
         .route("/assets/app.js", get(pages::script))
         .route("/assets/app.css", get(pages::stylesheet))
         .route("/api/requests", get(api::list))
+        .route("/api/requests/{id}", get(api::one))
         .route("/api/requests/{id}/approve", post(api::approve))
         .route("/api/requests/{id}/deny", post(api::deny))
         .route("/api/events", get(events::stream))
