@@ -44,6 +44,40 @@ struct File {
     runners: std::collections::BTreeMap<String, RunnerFile>,
     #[serde(default)]
     limits: LimitsFile,
+    metrics_token: Option<String>,
+}
+
+/// A value that must not appear in logs or `Debug` output (a token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this secret. Both are hashed first, so the
+    /// time the comparison takes says nothing about the secret.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(candidate.as_bytes());
+        a.iter()
+            .zip(b.iter())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +286,9 @@ pub struct Config {
     pub runners: std::collections::BTreeMap<String, RunnerSettings>,
     /// `[limits]`: what one runner may hold at once.
     pub limits: Limits,
+    /// `metrics_token`: when set, `/metrics` answers only a request with
+    /// `Authorization: Bearer TOKEN`.
+    pub metrics_token: Option<Secret>,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -467,6 +504,11 @@ impl Config {
             slack,
             runners,
             limits,
+            metrics_token: env("HOLDPOINT_METRICS_TOKEN")
+                .or(file.metrics_token)
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
         })
     }
 

@@ -31,6 +31,7 @@ pub struct Metrics {
     chat_failures: [[AtomicU64; CHAT_FAILURES.len()]; CHAT_ADAPTERS.len()],
     /// Slack interactions refused: bad signature, stale or replayed.
     slack_refused: AtomicU64,
+    metrics_refused: AtomicU64,
     /// Runner requests refused at a per-runner limit, by limit.
     limit_refusals: [AtomicU64; LIMITS.len()],
 }
@@ -134,6 +135,11 @@ impl Metrics {
         self.slack_refused.fetch_add(1, Relaxed);
     }
 
+    /// A scrape of `/metrics` came without the metrics token.
+    pub fn metrics_refused(&self) {
+        self.metrics_refused.fetch_add(1, Relaxed);
+    }
+
     /// The exposition text. `pending` and `connected` are read at scrape time.
     pub fn render(&self, pending: u64, connected: usize) -> String {
         let mut o = String::new();
@@ -216,6 +222,11 @@ impl Metrics {
             o,
             "# HELP holdpoint_slack_interactions_refused_total Slack interactions refused for a bad signature, a stale timestamp or a replay.\n# TYPE holdpoint_slack_interactions_refused_total counter\nholdpoint_slack_interactions_refused_total {}",
             self.slack_refused.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_metrics_refused_total Scrapes of /metrics refused for a missing or wrong token.\n# TYPE holdpoint_metrics_refused_total counter\nholdpoint_metrics_refused_total {}",
+            self.metrics_refused.load(Relaxed)
         );
         let _ = writeln!(
             o,

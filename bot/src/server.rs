@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use holdpoint_shared::protocol::{WS_PATH, close};
 use std::sync::Arc;
@@ -36,7 +36,26 @@ async fn readyz(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
+async fn metrics(State(bot): State<Arc<Bot>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &bot.config().metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| token.matches(g)) {
+            bot.metrics().metrics_refused();
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"holdpoint metrics\"",
+                )],
+                "/metrics needs `Authorization: Bearer TOKEN` (the bot's metrics_token)\n",
+            )
+                .into_response();
+        }
+    }
     // The pending count comes from the database: other replicas and the CLI
     // change it too. A failure shows as -1 rather than a stale number.
     let pending = match bot.pending_count().await {
@@ -53,6 +72,7 @@ async fn metrics(State(bot): State<Arc<Bot>>) -> impl IntoResponse {
         )],
         body,
     )
+        .into_response()
 }
 
 /// The background sweep: expiry, revocations, old feed rows. Failures are

@@ -6,7 +6,7 @@
 //! a reason (see [`holdpoint_shared::protocol::close`]); it never takes the
 //! bot down and never changes a request.
 
-use crate::core::{Auth, Bot, ConnId, Decided, NewEvent, Outbound, Refusal, Submitted};
+use crate::core::{Auth, Bot, ConnId, Decided, NewEvent, Outbound, Refusal, RunnerId, Submitted};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -73,8 +73,8 @@ pub async fn upgrade(
     let cap = bot.config().limits.connections_per_runner as usize;
     if bot.connections_of(&runner) >= cap {
         bot.metrics().limit_refused("connections");
-        if refusal_logged(&runner) {
-            tracing::warn!(runner, "refused a connection: the runner has {cap} open");
+        if refusal_logged(&runner.name) {
+            tracing::warn!(runner = %runner, "refused a connection: the runner has {cap} open");
         }
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -119,7 +119,7 @@ enum Step {
     Close(u16, String),
 }
 
-async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
+async fn session(bot: Arc<Bot>, runner: RunnerId, mut socket: WebSocket) {
     // Hello first.
     let first = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => t,
@@ -174,7 +174,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
     };
     let welcome = BotMessage::Welcome {
         protocol: PROTOCOL_VERSION,
-        runner: runner.clone(),
+        runner: runner.name.clone(),
         bot_version: env!("CARGO_PKG_VERSION").to_string(),
         server_time: bot.now_ms(),
     };
@@ -186,7 +186,7 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
         tracing::warn!("cannot record that runner {runner} connected: {e}");
     }
 
-    tracing::debug!(runner, conn = %conn, "runner connected");
+    tracing::debug!(runner = %runner, conn = %conn, "runner connected");
     // Only what the runner sends keeps the connection alive.
     let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
@@ -233,10 +233,16 @@ async fn session(bot: Arc<Bot>, runner: String, mut socket: WebSocket) {
         }
     }
     bot.disconnect(conn);
-    tracing::debug!(runner, conn = %conn, "runner disconnected");
+    tracing::debug!(runner = %runner, conn = %conn, "runner disconnected");
 }
 
-async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, text: &str) -> Step {
+async fn handle(
+    bot: &Bot,
+    runner: &RunnerId,
+    conn: ConnId,
+    socket: &mut WebSocket,
+    text: &str,
+) -> Step {
     let msg = match RunnerMessage::decode(text) {
         Ok(m) => m,
         Err(e) => {
@@ -276,8 +282,8 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                 },
                 Ok(Submitted::Decided(d)) => BotMessage::Decision(d),
                 Err(e) => {
-                    if refusal_logged(runner) {
-                        tracing::warn!(runner, request = request.id, "refused a submission: {e}");
+                    if refusal_logged(&runner.name) {
+                        tracing::warn!(runner = %runner, request = request.id, "refused a submission: {e}");
                     }
                     BotMessage::Rejected {
                         request_id: request.id.clone(),
@@ -303,7 +309,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
         },
         RunnerMessage::Ack { request_id } => {
             if let Err(e) = bot.acknowledged(conn, runner, &request_id).await {
-                tracing::warn!(runner, request = request_id, "cannot record an ack: {e}");
+                tracing::warn!(runner = %runner, request = request_id, "cannot record an ack: {e}");
             }
             return Step::Continue;
         }
@@ -318,7 +324,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                 // No ack: the runner keeps the events and sends them again.
                 Err(e) => {
                     tracing::error!(
-                        runner,
+                        runner = %runner,
                         "cannot check the runner before storing its audit events: {e}"
                     );
                     return Step::Continue;
@@ -348,7 +354,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                 Ok(foreign) => {
                     bot.metrics().bad_frame();
                     tracing::warn!(
-                        runner,
+                        runner = %runner,
                         request = foreign[0],
                         "refused audit events that name another runner's request"
                     );
@@ -358,7 +364,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                     );
                 }
                 Err(e) => {
-                    tracing::error!(runner, "cannot check the requests audit events name: {e}");
+                    tracing::error!(runner = %runner, "cannot check the requests audit events name: {e}");
                     return Step::Continue;
                 }
             }
@@ -368,10 +374,13 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
             let rows: Vec<NewEvent> = events
                 .iter()
                 .map(|e| NewEvent {
-                    event_id: e.id.clone(),
+                    // Stored under the runner identity: event ids are
+                    // unique per runner, and the record says which
+                    // registration sent it.
+                    event_id: format!("{}:{}", runner.id, e.id),
                     at: e.at.min(latest),
                     kind: "verdict".into(),
-                    runner: Some(runner.to_string()),
+                    runner: Some(runner.name.clone()),
                     request_id: e.request_id.clone(),
                     body: serde_json::to_value(e).unwrap_or_default(),
                 })
@@ -389,7 +398,7 @@ async fn handle(bot: &Bot, runner: &str, conn: ConnId, socket: &mut WebSocket, t
                 }
                 Err(e) => {
                     // No ack: the runner keeps the events and sends them again.
-                    tracing::error!(runner, "cannot store audit events: {e}");
+                    tracing::error!(runner = %runner, "cannot store audit events: {e}");
                     return Step::Continue;
                 }
             }

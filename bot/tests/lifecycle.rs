@@ -6,7 +6,7 @@
 //! through the change feed.
 
 use holdpoint_bot::config::{Config, Expiry};
-use holdpoint_bot::core::{Clock, ManualClock, Outbound};
+use holdpoint_bot::core::{Clock, ManualClock, Outbound, RunnerId};
 use holdpoint_bot::{Bot, Decided, Intent, Refusal, Reviewer, Submitted};
 use holdpoint_shared::protocol::{BotMessage, ReviewRequest, Status};
 use holdpoint_testkit::{random_hex, review};
@@ -14,6 +14,15 @@ use sea_orm::ConnectionTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// A runner identity for the core's tests: a stable made-up id per name
+/// (the websocket door gets real ones from the runners table).
+fn runner(name: &str) -> RunnerId {
+    let id = name
+        .bytes()
+        .fold(1_000_000i64, |h, b| (h * 31 + i64::from(b)) % 1_000_000_007);
+    RunnerId::new(id, name)
+}
 
 async fn bot(expiry: Duration) -> (Arc<Bot>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
@@ -91,7 +100,7 @@ async fn twenty_concurrent_decisions_have_exactly_one_winner() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     let req = request(None);
     assert!(matches!(
-        bot.submit("local", &req).await.expect("submit"),
+        bot.submit(&runner("local"), &req).await.expect("submit"),
         Submitted::Pending { .. }
     ));
     let mut tasks = Vec::new();
@@ -140,7 +149,7 @@ async fn twenty_concurrent_decisions_have_exactly_one_winner() {
 async fn a_decision_after_the_deadline_does_not_count() {
     let (bot, dir) = bot(Duration::from_millis(200)).await;
     let req = request(None);
-    bot.submit("local", &req).await.expect("submit");
+    bot.submit(&runner("local"), &req).await.expect("submit");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The sweep has not run (no server here): the decision itself notices.
     match decide(&bot, &req.id, true, &reviewer("web:late"), None, None)
@@ -160,7 +169,7 @@ async fn a_decision_after_the_deadline_does_not_count() {
 async fn the_requester_cannot_approve_their_own_request_but_can_deny_it() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     let req = request(Some("slack:U0AGENT"));
-    bot.submit("local", &req).await.expect("submit");
+    bot.submit(&runner("local"), &req).await.expect("submit");
     match decide(&bot, &req.id, true, &reviewer("slack:U0AGENT"), None, None)
         .await
         .expect("decide")
@@ -192,7 +201,7 @@ async fn the_requester_cannot_approve_their_own_request_but_can_deny_it() {
 async fn a_decision_for_another_command_hash_is_refused() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     let req = request(None);
-    bot.submit("local", &req).await.expect("submit");
+    bot.submit(&runner("local"), &req).await.expect("submit");
     let other_hash = random_hex(32);
     assert!(matches!(
         decide(
@@ -228,7 +237,7 @@ async fn the_database_refuses_changes_to_the_audit_log_and_verify_finds_tamperin
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     for _ in 0..3 {
         let req = request(None);
-        bot.submit("local", &req).await.expect("submit");
+        bot.submit(&runner("local"), &req).await.expect("submit");
         decide(
             &bot,
             &req.id,
@@ -274,7 +283,7 @@ async fn the_database_refuses_changes_to_the_audit_log_and_verify_finds_tamperin
 /// sends it arrives on the receiver.
 fn runner_connection(
     bot: &Bot,
-    runner: &str,
+    runner: &RunnerId,
 ) -> (
     holdpoint_bot::core::ConnId,
     mpsc::UnboundedReceiver<Outbound>,
@@ -297,9 +306,11 @@ fn decision_sent(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Option<Status> {
 #[tokio::test]
 async fn a_decision_whose_audit_row_cannot_be_written_neither_happens_nor_reaches_the_runner() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
-    let (conn, mut rx) = runner_connection(&bot, "local");
+    let (conn, mut rx) = runner_connection(&bot, &runner("local"));
     let req = request(None);
-    bot.submit_on(conn, "local", &req).await.expect("submit");
+    bot.submit_on(conn, &runner("local"), &req)
+        .await
+        .expect("submit");
     let rows_before = bot.audit_rows().await.expect("rows");
 
     // The audit log refuses every new row, as a full disk or a broken
@@ -354,9 +365,12 @@ async fn a_decision_made_by_another_process_reaches_the_waiting_runner_through_t
     let (server, dir) = bot(Duration::from_secs(600)).await;
     tokio::spawn(server.clone().run_feed());
     let mut feed = server.subscribe();
-    let (conn, mut rx) = runner_connection(&server, "local");
+    let (conn, mut rx) = runner_connection(&server, &runner("local"));
     let req = request(None);
-    server.submit_on(conn, "local", &req).await.expect("submit");
+    server
+        .submit_on(conn, &runner("local"), &req)
+        .await
+        .expect("submit");
 
     // The CLI: another Bot on the same database, which no runner talks to.
     let cli = Bot::open(config_in(&dir, Duration::from_secs(600)))
@@ -409,7 +423,7 @@ async fn a_subscriber_that_falls_behind_resumes_from_its_place_in_the_feed() {
     let mut ids = Vec::new();
     for _ in 0..1100 {
         let req = request(None);
-        bot.submit("local", &req).await.expect("submit");
+        bot.submit(&runner("local"), &req).await.expect("submit");
         ids.push(req.id);
     }
     let mut got = Vec::new();
@@ -439,7 +453,7 @@ async fn deadlines_follow_the_core_clock() {
         .await
         .expect("bot");
     let req = request(None);
-    match bot.submit("local", &req).await.expect("submit") {
+    match bot.submit(&runner("local"), &req).await.expect("submit") {
         Submitted::Pending { expires_at } => {
             assert_eq!(expires_at, clock.now_ms() + 600_000);
         }
@@ -468,9 +482,12 @@ async fn deadlines_follow_the_core_clock() {
 #[tokio::test]
 async fn a_bot_that_dies_after_recording_a_decision_loses_neither_the_decision_nor_its_audit_row() {
     let (first, dir) = bot(Duration::from_secs(600)).await;
-    let (conn, mut rx) = runner_connection(&first, "local");
+    let (conn, mut rx) = runner_connection(&first, &runner("local"));
     let req = request(None);
-    first.submit_on(conn, "local", &req).await.expect("submit");
+    first
+        .submit_on(conn, &runner("local"), &req)
+        .await
+        .expect("submit");
 
     // The decision commits in a process that dies before anything relays
     // it (here: one the runner is not connected to, stopped at once).
@@ -495,9 +512,9 @@ async fn a_bot_that_dies_after_recording_a_decision_loses_neither_the_decision_n
     let again = Bot::open(config_in(&dir, Duration::from_secs(600)))
         .await
         .expect("restart");
-    let (conn, _rx) = runner_connection(&again, "local");
+    let (conn, _rx) = runner_connection(&again, &runner("local"));
     match again
-        .submit_on(conn, "local", &req)
+        .submit_on(conn, &runner("local"), &req)
         .await
         .expect("resubmit")
     {
@@ -516,20 +533,26 @@ async fn a_bot_that_dies_after_recording_a_decision_loses_neither_the_decision_n
 #[tokio::test]
 async fn another_runner_cannot_take_over_or_clear_a_wait() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
-    let (a, mut a_rx) = runner_connection(&bot, "runner-a");
-    let (b, mut b_rx) = runner_connection(&bot, "runner-b");
+    let (a, mut a_rx) = runner_connection(&bot, &runner("runner-a"));
+    let (b, mut b_rx) = runner_connection(&bot, &runner("runner-b"));
     let req = request(None);
-    bot.submit_on(a, "runner-a", &req).await.expect("submit");
+    bot.submit_on(a, &runner("runner-a"), &req)
+        .await
+        .expect("submit");
 
     // Runner B saw the id in a review link: it acknowledges it, then
     // submits it as its own, with its own hash and with A's.
-    bot.acknowledged(b, "runner-b", &req.id)
+    bot.acknowledged(b, &runner("runner-b"), &req.id)
         .await
         .expect("an ack is never an error");
     let mut forged = req.clone();
     forged.command_hash = random_hex(32);
-    assert!(bot.submit_on(b, "runner-b", &forged).await.is_err());
-    assert!(bot.submit_on(b, "runner-b", &req).await.is_err());
+    assert!(
+        bot.submit_on(b, &runner("runner-b"), &forged)
+            .await
+            .is_err()
+    );
+    assert!(bot.submit_on(b, &runner("runner-b"), &req).await.is_err());
 
     assert!(matches!(
         decide(&bot, &req.id, true, &reviewer("web:a"), None, None)
@@ -550,11 +573,18 @@ async fn another_runner_cannot_take_over_or_clear_a_wait() {
 async fn revoking_a_runner_cancels_its_pending_requests_so_none_can_be_approved() {
     let (bot, dir) = bot(Duration::from_secs(600)).await;
     bot.add_runner("ci-7").await.expect("add");
-    let (conn, mut rx) = runner_connection(&bot, "ci-7");
+    let ci7 = bot
+        .runner_named("ci-7")
+        .await
+        .expect("runners")
+        .expect("registered");
+    let (conn, mut rx) = runner_connection(&bot, &ci7);
     let held = request(None);
-    bot.submit_on(conn, "ci-7", &held).await.expect("submit");
+    bot.submit_on(conn, &ci7, &held).await.expect("submit");
     let other = request(None);
-    bot.submit("local", &other).await.expect("another runner's");
+    bot.submit(&runner("local"), &other)
+        .await
+        .expect("another runner's");
 
     bot.revoke_runner("ci-7").await.expect("revoke");
     let d = bot
@@ -575,6 +605,48 @@ async fn revoking_a_runner_cancels_its_pending_requests_so_none_can_be_approved(
     // Only that runner's requests.
     let still = bot.get(&other.id).await.expect("get").expect("row");
     assert_eq!(still.status, Status::Pending);
+    assert!(!bot.runner_active(&ci7).await.expect("check"));
+
+    // The name given again is a new identity: it owns nothing of the old
+    // one's, and the old one stays revoked.
+    bot.add_runner("ci-7").await.expect("add again");
+    let again = bot
+        .runner_named("ci-7")
+        .await
+        .expect("runners")
+        .expect("registered");
+    assert_ne!(again.id, ci7.id);
+    assert!(!bot.runner_active(&ci7).await.expect("check"));
+    assert!(bot.runner_active(&again).await.expect("check"));
+    assert!(
+        matches!(
+            bot.submit(&again, &held).await,
+            Err(holdpoint_bot::core::LifecycleError::Conflict(_))
+        ),
+        "the old identity's decision is not the new one's to learn"
+    );
+    assert_eq!(
+        bot.foreign_requests(&again, std::slice::from_ref(&held.id))
+            .await
+            .expect("check"),
+        vec![held.id.clone()],
+        "nor its record to write into"
+    );
+    assert!(matches!(
+        bot.cancel(&again, &other.id).await.expect("cancel"),
+        Decided::Refused(Refusal::OtherRunner)
+    ));
+    let names: Vec<(String, bool)> = bot
+        .runners()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| (r.name, r.revoked_at.is_some()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("ci-7".to_string(), true), ("ci-7".to_string(), false)]
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -590,7 +662,7 @@ async fn a_runner_bound_to_a_requester_cannot_choose_or_omit_whom_it_works_for()
 
     // Omitted: the request is the bound person's, so they cannot approve it.
     let silent = request(None);
-    bot.submit("ci-7", &silent).await.expect("submit");
+    bot.submit(&runner("ci-7"), &silent).await.expect("submit");
     let stored = bot.get(&silent.id).await.expect("get").expect("row");
     assert_eq!(
         stored.request.requested_by.as_deref(),
@@ -612,11 +684,14 @@ async fn a_runner_bound_to_a_requester_cannot_choose_or_omit_whom_it_works_for()
     }
     // Another person claimed: refused, nothing stored.
     let lying = request(Some("slack:U0SOMEONE"));
-    let err = bot.submit("ci-7", &lying).await.expect_err("refused");
+    let err = bot
+        .submit(&runner("ci-7"), &lying)
+        .await
+        .expect_err("refused");
     assert!(err.to_string().contains("works for slack:U0AGENT"), "{err}");
     assert!(bot.get(&lying.id).await.expect("get").is_none());
     // The bound person, said out loud: fine.
-    bot.submit("ci-7", &request(Some("slack:U0AGENT")))
+    bot.submit(&runner("ci-7"), &request(Some("slack:U0AGENT")))
         .await
         .expect("the binding itself is accepted");
 
@@ -624,7 +699,9 @@ async fn a_runner_bound_to_a_requester_cannot_choose_or_omit_whom_it_works_for()
     // the requester and any reviewer may approve (the documented policy
     // for unbound runners).
     let unbound = request(None);
-    bot.submit("local", &unbound).await.expect("submit");
+    bot.submit(&runner("local"), &unbound)
+        .await
+        .expect("submit");
     assert!(matches!(
         decide(
             &bot,

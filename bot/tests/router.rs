@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use holdpoint_bot::Bot;
 use holdpoint_bot::config::Config;
-use holdpoint_bot::core::{ConnId, Outbound};
+use holdpoint_bot::core::{ConnId, Outbound, RunnerId};
 use holdpoint_shared::protocol::{BotMessage, ReviewRequest, Status};
 use holdpoint_testkit::slack::{CHANNEL, REVIEWER, SECRET, STRANGER, click, form_encode, sign};
 use holdpoint_testkit::{now, random_hex, review};
@@ -26,6 +26,15 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A runner identity for the core's tests: a stable made-up id per name
+/// (the websocket door gets real ones from the runners table).
+fn runner(name: &str) -> RunnerId {
+    let id = name
+        .bytes()
+        .fold(1_000_000i64, |h, b| (h * 31 + i64::from(b)) % 1_000_000_007);
+    RunnerId::new(id, name)
 }
 
 async fn fixture(extra_toml: &str) -> Fixture {
@@ -57,9 +66,11 @@ fn request(requested_by: Option<&str>) -> ReviewRequest {
 async fn waiting(bot: &Bot, req: &ReviewRequest) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = bot
-        .connect("local", tx)
+        .connect(&runner("local"), tx)
         .expect("under the connection limit");
-    bot.submit_on(conn, "local", req).await.expect("submit");
+    bot.submit_on(conn, &runner("local"), req)
+        .await
+        .expect("submit");
     (conn, rx)
 }
 

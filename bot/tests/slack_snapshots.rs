@@ -55,6 +55,7 @@ fn stored(
             requested_by: Some("slack:U0AGENTOWN".into()),
         },
         runner: "prod-worker-3".into(),
+        runner_id: Some(1),
         status: Status::Pending,
         created_at: CREATED,
         expires_at: CREATED + 600_000,

@@ -12,6 +12,7 @@ mod m0001_initial;
 mod m0002_slack;
 mod m0003_slack_claims;
 mod m0004_feed_and_deliveries;
+mod m0005_runner_identity;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_slack::Migration),
             Box::new(m0003_slack_claims::Migration),
             Box::new(m0004_feed_and_deliveries::Migration),
+            Box::new(m0005_runner_identity::Migration),
         ]
     }
 }

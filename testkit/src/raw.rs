@@ -59,6 +59,18 @@ pub fn closed(ws: &mut Ws) -> (u16, String) {
 }
 
 /// Says hello; the bot must welcome it.
+/// What arrives within `within`, if anything (`None`: nothing did).
+pub fn quiet_for(ws: &mut Ws, within: Duration) -> Option<Message> {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        let _ = s.set_read_timeout(Some(within));
+    }
+    let got = ws.read().ok();
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    }
+    got
+}
+
 pub fn hello(ws: &mut Ws) {
     send(
         ws,

@@ -6,7 +6,7 @@ use holdpoint_shared::protocol::{
     AuditEvent, BotMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, close,
 };
 use holdpoint_shared::{Decision, Risk};
-use holdpoint_testkit::raw::{closed, connect, hello, recv, send};
+use holdpoint_testkit::raw::{closed, connect, hello, quiet_for, recv, send};
 use holdpoint_testkit::tungstenite::{self, Message};
 use holdpoint_testkit::*;
 
@@ -330,8 +330,12 @@ fn a_runner_cannot_write_someone_elses_record_into_the_audit_log() {
     let rows = bot.audit();
     let row = rows
         .iter()
-        .find(|r| r["event_id"] == own.id.as_str())
-        .expect("stored");
+        .find(|r| {
+            r["event_id"]
+                .as_str()
+                .is_some_and(|e| e.ends_with(&format!(":{}", own.id)))
+        })
+        .expect("stored, under the runner's identity");
     let at = row["at"].as_str().expect("at");
     assert!(
         at.starts_with("20"),
@@ -472,14 +476,20 @@ fn a_flooding_runner_cannot_push_another_runners_request_off_the_queue(backend: 
     let mut flooded = Vec::new();
     for _ in 0..250 {
         let req = review(&long).id(&random_hex(16)).host("flood").build();
-        assert!(matches!(submit(&mut flood, &req), BotMessage::Pending { .. }));
+        assert!(matches!(
+            submit(&mut flood, &req),
+            BotMessage::Pending { .. }
+        ));
         flooded.push(req);
     }
     let other = bot.add_runner("other");
     let mut ws = connect(&bot, Some(&other)).expect("connect other");
     hello(&mut ws);
     let theirs = request(&random_hex(16));
-    assert!(matches!(submit(&mut ws, &theirs), BotMessage::Pending { .. }));
+    assert!(matches!(
+        submit(&mut ws, &theirs),
+        BotMessage::Pending { .. }
+    ));
 
     let cookie = bot.web_session();
     let (status, queue) = bot.web_get(&cookie, "/api/requests");
@@ -576,4 +586,275 @@ mod postgres {
             holdpoint_testkit::Backend::Postgres,
         )
     }
+}
+
+#[test]
+fn metrics_with_a_token_set_answer_only_a_scraper_that_sends_it() {
+    let token = random_hex(16);
+    let Some(bot) = Bot::on(Backend::Sqlite, &[("HOLDPOINT_METRICS_TOKEN", &token)]) else {
+        return;
+    };
+    let bare = http(bot.port, "GET", "/metrics", &[], "");
+    assert_eq!(bare.status, 401);
+    assert!(
+        bare.header("www-authenticate")
+            .is_some_and(|h| h.starts_with("Bearer"))
+    );
+    assert!(!bare.body.contains("holdpoint_requests"), "{}", bare.body);
+    let wrong = http(
+        bot.port,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer not-the-token")],
+        "",
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(
+        !wrong.body.contains(&token),
+        "the answer never echoes the token"
+    );
+    let auth = format!("Bearer {token}");
+    let ok = http(bot.port, "GET", "/metrics", &[("Authorization", &auth)], "");
+    assert_eq!(ok.status, 200);
+    assert!(
+        ok.body.contains("holdpoint_metrics_refused_total 2"),
+        "{}",
+        ok.body
+    );
+    // Health checks stay open: load balancers send no token.
+    assert_eq!(http(bot.port, "GET", "/healthz", &[], "").status, 200);
+    // The token is not in the log either.
+    assert!(!bot.log().contains(&token));
+}
+
+fn allowed_event(id: &str, request_id: Option<String>) -> AuditEvent {
+    AuditEvent {
+        id: id.into(),
+        at: 1,
+        command: "ls".into(),
+        decision: Decision::Allow,
+        risk: Risk::Low,
+        rules: vec!["fs.read".into()],
+        host: "h".into(),
+        cwd: "/".into(),
+        agent: None,
+        front_end: "exec".into(),
+        action: "ran".into(),
+        request_id,
+    }
+}
+
+#[test]
+fn another_runners_ack_or_submission_neither_clears_nor_takes_the_owners_wait() {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
+        return;
+    };
+    let mut a = connect(&bot, Some(&bot.token)).expect("connect a");
+    hello(&mut a);
+    let held = request(&random_hex(16));
+    assert!(matches!(submit(&mut a, &held), BotMessage::Pending { .. }));
+
+    // Runner B saw the id in a review link.
+    let other = bot.add_runner("other");
+    let mut b = connect(&bot, Some(&other)).expect("connect b");
+    hello(&mut b);
+    send(
+        &mut b,
+        &RunnerMessage::Ack {
+            request_id: held.id.clone(),
+        },
+    );
+    let mut forged = held.clone();
+    forged.command_hash = random_hex(32);
+    for attempt in [&forged, &held] {
+        match submit(&mut b, attempt) {
+            BotMessage::Rejected { request_id, .. } => assert_eq!(request_id, held.id),
+            other => panic!("another runner's id must be refused: {other:?}"),
+        }
+    }
+    // The decision reaches A, and only A.
+    bot.cli(&["approve", &held.id]);
+    match recv(&mut a) {
+        BotMessage::Decision(d) => {
+            assert_eq!(d.request_id, held.id);
+            assert_eq!(d.status, holdpoint_shared::protocol::Status::Approved);
+        }
+        other => panic!("the owner hears the decision: {other:?}"),
+    }
+    if let Some(m) = quiet_for(&mut b, std::time::Duration::from_millis(500)) {
+        panic!("runner B was sent {m:?}");
+    }
+}
+
+#[test]
+fn the_same_event_id_from_two_runners_is_two_events() {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[]) else {
+        return;
+    };
+    let shared_id = random_hex(16);
+    let other = bot.add_runner("other");
+    for token in [&bot.token, &other] {
+        let mut ws = connect(&bot, Some(token)).expect("connect");
+        hello(&mut ws);
+        send(
+            &mut ws,
+            &RunnerMessage::Audit {
+                events: vec![allowed_event(&shared_id, None)],
+            },
+        );
+        assert!(matches!(recv(&mut ws), BotMessage::AuditAck { .. }));
+    }
+    let rows = bot.audit();
+    let mine: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| {
+            r["event_id"]
+                .as_str()
+                .is_some_and(|e| e.ends_with(&format!(":{shared_id}")))
+        })
+        .collect();
+    assert_eq!(mine.len(), 2, "one per runner: {mine:?}");
+    let runners: Vec<&str> = mine.iter().filter_map(|r| r["runner"].as_str()).collect();
+    assert_eq!(runners, vec!["local", "other"]);
+    assert!(bot.run(&["audit", "verify"]).status.success());
+}
+
+fn revoked_runner_is_gone_and_its_name_given_again_is_someone_else(backend: Backend) {
+    let Some(bot) = Bot::on(backend, &[]) else {
+        return;
+    };
+    let first = bot.add_runner("ci-7");
+    let mut ws = connect(&bot, Some(&first)).expect("connect");
+    hello(&mut ws);
+    let held = request(&random_hex(16));
+    assert!(matches!(submit(&mut ws, &held), BotMessage::Pending { .. }));
+
+    bot.cli(&["runner", "revoke", "ci-7"]);
+    // Its wait ends: the cancellation arrives, or the connection closes as
+    // revoked first (the CLI revoked it; the server hears of both).
+    match ws.read() {
+        Ok(Message::Text(t)) => match BotMessage::decode(&t).expect("a bot message") {
+            BotMessage::Decision(d) => {
+                assert_eq!(d.request_id, held.id);
+                assert_eq!(d.status, holdpoint_shared::protocol::Status::Cancelled);
+            }
+            other => panic!("the revoked runner's request ends: {other:?}"),
+        },
+        Ok(Message::Close(Some(c))) => assert_eq!(u16::from(c.code), close::REVOKED),
+        other => panic!("the revoked runner's wait ends: {other:?}"),
+    }
+    let (ok, out, _) = bot.try_cli(&["approve", &held.id]);
+    assert!(
+        !ok && out.starts_with("already cancelled by holdpoint"),
+        "nothing left to approve: {out}"
+    );
+    assert_eq!(
+        bot.requests()["pending"].as_array().map(Vec::len),
+        Some(0),
+        "nothing of it is pending"
+    );
+    // The old token is refused.
+    assert!(connect(&bot, Some(&first)).is_err());
+
+    // The name again: a new identity, which owns none of the old one's.
+    let second = bot.add_runner("ci-7");
+    assert_ne!(first, second);
+    let mut ws = connect(&bot, Some(&second)).expect("connect");
+    hello(&mut ws);
+    match submit(&mut ws, &held) {
+        BotMessage::Rejected { request_id, .. } => assert_eq!(request_id, held.id),
+        other => panic!("the old identity's request is not the new one's: {other:?}"),
+    }
+    send(
+        &mut ws,
+        &RunnerMessage::Audit {
+            events: vec![allowed_event(&random_hex(16), Some(held.id.clone()))],
+        },
+    );
+    let (code, _) = closed(&mut ws);
+    assert_eq!(code, close::BAD_MESSAGE, "nor its record to write into");
+    let listed = bot.cli(&["runner", "list"]);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("ci-7")).count(),
+        2,
+        "both identities are listed: {listed}"
+    );
+    assert!(bot.run(&["audit", "verify"]).status.success());
+}
+
+mod revocation_sqlite {
+    #[test]
+    fn revoked_runner_is_gone_and_its_name_given_again_is_someone_else() {
+        super::revoked_runner_is_gone_and_its_name_given_again_is_someone_else(
+            holdpoint_testkit::Backend::Sqlite,
+        )
+    }
+}
+
+mod revocation_postgres {
+    #[test]
+    fn revoked_runner_is_gone_and_its_name_given_again_is_someone_else() {
+        super::revoked_runner_is_gone_and_its_name_given_again_is_someone_else(
+            holdpoint_testkit::Backend::Postgres,
+        )
+    }
+}
+
+#[test]
+fn a_runner_bound_to_its_requester_cannot_hand_its_request_to_them_for_approval() {
+    let bot = BotOptions::new()
+        .user("alice")
+        .config("[runners.local]\nrequester = \"cli:alice\"\n")
+        .start();
+    let mut ws = connect(&bot, Some(&bot.token)).expect("connect");
+    hello(&mut ws);
+    // The agent claims nobody; the bot knows whom this runner works for.
+    let silent = request(&random_hex(16));
+    assert!(silent.requested_by.is_none());
+    assert!(matches!(
+        submit(&mut ws, &silent),
+        BotMessage::Pending { .. }
+    ));
+    // And it cannot claim someone else.
+    let mut lying = request(&random_hex(16));
+    lying.requested_by = Some("cli:mallory".into());
+    match submit(&mut ws, &lying) {
+        BotMessage::Rejected { reason, .. } => {
+            assert!(reason.contains("cli:alice"), "{reason}")
+        }
+        other => panic!("another requester must be refused: {other:?}"),
+    }
+    let (ok, out, _) = bot.try_cli(&["approve", &silent.id]);
+    assert!(
+        !ok && out.contains("refused"),
+        "alice cannot approve what her agent asked: {out}"
+    );
+    bot.cli(&["deny", &silent.id, "--reason", "not like this"]);
+    match recv(&mut ws) {
+        BotMessage::Decision(d) => {
+            assert_eq!(d.status, holdpoint_shared::protocol::Status::Denied);
+            assert_eq!(d.decided_by, "cli:alice");
+        }
+        other => panic!("her denial reaches the runner: {other:?}"),
+    }
+}
+
+#[test]
+fn the_bots_database_and_the_directory_it_makes_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let place = TempDir::new("holdpoint-private");
+    let db = place.path().join("state").join("bot.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let bot = BotOptions::new().database(Database::Shared(url)).start();
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(db.parent().expect("dir")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    // Other local users cannot read commands or the audit log.
+    assert!(bot.run(&["audit", "verify"]).status.success());
 }

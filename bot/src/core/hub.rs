@@ -26,7 +26,8 @@ impl std::fmt::Display for ConnId {
 }
 
 struct Conn {
-    runner: String,
+    /// The runner identity (`runners.id`).
+    runner: i64,
     tx: mpsc::UnboundedSender<Outbound>,
 }
 
@@ -44,8 +45,8 @@ struct Inner {
     next: u64,
     conns: HashMap<ConnId, Conn>,
     waiting: HashMap<String, Waiter>,
-    /// Open connections per runner name.
-    per_runner: HashMap<String, usize>,
+    /// Open connections per runner identity.
+    per_runner: HashMap<i64, usize>,
 }
 
 /// The open connections.
@@ -64,24 +65,18 @@ impl Hub {
     /// Registers a connection unless `runner` already has `cap` open.
     pub(super) fn register(
         &self,
-        runner: &str,
+        runner: i64,
         tx: mpsc::UnboundedSender<Outbound>,
         cap: usize,
     ) -> Option<ConnId> {
         let mut g = self.lock();
-        if g.per_runner.get(runner).copied().unwrap_or(0) >= cap {
+        if g.per_runner.get(&runner).copied().unwrap_or(0) >= cap {
             return None;
         }
         g.next += 1;
         let id = ConnId(g.next);
-        *g.per_runner.entry(runner.to_string()).or_default() += 1;
-        g.conns.insert(
-            id,
-            Conn {
-                runner: runner.to_string(),
-                tx,
-            },
-        );
+        *g.per_runner.entry(runner).or_default() += 1;
+        g.conns.insert(id, Conn { runner, tx });
         Some(id)
     }
 
@@ -163,12 +158,12 @@ impl Hub {
         self.lock().waiting.get(request_id).is_some_and(|w| !w.sent)
     }
 
-    /// Closes every connection of these runners.
-    pub(super) fn close_runners(&self, names: &[String], code: u16, reason: &str) -> usize {
+    /// Closes every connection of these runner identities.
+    pub(super) fn close_runners(&self, runners: &[i64], code: u16, reason: &str) -> usize {
         let g = self.lock();
         let mut n = 0;
         for c in g.conns.values() {
-            if names.contains(&c.runner) {
+            if runners.contains(&c.runner) {
                 let _ = c.tx.send(Outbound::Close(code, reason.to_string()));
                 n += 1;
             }
@@ -183,13 +178,14 @@ impl Hub {
         }
     }
 
-    /// Whether any connection of this runner is open.
-    pub(super) fn connections_of(&self, runner: &str) -> usize {
-        self.lock().per_runner.get(runner).copied().unwrap_or(0)
+    /// How many connections of this runner identity are open.
+    pub(super) fn connections_of(&self, runner: i64) -> usize {
+        self.lock().per_runner.get(&runner).copied().unwrap_or(0)
     }
 
-    pub(super) fn is_connected(&self, runner: &str) -> bool {
-        self.lock().per_runner.contains_key(runner)
+    /// The runner identities with connections open.
+    pub(super) fn connected_runners(&self) -> Vec<i64> {
+        self.lock().per_runner.keys().copied().collect()
     }
 
     /// How many connections are open.

@@ -17,7 +17,7 @@
 use super::audit::{self, NewEvent};
 use super::entity::request;
 use super::reviewer::{Intent, Refusal, Reviewer};
-use super::{Bot, feed};
+use super::{Bot, RunnerId, feed};
 use holdpoint_shared::Verdict;
 use holdpoint_shared::annotation::Annotation;
 use holdpoint_shared::protocol::{DecisionMessage, ReviewRequest, Status};
@@ -70,7 +70,12 @@ pub struct RunnerQueue {
 pub struct StoredRequest {
     #[serde(flatten)]
     pub request: ReviewRequest,
+    /// The name of the runner that submitted it.
     pub runner: String,
+    /// The runner identity that submitted it (`None` for requests older
+    /// than identities whose runner was gone).
+    #[serde(skip)]
+    pub runner_id: Option<i64>,
     pub status: Status,
     pub created_at: i64,
     pub expires_at: i64,
@@ -107,6 +112,7 @@ impl StoredRequest {
                 requested_by: r.requested_by,
             },
             runner: r.runner,
+            runner_id: r.runner_id,
             status,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -178,13 +184,13 @@ enum Stored {
 /// Submissions per runner, as token buckets on the core's clock.
 #[derive(Default)]
 pub(super) struct Rate {
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, i64)>>,
+    buckets: std::sync::Mutex<std::collections::HashMap<i64, (f64, i64)>>,
 }
 
 impl Rate {
     /// Whether `runner` may submit now, at `per_second` on average with
     /// bursts of twice that.
-    fn admit(&self, runner: &str, now: i64, per_second: u32) -> bool {
+    fn admit(&self, runner: i64, now: i64, per_second: u32) -> bool {
         let mut b = match self.buckets.lock() {
             Ok(b) => b,
             Err(p) => p.into_inner(),
@@ -193,7 +199,7 @@ impl Rate {
         if b.len() > 100_000 {
             b.clear();
         }
-        let (tokens, at) = b.entry(runner.to_string()).or_insert((burst, now));
+        let (tokens, at) = b.entry(runner).or_insert((burst, now));
         let refill = (now.saturating_sub(*at)).max(0) as f64 / 1000.0 * f64::from(per_second);
         *tokens = (*tokens + refill).min(burst);
         *at = now;
@@ -246,7 +252,7 @@ impl Bot {
     /// commit together.
     pub async fn submit(
         &self,
-        runner: &str,
+        runner: &RunnerId,
         req: &ReviewRequest,
     ) -> Result<Submitted, LifecycleError> {
         req.validate()?;
@@ -257,7 +263,7 @@ impl Bot {
         let now = self.now_ms();
         if !self
             .rate
-            .admit(runner, now, self.config.limits.submissions_per_second)
+            .admit(runner.id, now, self.config.limits.submissions_per_second)
         {
             self.metrics.limit_refused("submissions");
             return Err(LifecycleError::Limit(format!(
@@ -273,7 +279,8 @@ impl Bot {
             .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("annotations: {e}")))?;
         let model = request::ActiveModel {
             id: Set(req.id.clone()),
-            runner: Set(runner.to_string()),
+            runner: Set(runner.name.clone()),
+            runner_id: Set(Some(runner.id)),
             command: Set(req.command.clone()),
             command_hash: Set(req.command_hash.clone()),
             risk: Set(req.risk().as_str().to_string()),
@@ -296,9 +303,10 @@ impl Bot {
         let event = NewEvent::at(
             now,
             kind(Status::Pending),
-            Some(runner),
+            Some(&runner.name),
             Some(&req.id),
             json!({
+                "runner_id": runner.id,
                 "command": req.command,
                 "risk": req.risk(),
                 "rules": req.verdict.deciding_rules(),
@@ -326,7 +334,7 @@ impl Bot {
                 }
                 // Counted under the write lock: the cap holds exactly.
                 let pending = request::Entity::find()
-                    .filter(request::Column::Runner.eq(runner))
+                    .filter(request::Column::RunnerId.eq(runner.id))
                     .filter(request::Column::Status.eq(Status::Pending.as_str()))
                     .count(&txn)
                     .await?;
@@ -372,7 +380,7 @@ impl Bot {
     pub async fn submit_on(
         &self,
         conn: super::ConnId,
-        runner: &str,
+        runner: &RunnerId,
         req: &ReviewRequest,
     ) -> Result<Submitted, LifecycleError> {
         req.validate()?;
@@ -392,13 +400,13 @@ impl Bot {
     /// reviewer is the requester).
     fn requester(
         &self,
-        runner: &str,
+        runner: &RunnerId,
         req: &ReviewRequest,
     ) -> Result<Option<String>, LifecycleError> {
         let Some(bound) = self
             .config
             .runners
-            .get(runner)
+            .get(&runner.name)
             .and_then(|r| r.requester.as_ref())
         else {
             return Ok(req.requested_by.clone());
@@ -416,13 +424,15 @@ impl Bot {
 
     async fn resubmitted(
         &self,
-        runner: &str,
+        runner: &RunnerId,
         req: &ReviewRequest,
     ) -> Result<Option<Submitted>, LifecycleError> {
         let Some(existing) = self.get(&req.id).await? else {
             return Ok(None);
         };
-        if existing.runner != runner || existing.request.command_hash != req.command_hash {
+        if existing.runner_id != Some(runner.id)
+            || existing.request.command_hash != req.command_hash
+        {
             return Err(LifecycleError::Conflict(req.id.clone()));
         }
         Ok(Some(match existing.decision() {
@@ -594,17 +604,17 @@ impl Bot {
     }
 
     /// The runner that submitted a request gives up on it.
-    pub async fn cancel(&self, runner: &str, id: &str) -> Result<Decided, LifecycleError> {
+    pub async fn cancel(&self, runner: &RunnerId, id: &str) -> Result<Decided, LifecycleError> {
         let Some(current) = self.get(id).await? else {
             return Ok(Decided::NotFound);
         };
-        if current.runner != runner {
+        if current.runner_id != Some(runner.id) {
             return Ok(Decided::Refused(Refusal::OtherRunner));
         }
         if let Some(d) = current.decision() {
             return Ok(Decided::Already(d));
         }
-        let by = Reviewer::new(super::Realm::Runner, runner);
+        let by = Reviewer::new(super::Realm::Runner, &runner.name);
         if let Some(d) = self
             .commit_move(
                 &Subject::of(&current),
@@ -628,12 +638,12 @@ impl Bot {
     /// Returns how many this call cancelled.
     pub(super) async fn cancel_pending_of(
         &self,
-        runner: &str,
+        runner: &RunnerId,
         reason: &str,
     ) -> Result<usize, LifecycleError> {
         let rows = request::Entity::find()
             .filter(request::Column::Status.eq(Status::Pending.as_str()))
-            .filter(request::Column::Runner.eq(runner))
+            .filter(request::Column::RunnerId.eq(runner.id))
             .all(&self.db)
             .await?;
         self.end_by_system(rows, Status::Cancelled, |_| reason.to_string())
@@ -691,15 +701,20 @@ impl Bot {
     /// submits, and a submission may never arrive.)
     pub async fn foreign_requests(
         &self,
-        runner: &str,
+        runner: &RunnerId,
         ids: &[String],
     ) -> Result<Vec<String>, LifecycleError> {
+        use sea_orm::Condition;
         if ids.is_empty() {
             return Ok(vec![]);
         }
         Ok(request::Entity::find()
             .filter(request::Column::Id.is_in(ids.iter().cloned()))
-            .filter(request::Column::Runner.ne(runner))
+            .filter(
+                Condition::any()
+                    .add(request::Column::RunnerId.ne(runner.id))
+                    .add(request::Column::RunnerId.is_null()),
+            )
             .select_only()
             .column(request::Column::Id)
             .into_tuple::<String>()
@@ -714,14 +729,14 @@ impl Bot {
     pub async fn acknowledged(
         &self,
         conn: super::ConnId,
-        runner: &str,
+        runner: &RunnerId,
         id: &str,
     ) -> Result<(), LifecycleError> {
         self.hub.acked(id, conn);
         request::Entity::update_many()
             .col_expr(request::Column::RelayedAt, Expr::value(self.now_ms()))
             .filter(request::Column::Id.eq(id))
-            .filter(request::Column::Runner.eq(runner))
+            .filter(request::Column::RunnerId.eq(runner.id))
             .filter(request::Column::RelayedAt.is_null())
             .exec(&self.db)
             .await?;
@@ -754,9 +769,7 @@ impl Bot {
             .all(&self.db)
             .await?;
         let mut requests = readable(rows);
-        requests.sort_by(|a, b| {
-            (a.created_at, &a.request.id).cmp(&(b.created_at, &b.request.id))
-        });
+        requests.sort_by(|a, b| (a.created_at, &a.request.id).cmp(&(b.created_at, &b.request.id)));
         let counts: Vec<(String, i64)> = request::Entity::find()
             .select_only()
             .column(request::Column::Runner)
@@ -801,13 +814,11 @@ impl Bot {
             .filter(request::Column::Runner.eq(runner));
         if let Some((at, id)) = before {
             q = q.filter(
-                Condition::any()
-                    .add(request::Column::CreatedAt.lt(at))
-                    .add(
-                        Condition::all()
-                            .add(request::Column::CreatedAt.eq(at))
-                            .add(request::Column::Id.lt(id)),
-                    ),
+                Condition::any().add(request::Column::CreatedAt.lt(at)).add(
+                    Condition::all()
+                        .add(request::Column::CreatedAt.eq(at))
+                        .add(request::Column::Id.lt(id)),
+                ),
             );
         }
         let rows = q

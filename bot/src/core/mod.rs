@@ -41,7 +41,7 @@ pub use feed::{Change, FeedError, Subscription};
 pub use hub::{ConnId, Outbound};
 pub use lifecycle::{Decided, LifecycleError, PendingQueue, RunnerQueue, StoredRequest, Submitted};
 pub use reviewer::{Directory, Intent, Realm, Refusal, Reviewer};
-pub use runners::{Auth, RunnerError, RunnerInfo, TOKEN_PREFIX};
+pub use runners::{Auth, RunnerError, RunnerId, RunnerInfo, TOKEN_PREFIX};
 pub use sessions::{
     LOGIN_LINK_TTL_MS, LOGIN_SECRET_HEX, LoginUse, SESSION_SECRET_HEX, SESSION_TTL_MS, Session,
 };
@@ -156,8 +156,8 @@ impl Bot {
     }
 
     /// How many connections of `runner` are open here.
-    pub fn connections_of(&self, runner: &str) -> usize {
-        self.hub.connections_of(runner)
+    pub fn connections_of(&self, runner: &RunnerId) -> usize {
+        self.hub.connections_of(runner.id)
     }
 
     /// How many runner connections are open here.
@@ -169,11 +169,11 @@ impl Bot {
     /// the runner already has as many open as `limits.connections_per_runner`.
     pub fn connect(
         &self,
-        runner: &str,
+        runner: &RunnerId,
         tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
     ) -> Option<ConnId> {
         let cap = self.config.limits.connections_per_runner as usize;
-        let conn = self.hub.register(runner, tx, cap);
+        let conn = self.hub.register(runner.id, tx, cap);
         if conn.is_none() {
             self.metrics.limit_refused("connections");
         }

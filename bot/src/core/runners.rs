@@ -7,7 +7,9 @@ use super::audit::NewEvent;
 use super::db::{random_hex, sha256_hex};
 use super::entity::runner;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde_json::json;
 
 /// Prefix of every runner token, so a leaked one is recognisable.
@@ -26,9 +28,36 @@ pub enum RunnerError {
     BadName(String),
 }
 
+/// A runner identity: one registration. Its name is what people read; its
+/// id is who it is. A revoked runner's name given to `runner add` again is
+/// a new identity, which owns none of the old one's requests or record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunnerId {
+    pub id: i64,
+    pub name: String,
+}
+
+impl RunnerId {
+    /// The identity as [`Bot::authenticate`] found it (or, in tests of the
+    /// core, one made up).
+    pub fn new(id: i64, name: impl Into<String>) -> RunnerId {
+        RunnerId {
+            id,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RunnerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// A registered runner, as `runner list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerInfo {
+    pub id: i64,
     pub name: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
@@ -38,7 +67,7 @@ pub struct RunnerInfo {
 /// Who a valid token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
-    Runner(String),
+    Runner(RunnerId),
     Revoked(String),
     Unknown,
 }
@@ -59,40 +88,33 @@ impl Bot {
         }
         let token = format!("{TOKEN_PREFIX}{}", random_hex(20));
         let hash = sha256_hex(token.as_bytes());
-        let existing = runner::Entity::find()
+        let _w = self.write_lock.lock().await;
+        let active = runner::Entity::find()
             .filter(runner::Column::Name.eq(name))
+            .filter(runner::Column::RevokedAt.is_null())
             .one(&self.db)
             .await?;
-        match existing {
-            Some(r) if r.revoked_at.is_none() => {
-                return Err(RunnerError::Exists(name.to_string()));
-            }
-            Some(r) => {
-                let mut a: runner::ActiveModel = r.into();
-                a.token_hash = Set(hash);
-                a.created_at = Set(self.now_ms());
-                a.revoked_at = Set(None);
-                a.update(&self.db).await?;
-            }
-            None => {
-                runner::ActiveModel {
-                    name: Set(name.to_string()),
-                    token_hash: Set(hash),
-                    created_at: Set(self.now_ms()),
-                    revoked_at: Set(None),
-                    last_seen_at: Set(None),
-                    ..Default::default()
-                }
-                .insert(&self.db)
-                .await?;
-            }
+        if active.is_some() {
+            return Err(RunnerError::Exists(name.to_string()));
         }
+        // Always a new row: a revoked runner's name is a new identity.
+        let row = runner::ActiveModel {
+            name: Set(name.to_string()),
+            token_hash: Set(hash),
+            created_at: Set(self.now_ms()),
+            revoked_at: Set(None),
+            last_seen_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        drop(_w);
         self.audit(&[NewEvent::at(
             self.now_ms(),
             "runner.added",
             Some(name),
             None,
-            json!({}),
+            json!({ "runner_id": row.id }),
         )])
         .await?;
         Ok(token)
@@ -102,25 +124,34 @@ impl Bot {
     /// them can be approved afterwards. Open connections are closed by the
     /// server within a second.
     pub async fn revoke_runner(&self, name: &str) -> Result<(), RunnerError> {
+        let Some(row) = runner::Entity::find()
+            .filter(runner::Column::Name.eq(name))
+            .filter(runner::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+        else {
+            return Err(RunnerError::NotFound(name.to_string()));
+        };
         let res = runner::Entity::update_many()
             .col_expr(runner::Column::RevokedAt, Expr::value(self.now_ms()))
-            .filter(runner::Column::Name.eq(name))
+            .filter(runner::Column::Id.eq(row.id))
             .filter(runner::Column::RevokedAt.is_null())
             .exec(&self.db)
             .await?;
         if res.rows_affected == 0 {
             return Err(RunnerError::NotFound(name.to_string()));
         }
+        let who = RunnerId::new(row.id, row.name);
         self.audit(&[NewEvent::at(
             self.now_ms(),
             "runner.revoked",
             Some(name),
             None,
-            json!({}),
+            json!({ "runner_id": who.id }),
         )])
         .await?;
         let cancelled = self
-            .cancel_pending_of(name, "the runner's token was revoked")
+            .cancel_pending_of(&who, "the runner's token was revoked")
             .await
             .map_err(|e| match e {
                 super::LifecycleError::Db(e) => RunnerError::Db(e),
@@ -134,7 +165,7 @@ impl Bot {
             );
         }
         let closed = self.hub.close_runners(
-            &[name.to_string()],
+            &[who.id],
             holdpoint_shared::protocol::close::REVOKED,
             "this runner's token was revoked",
         );
@@ -148,14 +179,17 @@ impl Bot {
         Ok(())
     }
 
-    /// Every runner, by name.
+    /// Every runner identity, by name, then oldest first (a name given
+    /// again after a revocation is listed once per identity).
     pub async fn runners(&self) -> Result<Vec<RunnerInfo>, DbErr> {
         Ok(runner::Entity::find()
             .order_by_asc(runner::Column::Name)
+            .order_by_asc(runner::Column::Id)
             .all(&self.db)
             .await?
             .into_iter()
             .map(|r| RunnerInfo {
+                id: r.id,
                 name: r.name,
                 created_at: r.created_at,
                 revoked_at: r.revoked_at,
@@ -178,43 +212,54 @@ impl Bot {
             {
                 None => Auth::Unknown,
                 Some(r) if r.revoked_at.is_some() => Auth::Revoked(r.name),
-                Some(r) => Auth::Runner(r.name),
+                Some(r) => Auth::Runner(RunnerId::new(r.id, r.name)),
             },
         )
     }
 
-    /// Whether the named runner is still allowed in (checked on every
-    /// submission, so a revocation made by another process counts at once).
-    pub async fn runner_active(&self, name: &str) -> Result<bool, DbErr> {
+    /// Whether this runner identity is still allowed in (checked on every
+    /// submission and audit batch, so a revocation made by another process
+    /// counts at once; a new runner with the same name does not revive it).
+    pub async fn runner_active(&self, runner: &RunnerId) -> Result<bool, DbErr> {
         Ok(runner::Entity::find()
-            .filter(runner::Column::Name.eq(name))
+            .filter(runner::Column::Id.eq(runner.id))
             .filter(runner::Column::RevokedAt.is_null())
             .one(&self.db)
             .await?
             .is_some())
     }
 
-    /// Names of revoked runners that still have connections here.
-    pub(super) async fn revoked_but_connected(&self) -> Result<Vec<String>, DbErr> {
-        if self.hub.connections() == 0 {
+    /// Revoked runner identities that still have connections here.
+    pub(super) async fn revoked_but_connected(&self) -> Result<Vec<i64>, DbErr> {
+        let connected = self.hub.connected_runners();
+        if connected.is_empty() {
             return Ok(vec![]);
         }
-        let revoked = runner::Entity::find()
+        runner::Entity::find()
+            .filter(runner::Column::Id.is_in(connected))
             .filter(runner::Column::RevokedAt.is_not_null())
+            .select_only()
+            .column(runner::Column::Id)
+            .into_tuple::<i64>()
             .all(&self.db)
-            .await?;
-        Ok(revoked
-            .into_iter()
-            .map(|r| r.name)
-            .filter(|n| self.hub.is_connected(n))
-            .collect())
+            .await
+    }
+
+    /// The identity that holds `name` now, unless it is revoked.
+    pub async fn runner_named(&self, name: &str) -> Result<Option<RunnerId>, DbErr> {
+        Ok(runner::Entity::find()
+            .filter(runner::Column::Name.eq(name))
+            .filter(runner::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+            .map(|r| RunnerId::new(r.id, r.name)))
     }
 
     /// Records that a runner connected.
-    pub async fn seen(&self, name: &str) -> Result<(), DbErr> {
+    pub async fn seen(&self, runner: &RunnerId) -> Result<(), DbErr> {
         runner::Entity::update_many()
             .col_expr(runner::Column::LastSeenAt, Expr::value(self.now_ms()))
-            .filter(runner::Column::Name.eq(name))
+            .filter(runner::Column::Id.eq(runner.id))
             .exec(&self.db)
             .await?;
         Ok(())

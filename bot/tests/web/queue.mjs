@@ -48,6 +48,8 @@ const result = { ok: false, timings: {} };
 const dialogs = [];
 const pageErrors = [];
 const cspViolations = [];
+// Requests the page fetched whole (GET /api/requests/ID).
+const wholeFetches = [];
 
 function watch(page) {
   page.on('dialog', (d) => {
@@ -55,6 +57,10 @@ function watch(page) {
     d.dismiss().catch(() => {});
   });
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('request', (r) => {
+    const m = new URL(r.url()).pathname.match(/^\/api\/requests\/([0-9a-f]{32})$/);
+    if (m) wholeFetches.push(m[1]);
+  });
   page.on('console', (m) => {
     if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
   });
@@ -137,6 +143,12 @@ try {
 
   // 5. The hostile command renders as text.
   const h = card(cfg.hostile.id);
+  // The listing cut this long command; the card loads it whole, and only
+  // then offers to approve it.
+  await h.locator('.warn.partial').waitFor({ state: 'detached', timeout: 5000 });
+  check(wholeFetches.includes(cfg.hostile.id), 'the card fetched the cut command whole');
+  check(!wholeFetches.includes(cfg.normal.id), 'a short command is not fetched again');
+  check(!(await h.locator('.actions button.approve').isDisabled()), 'approve is offered once the whole command is there');
   const pre = h.locator('pre.cmd');
   const shown = await pre.textContent();
   check(shown.includes("'<img src=x onerror=alert(1)>'"), 'the <img> markup shows as text');

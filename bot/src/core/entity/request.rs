@@ -29,6 +29,8 @@ pub struct Model {
     pub reason: Option<String>,
     /// When the runner acknowledged the decision.
     pub relayed_at: Option<i64>,
+    /// The identity (`runners.id`) that submitted it.
+    pub runner_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

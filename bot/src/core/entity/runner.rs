@@ -7,7 +7,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    #[sea_orm(unique)]
+    /// Unique among runners that are not revoked.
     pub name: String,
     #[sea_orm(unique)]
     pub token_hash: String,
