@@ -153,6 +153,8 @@ fn context(cwd: &Path, home: &Path, root: &Path) -> Context {
         cwd: Some(cwd.display().to_string()),
         home: home.display().to_string(),
         env,
+        project: None,
+        links: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::config;
 use crate::gate::{self, Outcome};
+use crate::project;
 use anyhow::{Context as _, Result, bail};
 use holdpoint_shared::{Context, Decision, Policy, Verdict};
 use serde::{Deserialize, Serialize};
@@ -38,14 +39,9 @@ fn check_line<'a>(command: &'a str, v: &'a Verdict) -> CheckLine<'a> {
     }
 }
 
-pub fn check(
-    policy: Option<&Path>,
-    explain: bool,
-    cwd: Option<String>,
-    command: Option<String>,
-    annotate: bool,
-) -> Result<ExitCode> {
-    let policy = config::load_policy(policy)?;
+/// The context of this process (or of `cwd`), with the project root found
+/// once; [`project::establish`] adds each line's link facts.
+fn check_context(cwd: Option<String>) -> Context {
     let mut ctx = Context::from_process();
     if let Some(c) = cwd {
         let abs = if c.starts_with('/') {
@@ -55,9 +51,23 @@ pub fn check(
         };
         ctx = ctx.with_cwd(abs);
     }
+    ctx.project = project::project_root(&ctx);
+    ctx
+}
+
+pub fn check(
+    policy: Option<&Path>,
+    explain: bool,
+    cwd: Option<String>,
+    command: Option<String>,
+    annotate: bool,
+) -> Result<ExitCode> {
+    let policy = config::load_policy(policy)?;
+    let mut ctx = check_context(cwd);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let one = |line: &str, out: &mut dyn Write| -> Result<()> {
+    let mut one = |line: &str, out: &mut dyn Write| -> Result<()> {
+        project::establish(&mut ctx, &policy, line);
         let v = policy.classify(line, &ctx);
         if explain {
             write_explanation(out, line, &v)?;
@@ -84,6 +94,130 @@ pub fn check(
                 }
                 one(&line, &mut out)?;
             }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `holdpoint check --stats FILE` counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allowed: usize,
+    pub reviewed: usize,
+    pub denied: usize,
+    /// Rules that decided a held command, with how many they held.
+    pub rules: Vec<(String, usize)>,
+    /// Programs no rule vouches for, with how many commands they held.
+    pub unknown: Vec<(String, usize)>,
+}
+
+impl Stats {
+    pub fn total(&self) -> usize {
+        self.allowed + self.reviewed + self.denied
+    }
+}
+
+/// The command of one line of a stats file: a command per line, or a
+/// labelled corpus line (`safe<TAB>ls`); blank lines and `#` comments are
+/// skipped.
+fn stats_command(line: &str) -> Option<&str> {
+    const LABELS: &[&str] = &["allow", "safe", "review", "deny", "gated", "risky"];
+    if line.trim().is_empty() || line.trim_start().starts_with('#') {
+        return None;
+    }
+    match line.split_once('\t') {
+        Some((label, cmd)) if LABELS.contains(&label) => Some(cmd),
+        _ => Some(line),
+    }
+}
+
+/// Classifies every command of `text` and counts the decisions, the rules
+/// that hold and the unknown programs.
+pub fn stats(policy: &Policy, ctx: &mut Context, text: &str) -> Stats {
+    use std::collections::HashMap;
+    let mut s = Stats::default();
+    let mut rules: HashMap<String, usize> = HashMap::new();
+    let mut unknown: HashMap<String, usize> = HashMap::new();
+    for line in text.lines() {
+        let Some(cmd) = stats_command(line) else {
+            continue;
+        };
+        project::establish(ctx, policy, cmd);
+        let v = policy.classify(cmd, ctx);
+        match v.decision {
+            Decision::Allow => {
+                s.allowed += 1;
+                continue;
+            }
+            Decision::Review => s.reviewed += 1,
+            Decision::Deny => s.denied += 1,
+        }
+        for r in v.deciding_rules() {
+            *rules.entry(r.to_string()).or_default() += 1;
+        }
+        let mut seen = Vec::new();
+        for h in v.hits.iter().filter(|h| h.rule == "gate.unknown") {
+            let program = h.part.split_whitespace().next().unwrap_or("").to_string();
+            if !program.is_empty() && !seen.contains(&program) {
+                *unknown.entry(program.clone()).or_default() += 1;
+                seen.push(program);
+            }
+        }
+    }
+    let sorted = |m: HashMap<String, usize>| {
+        let mut v: Vec<(String, usize)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    s.rules = sorted(rules);
+    s.unknown = sorted(unknown);
+    s
+}
+
+fn share(n: usize, total: usize) -> String {
+    if total == 0 {
+        return "0.0%".into();
+    }
+    format!("{:.1}%", n as f64 * 100.0 / total as f64)
+}
+
+/// `holdpoint check --stats FILE`: how often a file of commands would run
+/// at once, wait for a reviewer or be refused, and what holds them.
+pub fn check_stats(policy: Option<&Path>, cwd: Option<String>, file: &Path) -> Result<ExitCode> {
+    let policy = config::load_policy(policy)?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the commands in {}", file.display()))?;
+    let mut ctx = check_context(cwd);
+    let s = stats(&policy, &mut ctx, &text);
+    let total = s.total();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    writeln!(out, "commands: {total}")?;
+    writeln!(
+        out,
+        "allowed:  {:>6}  {}",
+        s.allowed,
+        share(s.allowed, total)
+    )?;
+    writeln!(
+        out,
+        "reviewed: {:>6}  {}",
+        s.reviewed,
+        share(s.reviewed, total)
+    )?;
+    writeln!(out, "denied:   {:>6}  {}", s.denied, share(s.denied, total))?;
+    const TOP: usize = 15;
+    if !s.rules.is_empty() {
+        writeln!(out, "rules that hold most:")?;
+        for (r, n) in s.rules.iter().take(TOP) {
+            writeln!(out, "  {n:>6}  {r}")?;
+        }
+    }
+    if !s.unknown.is_empty() {
+        writeln!(out, "unknown programs that hold most:")?;
+        for (p, n) in s.unknown.iter().take(TOP) {
+            writeln!(out, "  {n:>6}  {}", holdpoint_shared::shell::shorten(p, 60))?;
         }
     }
     out.flush()?;
@@ -151,7 +285,8 @@ pub fn exec(argv: &[String], policy: Option<&Path>) -> ExitCode {
         Err(c) => return c,
     };
     let line = gate::shell_join(argv);
-    let ctx = Context::from_process();
+    let mut ctx = Context::from_process();
+    project::establish(&mut ctx, &policy, &line);
     let (_, outcome) = gate::settle(
         &policy,
         &gate::Invocation {
@@ -247,7 +382,8 @@ pub fn sh(args: &[String], policy: Option<&Path>) -> ExitCode {
         Ok(p) => p,
         Err(c) => return c,
     };
-    let ctx = Context::from_process();
+    let mut ctx = Context::from_process();
+    project::establish(&mut ctx, &policy, script);
     let (_, outcome) = gate::settle(
         &policy,
         &gate::Invocation {
@@ -378,6 +514,7 @@ pub fn claude_code(policy: Option<&Path>) -> ExitCode {
     if let Some(cwd) = input.cwd.filter(|c| c.starts_with('/')) {
         ctx = ctx.with_cwd(cwd);
     }
+    project::establish(&mut ctx, &policy, command);
     let (verdict, outcome) = gate::settle(
         &policy,
         &gate::Invocation {

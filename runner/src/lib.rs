@@ -16,4 +16,5 @@ pub mod bot;
 pub mod config;
 pub mod front;
 pub mod gate;
+pub mod project;
 pub mod spool;

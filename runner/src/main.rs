@@ -40,6 +40,11 @@ enum Command {
         /// reviewer would see (read-only probes; none for allowed commands).
         #[arg(long)]
         annotate: bool,
+        /// Classify every command of FILE (one a line, or labelled corpus
+        /// lines) and report the share allowed, reviewed and denied, and the
+        /// rules and unknown programs that hold most.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["command", "explain", "annotate"])]
+        stats: Option<PathBuf>,
         /// The command line to classify.
         command: Option<String>,
     },
@@ -147,8 +152,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             explain,
             cwd,
             annotate,
+            stats,
             command,
-        } => front::check(policy.as_deref(), explain, cwd, command, annotate),
+        } => match stats {
+            Some(file) => front::check_stats(policy.as_deref(), cwd, &file),
+            None => front::check(policy.as_deref(), explain, cwd, command, annotate),
+        },
         Command::Policy { action } => match action {
             PolicyAction::Test { file } => front::policy_test(file.as_deref()),
             PolicyAction::Show { policy } => {

@@ -94,6 +94,8 @@ fn context(cwd: &Path, home: &Path, extra_path: Option<&Path>, vars: &[(&str, St
         cwd: Some(cwd.to_string_lossy().into_owned()),
         home: home.to_string_lossy().into_owned(),
         env,
+        project: None,
+        links: Default::default(),
     }
 }
 

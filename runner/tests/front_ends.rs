@@ -432,3 +432,89 @@ fn the_probe_deadline_comes_from_the_environment() {
         "{s}"
     );
 }
+
+/// The decisions `check` prints for the lines of `stdin`, one a line.
+fn decisions(out: &Output) -> Vec<(String, Vec<String>)> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let rules = v["rules"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (v["decision"].as_str().unwrap_or("").to_string(), rules)
+        })
+        .collect()
+}
+
+#[test]
+fn in_project_cleanup_runs_at_once_and_a_link_out_of_the_tree_holds_it() {
+    // A project outside the temp directories, so that the clean-up rules,
+    // not the temp-directory allowance, decide.
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("holdpoint-cleanup-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let project = root.join("project");
+    std::fs::create_dir_all(project.join(".git")).unwrap();
+    std::fs::create_dir_all(project.join("target/debug")).unwrap();
+    std::fs::create_dir_all(project.join("node_modules/pkg")).unwrap();
+    std::fs::create_dir_all(root.join("backups")).unwrap();
+    std::os::unix::fs::symlink(root.join("backups"), project.join("build")).unwrap();
+    let sb = Sandbox::new("cleanup");
+    let cwd = project.to_str().unwrap();
+    let out = sb.run(
+        &["check", "--cwd", cwd],
+        "rm -rf target node_modules\n\
+         rm -rf build/*\n\
+         rm -f build/old.log\n\
+         find build -name '*.pyc' -delete\n\
+         find . -name '*.pyc' -delete\n\
+         rm -rf .git\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d = decisions(&out);
+    assert_eq!(d.len(), 6, "{d:?}");
+    assert_eq!(d[0].0, "allow", "{d:?}");
+    for held in &d[1..4] {
+        assert_eq!(held.0, "review", "{d:?}");
+        assert!(
+            held.1.iter().any(|r| r == "files.delete.through-link"),
+            "{d:?}"
+        );
+    }
+    assert_eq!(d[4].0, "allow", "{d:?}");
+    assert_eq!(d[5].0, "review", "{d:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn check_stats_counts_the_decisions_and_what_holds() {
+    let sb = Sandbox::new("stats");
+    let file = sb.root.join("commands.txt");
+    std::fs::write(
+        &file,
+        "# what an agent ran\nls -la\ngit status\nsafe\tgit log --oneline\nrisky\tgit push --force\n\
+         frobnicate --all\nfrobnicate --again\nkafka-topics --bootstrap-server k:9092 --delete --topic x\n\
+         cat ~/.ssh/id_rsa\n\n",
+    )
+    .unwrap();
+    let out = sb.run(&["check", "--stats", file.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("commands: 8"), "{s}");
+    assert!(s.contains("allowed:       3  37.5%"), "{s}");
+    assert!(s.contains("reviewed:      4  50.0%"), "{s}");
+    assert!(s.contains("denied:        1  12.5%"), "{s}");
+    assert!(s.contains("rules that hold most:"), "{s}");
+    assert!(s.contains("git.push.force"), "{s}");
+    assert!(s.contains("unknown programs that hold most:"), "{s}");
+    assert!(s.contains("       2  frobnicate"), "{s}");
+    // A file that is not there is an error, not an empty report.
+    let out = sb.run(&["check", "--stats", "/nonexistent/commands.txt"], "");
+    assert!(!out.status.success());
+}

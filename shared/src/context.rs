@@ -3,6 +3,18 @@
 
 use std::collections::HashMap;
 
+/// What the front end found when it looked, before classification, at the
+/// components of a path a deletion names (`lstat` of each, bounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathCheck {
+    /// No component is a link that leads out of the working tree (or the
+    /// temp directory the path is in).
+    Stays,
+    /// A component is a link that leads out of it: deleting through the
+    /// path deletes something elsewhere.
+    Leaves,
+}
+
 /// The facts about the caller that classification may use. Nothing here is
 /// read from the machine during classification: the caller builds it once.
 #[derive(Debug, Clone)]
@@ -14,6 +26,16 @@ pub struct Context {
     /// Environment variables visible to the command. A variable that is not
     /// here is treated as unknown (never as empty).
     pub env: HashMap<String, String>,
+    /// The root of the project the working directory belongs to, when the
+    /// front end found one (a directory with `.git` or a project manifest,
+    /// at or above the working directory). Without it, in-tree clean-up is
+    /// never allowed at once.
+    pub project: Option<String>,
+    /// Paths named by deletions (absolute, normalised, exactly as
+    /// classification resolves them; see `Policy::deletion_paths`) and what
+    /// the front end found about their links. A path that is not here was
+    /// not looked at, and counts as neither.
+    pub links: HashMap<String, PathCheck>,
 }
 
 /// Directories where deleting or overwriting is everyday work.
@@ -53,7 +75,13 @@ impl Context {
         let cwd = std::env::current_dir()
             .ok()
             .and_then(|p| p.to_str().map(str::to_string));
-        Context { cwd, home, env }
+        Context {
+            cwd,
+            home,
+            env,
+            project: None,
+            links: HashMap::new(),
+        }
     }
 
     /// A fixed context for tests and examples: cwd `/home/dev/project`,
@@ -67,7 +95,34 @@ impl Context {
             cwd: Some("/home/dev/project".to_string()),
             home: "/home/dev".to_string(),
             env,
+            project: None,
+            links: HashMap::new(),
         }
+    }
+
+    /// The fixed context inside a project rooted at its working directory,
+    /// as a front end would find it on the example file system: no links
+    /// but one, `/home/dev/project/linked`, which leads to `/var/backups`.
+    /// Every path in `named` is recorded as [`PathCheck::Leaves`] when it
+    /// goes through that link and [`PathCheck::Stays`] otherwise. Rule
+    /// examples and the corpus use it, with the paths from
+    /// `Policy::deletion_paths`.
+    pub fn fixed_project(named: impl IntoIterator<Item = String>) -> Context {
+        const LINK: &str = "/home/dev/project/linked";
+        let mut c = Context::fixed();
+        c.project = c.cwd.clone();
+        c.links = named
+            .into_iter()
+            .map(|p| {
+                let found = if is_within(&p, LINK) {
+                    PathCheck::Leaves
+                } else {
+                    PathCheck::Stays
+                };
+                (p, found)
+            })
+            .collect();
+        c
     }
 
     /// Replaces the working directory.

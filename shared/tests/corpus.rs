@@ -3,7 +3,7 @@
 mod support;
 
 use holdpoint_shared::{Context, Decision, Policy};
-use support::{Label, notes_dir, own_corpus, parse};
+use support::{Label, notes_dir, own_corpus, parse, project_context};
 
 fn policy() -> Policy {
     match Policy::builtin() {
@@ -22,12 +22,11 @@ fn builtin_policy_examples_all_hold() {
 #[test]
 fn own_corpus_classifies_as_labelled() {
     let policy = policy();
-    let ctx = Context::fixed();
     let cases = own_corpus();
     assert!(!cases.is_empty(), "shared/tests/corpus holds no cases");
     let mut wrong = Vec::new();
     for c in &cases {
-        let v = policy.classify(&c.command, &ctx);
+        let v = policy.classify(&c.command, &project_context(&policy, &c.command));
         if !c.label.accepts(v.decision) {
             wrong.push(format!(
                 "{}: expected {:?}, got {} ({}) for {:?}",
@@ -51,18 +50,24 @@ fn own_corpus_classifies_as_labelled() {
 #[test]
 fn dangerous_corpus_lines_are_never_allowed() {
     // The stronger property behind the labels: nothing labelled review, deny
-    // or gated is ever allowed.
+    // or gated is ever allowed, inside a project or in a working tree that
+    // is none (where the front end still looks for links).
     let policy = policy();
-    let ctx = Context::fixed();
     for c in own_corpus().iter().filter(|c| c.label != Label::Allow) {
-        let v = policy.classify(&c.command, &ctx);
-        assert_ne!(
-            v.decision,
-            Decision::Allow,
-            "{}: {:?} was allowed",
-            c.origin,
-            c.command
-        );
+        let inside = project_context(&policy, &c.command);
+        let mut outside = inside.clone();
+        outside.project = None;
+        for ctx in [outside, inside] {
+            let v = policy.classify(&c.command, &ctx);
+            assert_ne!(
+                v.decision,
+                Decision::Allow,
+                "{}: {:?} was allowed (project: {:?})",
+                c.origin,
+                c.command,
+                ctx.project
+            );
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use super::glob::Glob;
 use super::toolbox::Tool;
 use super::{MatchSpec, PathScope, ProgramSpec};
-use crate::context::{Context, is_within, normalize};
+use crate::context::{Context, PathCheck, is_within, normalize};
 use crate::shell::{Invocation, UNKNOWN};
 
 /// An invocation's words split into flags and positionals, using the
@@ -502,9 +502,193 @@ pub struct Matcher {
     min_args: usize,
     except_program: Vec<String>,
     via: Vec<String>,
+    dry_run: Vec<CompiledDryRun>,
+    except_cleanup: Option<Paths>,
+    cleanup: Option<Paths>,
+    through_link: bool,
+    tree_wins: bool,
     /// The rule reviews or denies: a word the gate cannot see is assumed to
     /// be whatever flag makes the rule fire. For allow rules, the opposite.
     strict: bool,
+}
+
+/// A `dry_run` entry, compiled.
+#[derive(Debug, Clone)]
+struct CompiledDryRun {
+    program: Vec<String>,
+    subcommand: Vec<Vec<Glob>>,
+    /// The flag and, when written with `=`, the one value it must have.
+    flag: Vec<(String, Option<String>)>,
+}
+
+fn subcommand_globs(list: &[String], nocase: bool) -> Result<Vec<Vec<Glob>>, String> {
+    list.iter()
+        .map(|alt| {
+            alt.split_whitespace()
+                .map(|p| Glob::new(p, false, nocase))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect()
+}
+
+/// The leading positionals match one of the alternatives; the number of
+/// words it took.
+fn leading(subs: &[Vec<Glob>], inv: &Invocation, p: &ParsedArgs) -> Option<usize> {
+    subs.iter()
+        .find(|path| {
+            path.len() <= p.positionals.len()
+                && path
+                    .iter()
+                    .zip(&p.positionals)
+                    .all(|(g, &i)| !inv.args[i].dynamic && g.matches(&inv.args[i].text))
+        })
+        .map(Vec::len)
+}
+
+fn path_list(list: &[String]) -> Result<Option<Paths>, String> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut sets = Vec::new();
+    let mut own = Vec::new();
+    for p in list {
+        match p.strip_prefix("@set:") {
+            Some(name) => sets.push(
+                builtin_set_index(name)
+                    .ok_or_else(|| format!("`@set:{name}` names no built-in set"))?,
+            ),
+            None => own.push(p.clone()),
+        }
+    }
+    Ok(Some(Paths {
+        sets,
+        own,
+        compiled: std::sync::OnceLock::new(),
+    }))
+}
+
+impl CompiledDryRun {
+    /// Whether the invocation is this dry run. Only what the gate sees
+    /// counts: a word it cannot see is never the dry-run flag.
+    fn matches(&self, inv: &Invocation, p: &ParsedArgs) -> bool {
+        if !self.program.is_empty() && !self.program.contains(&inv.program) {
+            return false;
+        }
+        if !self.subcommand.is_empty() && leading(&self.subcommand, inv, p).is_none() {
+            return false;
+        }
+        let mut past_end = false;
+        p.flags.iter().any(|(f, idx, v)| {
+            past_end |= f == "--";
+            !past_end
+                && idx.is_none_or(|i| !inv.args[i].dynamic)
+                && self
+                    .flag
+                    .iter()
+                    .any(|(name, value)| f == name && v.as_deref() == value.as_deref())
+        })
+    }
+}
+
+/// The paths an invocation deletes, for the clean-up checks: for `find`
+/// with `-delete`, each starting point joined with the one `-name` that
+/// narrows it (nothing when the expression is anything more than that);
+/// for other programs, the words that may name files.
+fn deletion_targets(inv: &Invocation, cands: &[Cand]) -> Option<Vec<String>> {
+    if inv.program == "find" {
+        return find_targets(inv);
+    }
+    let mut out = Vec::new();
+    for c in cands {
+        if c.dynamic || c.dotdot {
+            return None;
+        }
+        out.push(c.abs.clone()?);
+    }
+    Some(out)
+}
+
+/// `find START… -name NAME [-type X] -delete` (or with `-print`, depth
+/// and type tests): START/NAME for each start. Anything else (`-o`, `!`,
+/// following links, a second name test, `-exec`) names no target.
+fn find_targets(inv: &Invocation) -> Option<Vec<String>> {
+    let args = &inv.args;
+    if args.iter().any(|a| a.dynamic) {
+        return None;
+    }
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i < args.len() && !args[i].text.starts_with('-') {
+        if args[i].text.split('/').any(|c| c == "..") {
+            return None;
+        }
+        starts.push(args[i].text.as_str());
+        i += 1;
+    }
+    if starts.is_empty() {
+        starts.push(".");
+    }
+    let mut name = None;
+    while i < args.len() {
+        match args[i].text.as_str() {
+            "-name" if name.is_none() => {
+                let v = args.get(i + 1)?.text.as_str();
+                if v.is_empty() || v.contains('/') {
+                    return None;
+                }
+                name = Some(v);
+                i += 2;
+            }
+            "-type" | "-maxdepth" | "-mindepth" | "-mtime" | "-mmin" => i += 2,
+            "-delete" | "-print" | "-depth" | "-xdev" | "-mount" | "-P" | "-empty" => i += 1,
+            _ => return None,
+        }
+    }
+    let name = name?;
+    let cwd = inv.cwd.as_deref();
+    starts
+        .iter()
+        .map(|s| resolve(&format!("{}/{name}", s.trim_end_matches('/')), cwd))
+        .collect()
+}
+
+/// Whether every path the invocation deletes is clean-up inside the
+/// project: inside the project root and the working tree (never either
+/// root itself), matching the set, and looked at by the front end, which
+/// found no link leading out of the tree.
+fn cleanup_ok(set: &Paths, inv: &Invocation, cands: &[Cand], ctx: &Context) -> bool {
+    let Some(root) = ctx.project.as_deref() else {
+        return false;
+    };
+    let Some(wt) = ctx.worktree_of(inv.cwd.as_deref()) else {
+        return false;
+    };
+    let Some(targets) = deletion_targets(inv, cands) else {
+        return false;
+    };
+    let parts = set.parts();
+    !targets.is_empty()
+        && targets.iter().all(|abs| {
+            is_within(abs, root)
+                && abs != root
+                && is_within(abs, &wt)
+                && *abs != wt
+                && parts.matches(abs, home_form(abs, &ctx.home).as_deref(), false)
+                && ctx.links.get(abs) == Some(&PathCheck::Stays)
+        })
+}
+
+/// The paths a deletion names, as classification resolves them: what the
+/// front end looks at before classifying (see [`Context::links`]).
+pub(super) fn deletion_paths(inv: &Invocation, p: &ParsedArgs, home: &str) -> Vec<String> {
+    let cands = path_candidates(inv, p, &p.positionals, home);
+    let mut out: Vec<String> = cands.iter().filter_map(|c| c.abs.clone()).collect();
+    if inv.program == "find"
+        && let Some(t) = find_targets(inv)
+    {
+        out.extend(t);
+    }
+    out
 }
 
 fn globs(list: &[String], path: bool, nocase: bool) -> Result<Vec<Glob>, String> {
@@ -574,6 +758,28 @@ impl Matcher {
             min_args: s.min_args,
             except_program: s.except_program.clone(),
             via: s.via.clone(),
+            dry_run: s
+                .dry_run
+                .iter()
+                .map(|d| {
+                    Ok(CompiledDryRun {
+                        program: d.program.clone(),
+                        subcommand: subcommand_globs(&d.subcommand, s.nocase)?,
+                        flag: d
+                            .flag
+                            .iter()
+                            .map(|f| match f.split_once('=') {
+                                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                                None => (f.clone(), None),
+                            })
+                            .collect(),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            except_cleanup: path_list(&s.except_cleanup)?,
+            cleanup: path_list(&s.cleanup)?,
+            through_link: s.through_link,
+            tree_wins: s.tree_wins,
             strict,
         })
     }
@@ -581,10 +787,13 @@ impl Matcher {
     /// Compiles what is compiled on first use (the path globs), so that a
     /// bad glob in a user's rule is reported when the policy loads.
     pub fn check(&self) -> Result<(), String> {
-        match &self.any_path {
-            Some(p) => p.check(),
-            None => Ok(()),
+        for p in [&self.any_path, &self.except_cleanup, &self.cleanup]
+            .into_iter()
+            .flatten()
+        {
+            p.check()?;
         }
+        Ok(())
     }
 
     /// Whether the rule fires. For a deny rule that fires only because a
@@ -604,6 +813,9 @@ impl Matcher {
             return false;
         }
         if self.except_program.contains(&inv.program) {
+            return false;
+        }
+        if self.dry_run.iter().any(|d| d.matches(inv, p)) {
             return false;
         }
         // Subcommand: the leading positionals.
@@ -675,7 +887,13 @@ impl Matcher {
                 return false;
             }
         }
-        if self.any_path.is_some() || self.paths.is_some() || self.dynamic_path {
+        if self.any_path.is_some()
+            || self.paths.is_some()
+            || self.dynamic_path
+            || self.except_cleanup.is_some()
+            || self.cleanup.is_some()
+            || self.through_link
+        {
             let owned;
             let cands: &[Cand] = if skip == 0 {
                 p.all_paths
@@ -689,8 +907,15 @@ impl Matcher {
             {
                 let strict = self.strict;
                 let parts = paths.parts();
+                let tree = self
+                    .tree_wins
+                    .then(|| ctx.worktree_of(inv.cwd.as_deref()))
+                    .flatten();
                 let hit = cands.iter().any(|c| {
                     !c.dynamic
+                        && c.abs
+                            .as_deref()
+                            .is_some_and(|abs| tree.as_deref().is_none_or(|wt| !is_within(abs, wt)))
                         && c.abs.as_deref().is_some_and(|abs| {
                             parts.matches(abs, c.tilde.as_deref(), strict)
                                 || (strict && c.glob && parts.may_match(abs, &ctx.home, strict))
@@ -745,6 +970,30 @@ impl Matcher {
                 }
                 None => {}
             }
+            if self.through_link {
+                let mut named: Vec<String> = cands.iter().filter_map(|c| c.abs.clone()).collect();
+                if inv.program == "find"
+                    && let Some(t) = find_targets(inv)
+                {
+                    named.extend(t);
+                }
+                if !named
+                    .iter()
+                    .any(|abs| ctx.links.get(abs) == Some(&PathCheck::Leaves))
+                {
+                    return false;
+                }
+            }
+            if let Some(set) = &self.cleanup
+                && !cleanup_ok(set, inv, cands, ctx)
+            {
+                return false;
+            }
+            if let Some(set) = &self.except_cleanup
+                && cleanup_ok(set, inv, cands, ctx)
+            {
+                return false;
+            }
         }
         true
     }
@@ -786,6 +1035,10 @@ fn resolve(text: &str, cwd: Option<&str>) -> Option<String> {
 struct Cand {
     dynamic: bool,
     glob: bool,
+    /// The word has a `..` component: resolved lexically, it may name
+    /// another place than the one the shell reaches (after a link or a
+    /// pattern).
+    dotdot: bool,
     abs: Option<String>,
     tilde: Option<String>,
 }
@@ -799,6 +1052,7 @@ fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize], home: &str)
         out.push(Cand {
             dynamic: w.dynamic,
             glob: w.glob,
+            dotdot: text.split('/').any(|c| c == ".."),
             abs,
             tilde,
         })

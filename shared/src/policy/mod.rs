@@ -152,6 +152,10 @@ pub struct ProgramSpec {
     pub single_dash_long: bool,
 }
 
+/// The most paths [`Policy::deletion_paths`] returns for one line: a front
+/// end looks at each, so their number is bounded.
+pub const MAX_DELETION_PATHS: usize = 64;
+
 /// One rule as written in TOML.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,6 +232,46 @@ pub struct MatchSpec {
     /// Compare arguments, flag values and subcommands case-insensitively.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nocase: bool,
+    /// The rule does not fire on a dry run the tool honours: one of these
+    /// entries names the program, the leading subcommand words and a flag
+    /// given as the tool reads it (not a value of another option, not after
+    /// `--`, not a word the gate cannot see).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// The rule does not fire on clean-up inside the project: every path the
+    /// command deletes is inside the project root the front end found and
+    /// inside the working tree, matches these globs (`@set:` names allowed),
+    /// and the front end found no link leading out of the tree on its way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except_cleanup: Vec<String>,
+    /// The rule fires only on clean-up inside the project (as above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<String>,
+    /// Some path the command deletes goes through a link that leads out of
+    /// the working tree or temp directory it is in (as the front end found).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub through_link: bool,
+    /// `any_path` ignores paths inside the working tree: the tree wins over
+    /// patterns for the directories it may live in (`/root/**`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tree_wins: bool,
+}
+
+/// A dry run a tool honours: `{ program = ["kubectl"], subcommand =
+/// ["apply"], flag = ["--dry-run=client", "--dry-run=server"] }`. A flag
+/// written without `=` must be given without a value; with `=`, with
+/// exactly that value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRun {
+    /// Programs this entry is for (empty: every program of the rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub program: Vec<String>,
+    /// Leading positional words, as in a rule's `subcommand` (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subcommand: Vec<String>,
+    /// The flags that make it a dry run.
+    pub flag: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -652,6 +696,43 @@ impl Policy {
         }
     }
 
+    /// The paths the deletions in a line name (`rm`, `rmdir`, `unlink`,
+    /// `shred`, `find … -delete`, and those reached through wrappers and
+    /// `find -exec`), absolute and normalised exactly as classification
+    /// resolves them, at most [`MAX_DELETION_PATHS`]. A front end looks at
+    /// each before classifying and hands what it found in
+    /// [`Context::links`]; this reads no file.
+    pub fn deletion_paths(&self, line: &str, ctx: &Context) -> Vec<String> {
+        const DELETERS: &[&str] = &["rm", "rmdir", "unlink", "shred", "find"];
+        let analysis = shell::analyse(line, ctx, &self.limits);
+        let empty = ProgramSpec::default();
+        let mut out: Vec<String> = Vec::new();
+        for inv in &analysis.invocations {
+            if !DELETERS.contains(&inv.program.as_str()) {
+                continue;
+            }
+            if inv.program == "find" && !inv.args.iter().any(|a| a.text == "-delete") {
+                continue;
+            }
+            let spec = self
+                .programs
+                .get(inv.program.as_str())
+                .map(Program::get)
+                .unwrap_or(&empty);
+            let tool = self.tools.get(inv.program.as_str()).and_then(Result::ok);
+            let parsed = ParsedArgs::new(inv, spec, tool);
+            for p in matcher::deletion_paths(inv, &parsed, &ctx.home) {
+                if out.len() >= MAX_DELETION_PATHS {
+                    return out;
+                }
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     fn classify_inner(&self, line: &str, ctx: &Context) -> Verdict {
         let analysis = shell::analyse(line, ctx, &self.limits);
         let mut hits = analysis.findings;
@@ -779,9 +860,9 @@ impl Policy {
 
     /// Checks rule examples (all rules, or only the given ids) with the fixed
     /// example context: working directory `/home/dev/project`, home
-    /// `/home/dev`.
+    /// `/home/dev`, a project on a file system without links.
     pub fn check_examples(&self, only: Option<&[String]>) -> Vec<ExampleFailure> {
-        let ctx = Context::fixed();
+        let fixed = Context::fixed();
         let mut failures = Vec::new();
         for r in &self.rules {
             if only.is_some_and(|ids| !ids.iter().any(|i| *i == r.id)) {
@@ -804,6 +885,9 @@ impl Policy {
                 (&spec.examples.not_matching, false),
             ] {
                 for cmd in cmds {
+                    // The example directory is a project on a file system
+                    // without links: what a front end would find there.
+                    let ctx = Context::fixed_project(self.deletion_paths(cmd, &fixed));
                     let v = self.classify(cmd, &ctx);
                     let fired: Vec<String> = v.hits.iter().map(|h| h.rule.clone()).collect();
                     if fired.iter().any(|f| *f == r.id) != expect {

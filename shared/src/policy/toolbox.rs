@@ -115,6 +115,10 @@ enum Kind {
     /// option): the one kind that may expand a secret-named variable.
     Secret,
     Code,
+    /// A substitution `s/A/B/FLAGS` of literal text (no variables,
+    /// escapes, code blocks or the `e` flag): what `perl -pi -e` and `sed`
+    /// do most, with nothing evaluated.
+    Subst,
     Tool(Vec<String>),
 }
 
@@ -153,6 +157,7 @@ impl Kind {
             "env" => Kind::Env,
             "secret" => Kind::Secret,
             "code" => Kind::Code,
+            "subst" => Kind::Subst,
             other => return Err(format!("unknown kind `{other}`")),
         })
     }
@@ -429,7 +434,13 @@ impl Tool {
             };
             !matches!(
                 k,
-                Kind::Write | Kind::Url | Kind::Host | Kind::Code | Kind::Tool(_) | Kind::Secret
+                Kind::Write
+                    | Kind::Url
+                    | Kind::Host
+                    | Kind::Code
+                    | Kind::Subst
+                    | Kind::Tool(_)
+                    | Kind::Secret
             )
         });
         Ok(Tool {
@@ -830,6 +841,14 @@ fn check(kind: &Kind, w: &Word, inv: &Invocation, ctx: &Context) -> Result<(), U
             }
         }
         Kind::Code => fail("a program or code the tool runs"),
+        Kind::Subst => {
+            literal("a substitution")?;
+            if crate::shell::plain_substitution(t) {
+                Ok(())
+            } else {
+                fail("code that is not a plain substitution of literal text")
+            }
+        }
         Kind::Tool(_) => fail("a program the tool runs"),
     }
 }

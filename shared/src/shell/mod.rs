@@ -19,6 +19,7 @@ use crate::context::{Context, normalize};
 use crate::verdict::{Decision, Hit, Risk};
 use brush_parser::ast;
 use brush_parser::{ParserOptions, word as bword};
+pub use programs::plain_substitution;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use word::{Inner, Seen, Vars};

@@ -556,6 +556,12 @@ impl Analyzer<'_> {
                 }
                 return Output::From("eval".into());
             }
+            "source" | "." if venv_activate(&inv, self.ctx) => {
+                // A virtual environment's `activate` inside the working
+                // tree: a known file, judged by `shell.venv-activate`.
+                self.push(inv);
+                return Output::From(program);
+            }
             "source" | "." => {
                 match inv.args.first() {
                     Some(a) if a.text.starts_with(UNKNOWN) && a.text.contains("<(") => {
@@ -1238,6 +1244,12 @@ impl Analyzer<'_> {
             }
             i += 1;
         }
+        if name == "perl" && perl_substitution(args) {
+            // `perl -pi -e 's/a/b/' FILE`: a substitution of literal text,
+            // judged by the rules and the toolbox like `sed -i`.
+            self.push(inv);
+            return Output::From(name.into());
+        }
         if let Some(c) = code {
             let risky = c.dynamic || CODE_DANGER.iter().any(|d| c.text.contains(d));
             self.flag(
@@ -1746,6 +1758,16 @@ impl Analyzer<'_> {
         ];
         let narrowed = args.iter().any(|a| NARROWING.contains(&a.text.as_str()));
         let wrapper = if narrowed { "find" } else { "find-every-file" };
+        // `find DIR -name NAME -exec CMD {} +` runs CMD on files called NAME
+        // below DIR (never through a link: find does not follow them unless
+        // told to): the rules see `DIR/NAME`, so the name's own rules apply.
+        let base = match (start.as_slice(), single_name(args)) {
+            ([one], Some(name)) if !one.dynamic => {
+                format!("{}/{name}", one.text.trim_end_matches('/'))
+            }
+            ([], Some(name)) => format!("./{name}"),
+            _ => base,
+        };
         let mut i = 0;
         let mut outer = inv.clone();
         outer.args.clear();
@@ -2026,6 +2048,160 @@ pub(crate) fn sed_executes(script: &str) -> bool {
         }
     }
     false
+}
+
+/// `perl -pi -e CODE FILE…` (and `-i -p -e`, `-pie`) where CODE is a
+/// [`plain_substitution`] and every other word is a literal file name.
+fn perl_substitution(args: &[Word]) -> bool {
+    let mut code = None;
+    let mut i = 0;
+    let (mut p, mut inplace) = (false, false);
+    while i < args.len() {
+        let w = &args[i];
+        if w.dynamic {
+            return false;
+        }
+        let t = w.text.as_str();
+        if let Some(letters) = t.strip_prefix('-') {
+            if code.is_some()
+                || letters.is_empty()
+                || !letters.chars().all(|c| matches!(c, 'p' | 'i' | 'e'))
+            {
+                return false;
+            }
+            p |= letters.contains('p');
+            inplace |= letters.contains('i');
+            if let Some(k) = letters.find('e') {
+                if k + 1 != letters.len() {
+                    return false;
+                }
+                let Some(c) = args.get(i + 1) else {
+                    return false;
+                };
+                if c.dynamic {
+                    return false;
+                }
+                code = Some(c.text.as_str());
+                i += 2;
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        if code.is_none() {
+            return false;
+        }
+        i += 1;
+    }
+    p && inplace && code.is_some_and(plain_substitution) && args.len() > 2
+}
+
+/// Whether CODE is `s/A/B/FLAGS` with literal text only: no variable,
+/// array or code interpolation (`$`, `@`), no escapes, no backquotes, no
+/// `(?` groups (which can hold code), flags from `gimsx` only (never `e`).
+pub fn plain_substitution(code: &str) -> bool {
+    let mut chars = code.chars();
+    if chars.next() != Some('s') {
+        return false;
+    }
+    let Some(d) = chars.next() else {
+        return false;
+    };
+    if !matches!(d, '/' | '|' | '#' | ',' | ':' | '!' | '%') {
+        return false;
+    }
+    let rest: &str = chars.as_str();
+    let parts: Vec<&str> = rest.split(d).collect();
+    let [pattern, replacement, flags] = parts.as_slice() else {
+        return false;
+    };
+    let literal = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.,:;=+*?^()[]{}<>!%&~#'\"-/|".contains(c))
+            && !s.contains("(?")
+    };
+    !pattern.is_empty()
+        && literal(pattern)
+        && literal(replacement)
+        && flags.chars().all(|c| "gimsx".contains(c))
+}
+
+/// `source X/bin/activate` or `. X/bin/activate`, where X is a virtual
+/// environment's usual folder name and the file is inside the working tree.
+fn venv_activate(inv: &Invocation, ctx: &crate::context::Context) -> bool {
+    const DIRS: &[&str] = &[".venv", "venv", "env", "virtualenv", ".virtualenv"];
+    let [w] = inv.args.as_slice() else {
+        return false;
+    };
+    if w.dynamic || w.glob || w.text.starts_with('/') {
+        return false;
+    }
+    let rel = w.text.strip_prefix("./").unwrap_or(&w.text);
+    let Some(dir) = rel.strip_suffix("/bin/activate") else {
+        return false;
+    };
+    if !DIRS.contains(&dir) {
+        return false;
+    }
+    let Some(wt) = ctx.worktree_of(inv.cwd.as_deref()) else {
+        return false;
+    };
+    let abs = crate::context::normalize(&format!("{wt}/{rel}"));
+    crate::context::is_within(&abs, &wt)
+}
+
+/// The one `-name` value that narrows a `find` expression, when the
+/// expression has no other name test, no operator (`-o`, `!`, `,`,
+/// parentheses) and does not follow links; the value is literal and names
+/// one file (no `/`, no `{}`).
+fn single_name(args: &[Word]) -> Option<&str> {
+    const OTHER: &[&str] = &[
+        "-iname",
+        "-path",
+        "-ipath",
+        "-wholename",
+        "-iwholename",
+        "-regex",
+        "-iregex",
+        "-lname",
+        "-ilname",
+        "-samefile",
+        "-inum",
+        "-o",
+        "-or",
+        "!",
+        "-not",
+        ",",
+        "(",
+        ")",
+        "-L",
+        "-H",
+        "-follow",
+    ];
+    let mut name = None;
+    let mut i = 0;
+    // Only the words before the first action: what -exec runs is not a test.
+    while i < args.len() {
+        let t = args[i].text.as_str();
+        if matches!(t, "-exec" | "-execdir" | "-ok" | "-okdir") {
+            break;
+        }
+        if args[i].dynamic || OTHER.contains(&t) {
+            return None;
+        }
+        if t == "-name" {
+            let v = args.get(i + 1)?;
+            if name.is_some() || v.dynamic || v.text.is_empty() || v.text.contains(['/', '{', '}'])
+            {
+                return None;
+            }
+            name = Some(v.text.as_str());
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    name
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use holdpoint_shared::Decision;
+use holdpoint_shared::{Context, Decision, Policy};
 use std::path::{Path, PathBuf};
 
 /// What a corpus line expects.
@@ -115,6 +115,14 @@ pub fn own_corpus() -> Vec<Case> {
         all.extend(parse(&text, &name).unwrap_or_else(|e| panic!("{e}")));
     }
     all
+}
+
+/// The context the corpus is classified in: the fixed one, inside a
+/// project at its working directory, with what a front end would find
+/// about the paths the line deletes on the example file system (no links
+/// but `/home/dev/project/linked`, which leads to `/var/backups`).
+pub fn project_context(policy: &Policy, command: &str) -> Context {
+    Context::fixed_project(policy.deletion_paths(command, &Context::fixed()))
 }
 
 /// The folder of design notes and peer corpora beside the checkout, when it
