@@ -45,6 +45,25 @@ struct File {
     #[serde(default)]
     limits: LimitsFile,
     metrics_token: Option<String>,
+    #[serde(default)]
+    tls: TlsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+/// `[tls]`: the bot serves https and wss itself from these PEM files,
+/// read again on SIGHUP (for certificates that renew).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// A value that must not appear in logs or `Debug` output (a token).
@@ -86,6 +105,7 @@ struct LimitsFile {
     pending_per_runner: Option<u32>,
     connections_per_runner: Option<u32>,
     submissions_per_second: Option<u32>,
+    client_timeout: Option<String>,
 }
 
 /// What one runner may hold at once, so that no runner (a prompt-injected
@@ -100,6 +120,10 @@ pub struct Limits {
     /// New submissions of one runner per second, on average (a burst of
     /// twice as many is allowed).
     pub submissions_per_second: u32,
+    /// How long a client may take before it has said what it wants: the
+    /// TLS handshake, a request's head, a kept-alive connection's next
+    /// request, a runner websocket's hello.
+    pub client_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -108,6 +132,7 @@ impl Default for Limits {
             pending_per_runner: 200,
             connections_per_runner: 1000,
             submissions_per_second: 20,
+            client_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -289,6 +314,9 @@ pub struct Config {
     /// `metrics_token`: when set, `/metrics` answers only a request with
     /// `Authorization: Bearer TOKEN`.
     pub metrics_token: Option<Secret>,
+    /// `[tls]`: serve TLS directly (otherwise plain http, for a proxy in
+    /// front or for loopback).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -481,6 +509,11 @@ impl Config {
                 *slot = n;
             }
         }
+        if let Some(t) =
+            from_env("HOLDPOINT_LIMIT_CLIENT_TIMEOUT")?.or(from_file(&file.limits.client_timeout)?)
+        {
+            limits.client_timeout = t;
+        }
         let mut runners = std::collections::BTreeMap::new();
         for (name, r) in file.runners {
             let requester = match r.requester.as_deref() {
@@ -504,6 +537,30 @@ impl Config {
             slack,
             runners,
             limits,
+            tls: match (
+                env("HOLDPOINT_TLS_CERT")
+                    .map(PathBuf::from)
+                    .or(file.tls.cert_file),
+                env("HOLDPOINT_TLS_KEY")
+                    .map(PathBuf::from)
+                    .or(file.tls.key_file),
+            ) {
+                (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                    cert_file,
+                    key_file,
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(bad_file(
+                        "tls.cert_file is set but tls.key_file (HOLDPOINT_TLS_KEY) is not".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(bad_file(
+                        "tls.key_file is set but tls.cert_file (HOLDPOINT_TLS_CERT) is not".into(),
+                    ));
+                }
+            },
             metrics_token: env("HOLDPOINT_METRICS_TOKEN")
                 .or(file.metrics_token)
                 .map(|t| t.trim().to_string())
@@ -514,9 +571,10 @@ impl Config {
 
     /// The base URL runners and reviewers use.
     pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
     }
 
     /// The database URL with any password hidden, for logs.

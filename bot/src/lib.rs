@@ -37,6 +37,7 @@
 pub mod chat;
 pub mod config;
 pub mod core;
+pub mod listener;
 pub mod metrics;
 pub mod server;
 pub mod slack;

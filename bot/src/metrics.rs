@@ -31,6 +31,7 @@ pub struct Metrics {
     chat_failures: [[AtomicU64; CHAT_FAILURES.len()]; CHAT_ADAPTERS.len()],
     /// Slack interactions refused: bad signature, stale or replayed.
     slack_refused: AtomicU64,
+    auth_throttled: AtomicU64,
     metrics_refused: AtomicU64,
     /// Runner requests refused at a per-runner limit, by limit.
     limit_refusals: [AtomicU64; LIMITS.len()],
@@ -135,6 +136,11 @@ impl Metrics {
         self.slack_refused.fetch_add(1, Relaxed);
     }
 
+    /// An address that failed authentication too often was answered 429.
+    pub fn auth_throttled(&self) {
+        self.auth_throttled.fetch_add(1, Relaxed);
+    }
+
     /// A scrape of `/metrics` came without the metrics token.
     pub fn metrics_refused(&self) {
         self.metrics_refused.fetch_add(1, Relaxed);
@@ -222,6 +228,11 @@ impl Metrics {
             o,
             "# HELP holdpoint_slack_interactions_refused_total Slack interactions refused for a bad signature, a stale timestamp or a replay.\n# TYPE holdpoint_slack_interactions_refused_total counter\nholdpoint_slack_interactions_refused_total {}",
             self.slack_refused.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_auth_throttled_total Runner-token and login attempts answered 429 because their address failed too often.\n# TYPE holdpoint_auth_throttled_total counter\nholdpoint_auth_throttled_total {}",
+            self.auth_throttled.load(Relaxed)
         );
         let _ = writeln!(
             o,

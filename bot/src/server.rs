@@ -95,41 +95,45 @@ pub async fn sweep(bot: Arc<Bot>) {
 
 /// Serves until SIGINT or SIGTERM.
 pub async fn serve(bot: Arc<Bot>) -> Result<()> {
+    let tls = match &bot.config().tls {
+        Some(files) => Some(Arc::new(
+            crate::listener::Tls::load(files).context("cannot serve TLS")?,
+        )),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(bot.config().listen)
         .await
         .with_context(|| format!("cannot listen on {}", bot.config().listen))?;
     let addr = listener.local_addr()?;
-    // Decisions are small frames that must leave at once, not wait for the
-    // runner's delayed acknowledgement of the previous frame (Nagle).
-    let listener = {
-        use axum::serve::ListenerExt;
-        listener.tap_io(|s| {
-            let _ = s.set_nodelay(true);
-        })
-    };
     tracing::info!(
-        "holdpoint-bot {} listening on http://{addr} (database: {})",
+        "holdpoint-bot {} listening on {}://{addr} (database: {})",
         env!("CARGO_PKG_VERSION"),
+        if tls.is_some() { "https" } else { "http" },
         bot.config().database_display()
     );
     crate::welcome::print(&bot, addr).await?;
     let feed = tokio::spawn(bot.clone().run_feed());
     let sweeper = tokio::spawn(sweep(bot.clone()));
+    let reloader = tls
+        .clone()
+        .map(|t| tokio::spawn(crate::listener::reload_on_hangup(t)));
     let mut app = router(bot.clone());
     if let Some(slack) = crate::slack::start(&bot).context("cannot start Slack")? {
         app = app.merge(crate::slack::router(slack));
     }
     let shutdown_bot = bot.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            shutdown_bot.close_all(close::GOING_AWAY, "the bot is restarting");
-        })
-        .await
-        .context("the server stopped")?;
+    let timeout = bot.config().limits.client_timeout;
+    crate::listener::serve(listener, app, tls, timeout, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        shutdown_bot.close_all(close::GOING_AWAY, "the bot is restarting");
+    })
+    .await;
     sweeper.abort();
     feed.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     Ok(())
 }
 

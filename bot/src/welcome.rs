@@ -14,11 +14,14 @@ pub fn local_env_path(bot: &Bot) -> std::path::PathBuf {
 }
 
 pub async fn print(bot: &Bot, addr: SocketAddr) -> Result<()> {
-    let base = bot
-        .config()
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let base = bot.config().public_url.clone().unwrap_or_else(|| {
+        let scheme = if bot.config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
+    });
     let mut out = String::new();
     if bot.runners().await?.is_empty() {
         let token = bot.add_runner("local").await?;

@@ -22,9 +22,6 @@ use tokio::sync::mpsc;
 /// `ping` every 20 seconds.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How long a new connection has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
@@ -34,10 +31,17 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// The upgrade handler: the token is checked before the websocket exists.
 pub async fn upgrade(
     State(bot): State<Arc<Bot>>,
+    peer: crate::listener::Peer,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // An address that keeps failing is answered before its token is
+    // looked at; a runner elsewhere is not affected.
+    if let Some(res) = peer.throttled(&bot) {
+        return res;
+    }
     let Some(token) = bearer(&headers) else {
+        peer.failed(&bot);
         bot.metrics().auth_failure();
         return (
             StatusCode::UNAUTHORIZED,
@@ -48,6 +52,7 @@ pub async fn upgrade(
     let runner = match bot.authenticate(token).await {
         Ok(Auth::Runner(name)) => name,
         Ok(Auth::Revoked(name)) => {
+            peer.failed(&bot);
             bot.metrics().auth_failure();
             tracing::warn!(runner = name, "refused a revoked token");
             return (
@@ -57,6 +62,7 @@ pub async fn upgrade(
                 .into_response();
         }
         Ok(Auth::Unknown) => {
+            peer.failed(&bot);
             bot.metrics().auth_failure();
             tracing::warn!("refused an unknown runner token");
             return (StatusCode::UNAUTHORIZED, "unknown runner token\n").into_response();
@@ -121,7 +127,9 @@ enum Step {
 
 async fn session(bot: Arc<Bot>, runner: RunnerId, mut socket: WebSocket) {
     // Hello first.
-    let first = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+    // A connection that never says hello is dropped (`limits.client_timeout`).
+    let hello_timeout = bot.config().limits.client_timeout;
+    let first = match tokio::time::timeout(hello_timeout, socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => t,
         Ok(Some(Ok(_))) => {
             bot.metrics().bad_frame();
@@ -134,7 +142,11 @@ async fn session(bot: Arc<Bot>, runner: RunnerId, mut socket: WebSocket) {
         }
         Ok(_) => return,
         Err(_) => {
-            return close_with(&mut socket, close::IDLE, "no hello within 10 seconds").await;
+            let why = format!(
+                "no hello within {}",
+                crate::time::human_duration(hello_timeout.as_millis() as i64)
+            );
+            return close_with(&mut socket, close::IDLE, &why).await;
         }
     };
     match RunnerMessage::decode(&first) {

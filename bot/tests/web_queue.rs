@@ -259,6 +259,36 @@ fn api_guards_sessions_decisions_and_events() {
     );
     assert_eq!(r.status, 403);
     assert!(r.body.contains("not valid"));
+    // A chat's link previewer fetches the link first: the page only says
+    // whom it logs in as, and the link still works for the person.
+    let preview = http(bot.port, "GET", &bot.login_path(), &[], "");
+    assert_eq!(preview.status, 200);
+    assert!(preview.body.contains("web:local"), "{}", preview.body);
+    assert!(
+        preview
+            .body
+            .contains("<form method=\"post\" action=\"/login\">")
+    );
+    assert!(preview.header("set-cookie").is_none());
+    // Only a same-site press of the button uses it: a cross-site form and
+    // a bare POST are refused and leave it unused.
+    let token = bot
+        .login_path()
+        .split_once("token=")
+        .map(|(_, t)| t.to_string())
+        .unwrap();
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for extra in [
+        vec![("Origin", "https://evil.example")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![],
+    ] {
+        let mut h = form.to_vec();
+        h.extend(extra.iter().copied());
+        let r = http(bot.port, "POST", "/login", &h, format!("token={token}"));
+        assert_eq!(r.status, 403, "{extra:?}: {}", r.body);
+        assert!(r.header("set-cookie").is_none());
+    }
     let (r, cookie) = bot.log_in(&bot.login_path(), &[]);
     let set = r.header("set-cookie").unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
@@ -271,6 +301,15 @@ fn api_guards_sessions_decisions_and_events() {
     assert!(r.body.contains("url=/"), "{}", r.body);
     let again = http(bot.port, "GET", &bot.login_path(), &[], "");
     assert_eq!(again.status, 410);
+    let origin = bot.url();
+    let mut h = form.to_vec();
+    h.push(("Origin", origin.as_str()));
+    let twice = http(bot.port, "POST", "/login", &h, format!("token={token}"));
+    assert_eq!(
+        twice.status, 410,
+        "a used link logs nobody in: {}",
+        twice.body
+    );
     assert!(again.body.contains("already used"), "{}", again.body);
     assert!(again.body.contains("holdpoint-bot login-link"));
     assert!(again.header("set-cookie").is_none());
@@ -428,6 +467,22 @@ fn api_guards_sessions_decisions_and_events() {
     let r = http(bot.port, "GET", "/api/requests", &[("Cookie", &alice)], "");
     assert_eq!(r.status, 401);
     let r = http(bot.port, "GET", "/api/requests", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 200);
+
+    // Logging in again rotates the session: the browser's old one ends.
+    let link = bot.cli(&["login-link"]);
+    let path = link.trim().strip_prefix(&bot.url()).unwrap().to_string();
+    let (_, rotated) = bot.log_in(&path, &[("Cookie", &cookie)]);
+    assert_ne!(rotated, cookie);
+    let r = http(bot.port, "GET", "/api/requests", &[("Cookie", &cookie)], "");
+    assert_eq!(r.status, 401, "the session from before the login ended");
+    let r = http(
+        bot.port,
+        "GET",
+        "/api/requests",
+        &[("Cookie", &rotated)],
+        "",
+    );
     assert_eq!(r.status, 200);
 }
 

@@ -39,6 +39,9 @@ pub struct BotConfig {
     pub url: String,
     pub token: String,
     pub connect_timeout: Duration,
+    /// Extra certificate authorities (PEM) for `https://`, beside the
+    /// system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn env(var: &str) -> Option<String> {
@@ -53,6 +56,48 @@ struct RunnerFile {
     token: Option<String>,
     token_file: Option<std::path::PathBuf>,
     connect_timeout_secs: Option<u64>,
+    ca_file: Option<std::path::PathBuf>,
+    allow_insecure_http: Option<bool>,
+}
+
+/// Whether `host` (as a URL writes it) is this machine.
+fn loopback(host: &str) -> bool {
+    let h = host.trim_matches(['[', ']']);
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a URL that would send the token in clear text to another
+/// machine, unless the operator said the network is trusted.
+fn check_transport(url: &str, allow_insecure: bool) -> Result<()> {
+    let lower = url.to_ascii_lowercase();
+    let plain = lower.starts_with("http://") || lower.starts_with("ws://");
+    if !plain || allow_insecure {
+        return Ok(());
+    }
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let host = if authority.starts_with('[') {
+        authority
+            .split_once(']')
+            .map(|(h, _)| h)
+            .unwrap_or(authority)
+    } else {
+        authority.split(':').next().unwrap_or(authority)
+    };
+    if loopback(host) {
+        return Ok(());
+    }
+    bail!(
+        "HOLDPOINT_URL={url:?} would send the runner's token unencrypted to another machine: \
+         use https://, or set HOLDPOINT_ALLOW_INSECURE_HTTP=1 (allow_insecure_http = true) \
+         if that network is trusted"
+    )
 }
 
 fn runner_file() -> Result<RunnerFile> {
@@ -110,10 +155,19 @@ impl BotConfig {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         };
+        let allow_insecure = match env("HOLDPOINT_ALLOW_INSECURE_HTTP") {
+            Some(v) => matches!(v.trim(), "1" | "true" | "yes"),
+            None => file.allow_insecure_http.unwrap_or(false),
+        };
+        let url = url.trim().trim_end_matches('/').to_string();
+        check_transport(&url, allow_insecure)?;
         Ok(Some(BotConfig {
-            url: url.trim().trim_end_matches('/').to_string(),
+            url,
             token: token.trim().to_string(),
             connect_timeout,
+            ca_file: env("HOLDPOINT_CA_FILE")
+                .map(std::path::PathBuf::from)
+                .or(file.ca_file),
         }))
     }
 
@@ -166,6 +220,42 @@ pub struct Connection {
 fn install_crypto() {
     // One process-wide provider; a second install attempt just fails.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The TLS client: the system's certificate authorities (Mozilla's list
+/// when the system has none) and those of `ca_file`.
+fn tls_connector(cfg: &BotConfig) -> Result<tungstenite::Connector, ConnectError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(system.certs);
+    if added == 0 {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    if let Some(path) = &cfg.ca_file {
+        let bad = |e: String| {
+            ConnectError::Permanent(format!("cannot read the CA file {}: {e}", path.display()))
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("it holds no certificate".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ConnectError::Permanent(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tungstenite::Connector::Rustls(std::sync::Arc::new(config)))
 }
 
 fn close_reason(frame: Option<&tungstenite::protocol::CloseFrame>) -> (u16, String) {
@@ -237,30 +327,38 @@ impl Connection {
         tcp.set_write_timeout(Some(Duration::from_secs(10)))
             .map_err(io)?;
         let handle = tcp.try_clone().map_err(io)?;
-        if tls {
+        let connector = if tls {
             install_crypto();
-        }
+            Some(tls_connector(cfg)?)
+        } else {
+            None
+        };
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(holdpoint_shared::protocol::MAX_FRAME_BYTES);
         config.max_frame_size = Some(holdpoint_shared::protocol::MAX_FRAME_BYTES);
-        let (socket, _) = tungstenite::client_tls_with_config(request, tcp, Some(config), None)
-            .map_err(|e| match e {
-                tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
-                    let status = resp.status();
-                    let body = resp
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                        .unwrap_or_default();
-                    let text = format!("the bot answered {status}: {body}");
-                    if status.as_u16() == 401 || status.as_u16() == 403 || status.as_u16() == 404 {
-                        ConnectError::Permanent(text)
-                    } else {
-                        ConnectError::Transient(text)
-                    }
+        let (socket, _) = tungstenite::client_tls_with_config(
+            request,
+            tcp,
+            Some(config),
+            connector,
+        )
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                    .unwrap_or_default();
+                let text = format!("the bot answered {status}: {body}");
+                if status.as_u16() == 401 || status.as_u16() == 403 || status.as_u16() == 404 {
+                    ConnectError::Permanent(text)
+                } else {
+                    ConnectError::Transient(text)
                 }
-                other => ConnectError::Transient(format!("websocket handshake failed: {other}")),
-            })?;
+            }
+            other => ConnectError::Transient(format!("websocket handshake failed: {other}")),
+        })?;
         let mut conn = Connection {
             socket,
             tcp: handle,
@@ -541,4 +639,38 @@ pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progre
 /// Milliseconds now, for events.
 pub fn now() -> i64 {
     now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_transport;
+
+    #[test]
+    fn a_token_goes_in_clear_text_only_to_this_machine_unless_allowed() {
+        for ok in [
+            "https://bot.example.com",
+            "wss://bot.example.com:8443",
+            "http://127.0.0.1:8470",
+            "http://127.8.9.10:8470",
+            "ws://localhost:8470",
+            "http://LOCALHOST",
+            "http://[::1]:8470",
+        ] {
+            assert!(check_transport(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://bot.example.com:8470",
+            "ws://10.0.0.5:8470",
+            "http://[2001:db8::1]:8470",
+            "http://localhost.evil.example",
+            "http://127.0.0.1@evil.example",
+        ] {
+            let err = check_transport(bad, false).expect_err(bad).to_string();
+            assert!(err.contains("HOLDPOINT_ALLOW_INSECURE_HTTP"), "{err}");
+            assert!(
+                check_transport(bad, true).is_ok(),
+                "allowed when said: {bad}"
+            );
+        }
+    }
 }

@@ -325,7 +325,14 @@ impl Bot {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if try_http(self.port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+            // A bot serving TLS is up when it says so (the kit's client
+            // speaks plain HTTP only).
+            let up = if self.tls() {
+                self.log().contains("listening on https://")
+            } else {
+                try_http(self.port, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+            };
+            if up {
                 return Ok(());
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
@@ -346,7 +353,17 @@ impl Bot {
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        if self.tls() {
+            // The name the test certificates are made for.
+            format!("https://localhost:{}", self.port)
+        } else {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+    }
+
+    /// Whether it serves TLS (`HOLDPOINT_TLS_CERT` is set).
+    pub fn tls(&self) -> bool {
+        self.cli.env.iter().any(|(k, _)| k == "HOLDPOINT_TLS_CERT")
     }
 
     /// Its data directory (also its `HOME`).
@@ -487,8 +504,32 @@ impl Bot {
 
     /// Opens the login link at `path` (with `extra` headers); returns the
     /// response and the `Cookie` header for the session.
+    /// It opens the link's page, as a browser (or a link previewer) does,
+    /// then presses its button, as only the person does.
     pub fn log_in(&self, path: &str, extra: &[(&str, &str)]) -> (crate::http::Response, String) {
-        let r = crate::http::http(self.port, "GET", path, extra, "");
+        let page = crate::http::http(self.port, "GET", path, extra, "");
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(
+            page.header("set-cookie").is_none(),
+            "opening the link logs nobody in"
+        );
+        let token = path
+            .split_once("token=")
+            .map(|(_, t)| t.split('&').next().unwrap_or(t))
+            .expect("a login path with a token");
+        let origin = self.url();
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Origin", origin.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        headers.extend_from_slice(extra);
+        let r = crate::http::http(
+            self.port,
+            "POST",
+            "/login",
+            &headers,
+            format!("token={token}"),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
         let set = r
             .header("set-cookie")
@@ -520,6 +561,15 @@ impl Bot {
         );
         let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
         (r.status, v)
+    }
+
+    /// Sends the bot a signal (`HUP`, `TERM`) as a supervisor would.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -s {sig} failed");
     }
 
     /// Kills the bot hard (SIGKILL: no shutdown code runs).

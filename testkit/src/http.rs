@@ -35,11 +35,59 @@ pub fn try_http(
     headers: &[(&str, &str)],
     body: impl AsRef<[u8]>,
 ) -> std::io::Result<Response> {
-    let body = body.as_ref();
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    exchange(s, port, method, path, headers, body.as_ref())
+}
+
+/// A TCP connection to `127.0.0.1:port` from the local address `source`
+/// (any `127.x.y.z` is this machine too): a client the bot sees as
+/// another address.
+pub fn connect_from(source: std::net::IpAddr, port: u16) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(sock.into())
+}
+
+/// [`try_http`] from the local address `source` (see [`connect_from`]).
+pub fn try_http_from(
+    source: std::net::IpAddr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl AsRef<[u8]>,
+) -> std::io::Result<Response> {
+    exchange(
+        connect_from(source, port)?,
+        port,
+        method,
+        path,
+        headers,
+        body.as_ref(),
+    )
+}
+
+fn exchange(
+    mut s: TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // The caller's own `Connection` header (an upgrade) replaces `close`.
+    let connection = if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{connection}Content-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {

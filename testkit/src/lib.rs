@@ -45,7 +45,7 @@ pub use agent::{Agent, Workspace, runner};
 pub use bins::{bin, target_dir};
 pub use bot::{Bot, BotOptions, Cli, Database};
 pub use fixtures::{RequestBuilder, review};
-pub use http::{Response, http, http_get, try_http};
+pub use http::{Response, connect_from, http, http_get, try_http, try_http_from};
 pub use pg::{Backend, PgDatabase};
 pub use proxy::Proxy;
 pub use runner::Runner;

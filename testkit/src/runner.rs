@@ -36,6 +36,7 @@ impl Runner {
             url: url.to_string(),
             token: token.to_string(),
             connect_timeout: Duration::from_secs(10),
+            ca_file: None,
         };
         let conn = Connection::open(&cfg, Instant::now() + cfg.connect_timeout)
             .unwrap_or_else(|e| panic!("the runner could not connect to {url}: {e}"));

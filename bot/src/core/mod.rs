@@ -32,6 +32,7 @@ mod lifecycle;
 pub mod reviewer;
 mod runners;
 mod sessions;
+mod throttle;
 
 pub use audit::{Format as ExportFormat, GENESIS, NewEvent, Verification, link_hash};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -64,6 +65,7 @@ pub struct Bot {
     write_lock: Mutex<()>,
     feed: feed::Feed,
     rate: lifecycle::Rate,
+    throttle: throttle::Throttle,
     directories: RwLock<HashMap<Realm, Arc<dyn Directory>>>,
 }
 
@@ -85,8 +87,24 @@ impl Bot {
             write_lock: Mutex::new(()),
             feed: feed::Feed::new(),
             rate: lifecycle::Rate::default(),
+            throttle: throttle::Throttle::default(),
             directories: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Seconds until `ip` may try a token or login link again, when it
+    /// failed too often; the door answers 429 without checking.
+    pub fn auth_throttled(&self, ip: std::net::IpAddr) -> Option<u64> {
+        let wait = self.throttle.wait(ip, self.now_ms());
+        if wait.is_some() {
+            self.metrics.auth_throttled();
+        }
+        wait
+    }
+
+    /// Records a failed token or login link from `ip`.
+    pub fn auth_failed_from(&self, ip: std::net::IpAddr) {
+        self.throttle.failed(ip, self.now_ms());
     }
 
     /// Applies the migrations to the configured database and closes it.

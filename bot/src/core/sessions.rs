@@ -110,6 +110,25 @@ impl Bot {
         new_login(&self.db, name, now, now + LOGIN_LINK_TTL_MS).await
     }
 
+    /// What a login link's secret would do now, without using it:
+    /// `LoginUse::Now(name)` means it would log in as `name`. Opening a
+    /// link only looks; the page's button uses it, so a link previewer
+    /// that fetches the link first leaves it working.
+    pub async fn login_link_state(&self, secret: &str) -> Result<LoginUse, DbErr> {
+        let hash = sha256_hex(secret.as_bytes());
+        let now = self.now_ms();
+        let row = web_token::Entity::find_by_id(hash)
+            .filter(web_token::Column::Kind.eq(KIND_LOGIN))
+            .one(&self.db)
+            .await?;
+        Ok(match row {
+            None => LoginUse::Unknown,
+            Some(r) if r.used_at.is_some() => LoginUse::Used,
+            Some(r) if r.expires_at <= now => LoginUse::Expired,
+            Some(r) => LoginUse::Now(r.name),
+        })
+    }
+
     /// Consumes a login link's secret.
     pub async fn use_login_link(&self, secret: &str) -> Result<LoginUse, DbErr> {
         consume(&self.db, secret, self.now_ms()).await

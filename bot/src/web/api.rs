@@ -94,6 +94,12 @@ pub fn same_origin_json(bot: &Bot, headers: &HeaderMap) -> Result<(), &'static s
     if header_str(headers, "x-holdpoint").map(str::trim) != Some("1") {
         return Err("missing the X-Holdpoint: 1 header");
     }
+    same_site(bot, headers)
+}
+
+/// Whether the browser says the request came from this site (when it says
+/// where it came from at all).
+pub fn same_site(bot: &Bot, headers: &HeaderMap) -> Result<(), &'static str> {
     if let Some(site) = header_str(headers, "sec-fetch-site")
         && !matches!(site.trim(), "same-origin" | "none")
     {

@@ -61,7 +61,7 @@ fn over_https(bot: &Bot, headers: &HeaderMap) -> bool {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
-    public || forwarded
+    bot.config().tls.is_some() || public || forwarded
 }
 
 fn cookie(value: &str, max_age_s: i64, secure: bool) -> Option<HeaderValue> {
@@ -72,7 +72,8 @@ fn cookie(value: &str, max_age_s: i64, secure: bool) -> Option<HeaderValue> {
     .ok()
 }
 
-fn query_token(query: Option<&str>) -> Option<&str> {
+/// The `token` of a query string or a form body.
+fn form_token(query: Option<&str>) -> Option<&str> {
     query?
         .split('&')
         .filter_map(|pair| pair.split_once('='))
@@ -83,50 +84,115 @@ fn query_token(query: Option<&str>) -> Option<&str> {
 const ANOTHER_LINK: &str =
     "Run `holdpoint-bot login-link` on the bot's machine for a new link (each link works once).";
 
-/// `GET /login?token=…`: consumes the link and starts a session.
+/// Why a login link cannot be used, as a page.
+fn spent(state: &LoginUse) -> Option<Response> {
+    match state {
+        LoginUse::Now(_) => None,
+        LoginUse::Used => Some(pages::message(
+            StatusCode::GONE,
+            "This login link was already used",
+            &[
+                "A login link works once. If it was not you who used it, tell whoever runs the bot.",
+                ANOTHER_LINK,
+            ],
+        )),
+        LoginUse::Expired => Some(pages::message(
+            StatusCode::GONE,
+            "This login link has expired",
+            &["A login link is valid for 24 hours.", ANOTHER_LINK],
+        )),
+        LoginUse::Unknown => Some(pages::message(
+            StatusCode::FORBIDDEN,
+            "This login link is not valid",
+            &[
+                "The bot does not know this link (or it expired long ago).",
+                ANOTHER_LINK,
+            ],
+        )),
+    }
+}
+
+fn not_a_link() -> Response {
+    pages::message(
+        StatusCode::BAD_REQUEST,
+        "This login link is not valid",
+        &["The link is incomplete or mistyped.", ANOTHER_LINK],
+    )
+}
+
+/// `GET /login?token=…`: says whom the link logs in as, with a button that
+/// uses it. Only looks: link previewers and prefetching browsers fetch
+/// links before the person does, and must not spend them.
 pub async fn login(
     State(bot): State<Arc<Bot>>,
-    headers: HeaderMap,
+    peer: crate::listener::Peer,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(secret) = query_token(query.as_deref()).filter(|t| is_hex(t, LOGIN_SECRET_HEX)) else {
+    if let Some(res) = peer.throttled(&bot) {
+        return res;
+    }
+    let Some(secret) = form_token(query.as_deref()).filter(|t| is_hex(t, LOGIN_SECRET_HEX)) else {
+        peer.failed(&bot);
+        return not_a_link();
+    };
+    match bot.login_link_state(secret).await {
+        Ok(LoginUse::Now(name)) => pages::login_form(&name, secret),
+        Ok(LoginUse::Unknown) => {
+            peer.failed(&bot);
+            spent(&LoginUse::Unknown).unwrap_or_else(not_a_link)
+        }
+        Ok(other) => spent(&other).unwrap_or_else(not_a_link),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `POST /login` with `token=…` (the login page's button): uses the link
+/// and starts a new session, ending any session this browser had.
+pub async fn login_post(
+    State(bot): State<Arc<Bot>>,
+    peer: crate::listener::Peer,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(res) = peer.throttled(&bot) {
+        return res;
+    }
+    // A cross-site form must not log the browser in to someone's session.
+    let said_where = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
+    if !said_where || super::api::same_site(&bot, &headers).is_err() {
         return pages::message(
-            StatusCode::BAD_REQUEST,
-            "This login link is not valid",
-            &["The link is incomplete or mistyped.", ANOTHER_LINK],
+            StatusCode::FORBIDDEN,
+            "Log in from the login page",
+            &[
+                "The login button must be pressed on the bot's own page.",
+                ANOTHER_LINK,
+            ],
         );
+    }
+    let body = String::from_utf8_lossy(&body);
+    let Some(secret) = form_token(Some(&body)).filter(|t| is_hex(t, LOGIN_SECRET_HEX)) else {
+        peer.failed(&bot);
+        return not_a_link();
     };
     let name = match bot.use_login_link(secret).await {
         Ok(LoginUse::Now(name)) => name,
-        Ok(LoginUse::Used) => {
-            return pages::message(
-                StatusCode::GONE,
-                "This login link was already used",
-                &[
-                    "A login link works once. If it was not you who used it, tell whoever runs the bot.",
-                    ANOTHER_LINK,
-                ],
-            );
-        }
-        Ok(LoginUse::Expired) => {
-            return pages::message(
-                StatusCode::GONE,
-                "This login link has expired",
-                &["A login link is valid for 24 hours.", ANOTHER_LINK],
-            );
-        }
         Ok(LoginUse::Unknown) => {
-            return pages::message(
-                StatusCode::FORBIDDEN,
-                "This login link is not valid",
-                &[
-                    "The bot does not know this link (or it expired long ago).",
-                    ANOTHER_LINK,
-                ],
-            );
+            peer.failed(&bot);
+            return spent(&LoginUse::Unknown).unwrap_or_else(not_a_link);
         }
+        Ok(other) => return spent(&other).unwrap_or_else(not_a_link),
         Err(e) => return unavailable(e),
     };
+    // The session rotates: whatever session the browser held ends here.
+    match session(&bot, &headers).await {
+        Ok(Some(old)) => {
+            if let Err(e) = bot.end_session(&old).await {
+                return unavailable(e);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return unavailable(e),
+    }
     let session_secret = match bot.start_session(&name).await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
@@ -142,11 +208,9 @@ pub async fn login(
             &["The session cookie could not be made.", ANOTHER_LINK],
         );
     };
-    // A page that moves on to `/` by itself rather than a 303: when the link
-    // was opened from another site (a chat's web app), the browser would not
-    // send the SameSite=Strict cookie on the redirect it follows, and the
-    // reviewer would land on the logged-out page with the link spent. A
-    // refresh started by this page is same-site.
+    // A page that moves on to `/` by itself rather than a 303, so the
+    // SameSite=Strict cookie goes with the next request even when the link
+    // was opened from another site.
     let mut res = pages::html(StatusCode::OK, Html::LoggedIn);
     res.headers_mut().insert(header::SET_COOKIE, set_cookie);
     res
@@ -205,8 +269,8 @@ mod tests {
 
     #[test]
     fn the_token_is_read_from_the_query() {
-        assert_eq!(query_token(Some("a=1&token=abc")), Some("abc"));
-        assert_eq!(query_token(Some("tokens=abc")), None);
-        assert_eq!(query_token(None), None);
+        assert_eq!(form_token(Some("a=1&token=abc")), Some("abc"));
+        assert_eq!(form_token(Some("tokens=abc")), None);
+        assert_eq!(form_token(None), None);
     }
 }

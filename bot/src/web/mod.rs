@@ -42,7 +42,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router() -> Router<Arc<Bot>> {
     Router::new()
         .route("/", get(pages::index))
-        .route("/login", get(auth::login))
+        .route("/login", get(auth::login).post(auth::login_post))
         .route("/assets/app.js", get(pages::script))
         .route("/assets/app.css", get(pages::stylesheet))
         .route("/api/requests", get(api::list))

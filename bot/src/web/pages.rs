@@ -2,7 +2,9 @@
 //! every web answer carries.
 //!
 //! No request data is ever put into HTML here: the queue page is a fixed
-//! file that fetches JSON; the few other pages are fixed text.
+//! file that fetches JSON; the few other pages are fixed text, except the
+//! login page, which holds the reviewer's name (escaped) and the link's
+//! own secret (checked to be hex digits).
 
 use super::auth;
 use crate::core::Bot;
@@ -85,6 +87,28 @@ pub fn html(status: StatusCode, which: Html) -> Response {
         status,
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         body,
+    )
+        .into_response()
+}
+
+/// The page a login link opens: who it logs in as, and the button that
+/// uses the link. `secret` must be hex digits (the caller checked).
+pub fn login_form(name: &str, secret: &str) -> Response {
+    let body = format!(
+        "<h1>Log in to the holdpoint review queue</h1>\n\
+         <p>This link logs you in as <code>web:{}</code>. It works once.</p>\n\
+         <form method=\"post\" action=\"/login\">\n\
+         <input type=\"hidden\" name=\"token\" value=\"{}\">\n\
+         <button type=\"submit\" class=\"approve\">Log in</button>\n</form>\n\
+         <p>Opening the link did not use it: link previews in chats and mail do not log \
+         anyone in.</p>",
+        escape(name),
+        escape(secret)
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        document("Log in", "", &body),
     )
         .into_response()
 }

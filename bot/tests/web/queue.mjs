@@ -89,11 +89,22 @@ try {
   const page = context.pages()[0] || (await context.newPage());
   const card = (id) => page.locator(`#pending article.card[data-id="${id}"]`);
 
-  // 1. The login link logs in, then shows the queue with the headers.
+  // 0. A link previewer (a chat's unfurler, a mail scanner) fetches the
+  // link before the person: that logs nobody in and spends nothing.
+  const preview = await context.request.get(cfg.login, { maxRedirects: 0 });
+  check(preview.status() === 200, `a previewer's fetch answers 200, not ${preview.status()}`);
+  check(!('set-cookie' in preview.headers()), 'a previewer gets no session');
+  check((await context.cookies(cfg.base)).length === 0, 'and the browser holds none');
+
+  // 1. The login link shows whom it logs in as; its button logs in, then
+  // the queue shows with the headers.
   let t = Date.now();
   const queueResponse = page.waitForResponse((r) => r.url() === cfg.base + '/' && r.request().method() === 'GET');
   const login = await page.goto(cfg.login);
   check(login.status() === 200, `the login link answers 200, not ${login.status()}`);
+  check((await page.locator('body').innerText()).includes('web:local'), 'the page says whom the link logs in as');
+  check((await context.cookies(cfg.base)).length === 0, 'opening the link logs nobody in');
+  await page.locator('form button[type=submit]').click();
   const main = await queueResponse;
   await page.waitForURL(cfg.base + '/');
   check(main.status() === 200, 'the queue answers 200 once logged in');

@@ -220,18 +220,27 @@ pub(crate) async fn read_body(
     Ok(Some(body))
 }
 
-/// Follows the single-use login link (without following its redirect) and
-/// keeps the session cookie.
+/// Presses the button of the single-use login link's page (without
+/// following its refresh) and keeps the session cookie.
 pub async fn log_in(addr: SocketAddr, link: &str) -> Result<Http, String> {
-    let path = link
-        .find("/login?")
-        .map(|i| &link[i..])
+    let token = link
+        .split_once("/login?token=")
+        .map(|(_, t)| t.trim())
         .ok_or_else(|| format!("not a login link: {link}"))?;
     let mut http = Http::new(addr);
+    let origin = format!("http://{addr}");
     let r = http
-        .send("GET", path, &[], b"")
+        .send(
+            "POST",
+            "/login",
+            &[
+                ("Origin", origin.as_str()),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            format!("token={token}").as_bytes(),
+        )
         .await
-        .map_err(|e| format!("GET /login: {e}"))?;
+        .map_err(|e| format!("POST /login: {e}"))?;
     let cookie = r
         .headers("set-cookie")
         .filter_map(|v| v.split(';').next())
@@ -244,7 +253,7 @@ pub async fn log_in(addr: SocketAddr, link: &str) -> Result<Http, String> {
             Ok(http)
         }
         None => Err(format!(
-            "GET /login answered {} without a holdpoint_session cookie: {}",
+            "POST /login answered {} without a holdpoint_session cookie: {}",
             r.status,
             r.text()
         )),
