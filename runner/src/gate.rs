@@ -93,6 +93,12 @@ fn command_hash(salt: &str, cwd: &str, line: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// Whether an allowed command may run when its verdict cannot be recorded
+/// (`HOLDPOINT_WHEN_UNAUDITED=run`); the default refuses it.
+fn unaudited_may_run() -> bool {
+    std::env::var("HOLDPOINT_WHEN_UNAUDITED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("run"))
+}
+
 fn requester() -> String {
     if let Ok(r) = std::env::var("HOLDPOINT_REQUESTER")
         && !r.trim().is_empty()
@@ -135,9 +141,14 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
     };
     let cwd = inv.ctx.cwd.clone().unwrap_or_else(|| "/".into());
     let spool = crate::spool::dir();
-    let record = |action: &str, request_id: Option<String>| {
-        let Some(dir) = &spool else { return };
-        let Some(id) = random_hex(16) else { return };
+    // Ok when the event is in the spool; otherwise why not.
+    let record = |action: &str, request_id: Option<String>| -> Result<(), String> {
+        let Some(dir) = &spool else {
+            return Err("there is no audit spool (set HOLDPOINT_SPOOL_DIR or HOME)".into());
+        };
+        let Some(id) = random_hex(16) else {
+            return Err("no randomness for an event id".into());
+        };
         let event = AuditEvent {
             id,
             at: crate::bot::now(),
@@ -160,20 +171,46 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
             action: action.to_string(),
             request_id,
         };
-        if let Err(e) = crate::spool::record(dir, &event) {
-            eprintln!(
-                "holdpoint: warning: the audit spool is not writable ({e:#}); this verdict is not audited"
-            );
-        }
+        let written = crate::spool::record(dir, &event).map_err(|e| {
+            format!(
+                "the audit spool {} cannot be written ({e:#})",
+                dir.display()
+            )
+        });
         crate::spool::kick(dir);
+        written
+    };
+    let warn = |why: String| {
+        eprintln!("holdpoint: warning: {why}; this verdict is not audited");
     };
     match verdict.decision {
-        Decision::Allow => {
-            record("ran", None);
-            (verdict, outcome)
-        }
+        Decision::Allow => match record("ran", None) {
+            Ok(()) => (verdict, outcome),
+            Err(why) if unaudited_may_run() => {
+                eprintln!(
+                    "holdpoint: warning: {why}; the command runs unaudited (HOLDPOINT_WHEN_UNAUDITED=run)"
+                );
+                (verdict, outcome)
+            }
+            Err(why) => {
+                let message = format!(
+                    "holdpoint: {why}; the command was not run, because its verdict could not be \
+                     recorded. Free the spool, or set HOLDPOINT_WHEN_UNAUDITED=run to run allowed \
+                     commands without an audit trail"
+                );
+                (
+                    verdict,
+                    Outcome::Refuse {
+                        code: EXIT_GATE_ERROR,
+                        message,
+                    },
+                )
+            }
+        },
         Decision::Deny => {
-            record("refused", None);
+            if let Err(why) = record("refused", None) {
+                warn(why);
+            }
             (verdict, outcome)
         }
         Decision::Review => {
@@ -189,7 +226,10 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
                     },
                 );
             };
-            record("submitted", Some(request_id.clone()));
+            if let Err(why) = record("submitted", Some(request_id.clone())) {
+                // The bot records the request itself.
+                warn(why);
+            }
             let outcome = ask_bot(&bot, inv, &verdict, request_id, &salt, &cwd);
             (verdict, outcome)
         }

@@ -10,7 +10,15 @@
 //! - `audit.sent`: how many bytes of it the bot has acknowledged;
 //! - `flush.lock`: held by the one running flusher;
 //! - `flush.next`: before this time (unix ms) no new flusher starts (backoff
-//!   while the bot is down).
+//!   while the bot is down);
+//! - `audit.lost`: how many events could not be appended (a full disk), a
+//!   fixed-width number rewritten in place, so counting needs no new space;
+//! - `audit.rejected`: lines of `audit.jsonl` that are not events (the torn
+//!   end of a write cut short by a crash or a full disk), kept aside as they
+//!   were, never silently dropped.
+//!
+//! An append that finds the file not ending in a newline (a torn last line)
+//! starts its own line, so the torn fragment stays a line of its own.
 //!
 //! The spool holds commands as typed, like shell history: the directory is
 //! created 0700 and the file 0600, and the flusher redacts every command
@@ -60,17 +68,108 @@ pub fn record(dir: &Path, event: &AuditEvent) -> Result<()> {
             .create(dir)
             .with_context(|| format!("cannot create the spool {}", dir.display()))?;
     }
+    let lost = LostCounter::open(dir);
     let mut line = serde_json::to_vec(event)?;
     line.push(b'\n');
+    let appended = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(events_path(dir))
+            .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
+        f.lock_shared().context("cannot lock the spool")?;
+        if torn_tail(&f) {
+            line.insert(0, b'\n');
+        }
+        f.write_all(&line).context("cannot write to the spool")?;
+        Ok(())
+    })();
+    if appended.is_err()
+        && let Some(lost) = lost
+    {
+        lost.add_one();
+    }
+    appended
+}
+
+/// Whether the spool's last byte is not a newline (a write was cut short).
+fn torn_tail(f: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    len > 0 && f.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
+}
+
+/// `audit.lost`: a fixed-width count, made when the spool is healthy so
+/// that counting a loss later (on a full disk) only rewrites its bytes.
+struct LostCounter(File);
+
+const LOST_WIDTH: usize = 20;
+
+impl LostCounter {
+    fn open(dir: &Path) -> Option<LostCounter> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("audit.lost");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .ok()?;
+        if f.metadata().ok()?.len() < LOST_WIDTH as u64 {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(format!("{:0w$}", 0, w = LOST_WIDTH).as_bytes(), 0)
+                .ok()?;
+        }
+        Some(LostCounter(f))
+    }
+
+    fn add_one(&self) {
+        use std::os::unix::fs::FileExt;
+        if self.0.lock().is_err() {
+            return;
+        }
+        let mut buf = [0u8; LOST_WIDTH];
+        let n = self
+            .0
+            .read_exact_at(&mut buf, 0)
+            .ok()
+            .and_then(|_| std::str::from_utf8(&buf).ok()?.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let _ = self
+            .0
+            .write_all_at(format!("{:0w$}", n + 1, w = LOST_WIDTH).as_bytes(), 0);
+        let _ = self.0.unlock();
+    }
+}
+
+/// How many events could not be appended to the spool in `dir`.
+pub fn lost(dir: &Path) -> u64 {
+    read_u64(&dir.join("audit.lost"))
+}
+
+/// How many lines were kept aside in `audit.rejected`.
+pub fn rejected(dir: &Path) -> u64 {
+    std::fs::read(dir.join("audit.rejected"))
+        .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+        .unwrap_or(0)
+}
+
+/// Keeps a line that is not an event in `audit.rejected`.
+fn keep_aside(dir: &Path, line: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(events_path(dir))
-        .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
-    f.lock_shared().context("cannot lock the spool")?;
-    f.write_all(&line).context("cannot write to the spool")?;
-    Ok(())
+        .open(dir.join("audit.rejected"))?;
+    f.write_all(line)
 }
 
 fn read_u64(p: &Path) -> u64 {
@@ -101,6 +200,18 @@ pub fn status(dir: &Path) -> String {
         "{}: {n} bytes of events not yet acknowledged by the bot",
         dir.display()
     );
+    let lost = lost(dir);
+    if lost > 0 {
+        s.push_str(&format!(
+            "; {lost} events could not be recorded (see audit.lost)"
+        ));
+    }
+    let rejected = rejected(dir);
+    if rejected > 0 {
+        s.push_str(&format!(
+            "; {rejected} torn lines kept aside in audit.rejected"
+        ));
+    }
     if next > now_ms() {
         s.push_str(&format!(
             "; next attempt in {}s",
@@ -164,14 +275,36 @@ fn read_batch(dir: &Path, offset: u64) -> Result<(Vec<AuditEvent>, u64, usize)> 
     let mut events = Vec::new();
     let mut consumed = 0usize;
     let mut skipped = 0usize;
+    // Lines before this offset were kept aside by an earlier read of the
+    // same batch (one whose sending failed).
+    let upto_path = dir.join("audit.rejected.upto");
+    let kept_upto = read_u64(&upto_path);
     for line in buf.split_inclusive(|b| *b == b'\n') {
         if !line.ends_with(b"\n") || events.len() >= MAX_AUDIT_BATCH {
             break;
         }
         consumed += line.len();
+        if line == b"\n" {
+            continue; // the newline a torn tail's next append started with
+        }
         match serde_json::from_slice::<AuditEvent>(&line[..line.len() - 1]) {
             Ok(e) => events.push(e),
-            Err(_) => skipped += 1,
+            Err(_) => {
+                // Not sent, not lost: kept aside for a person to look at.
+                // If even that fails, the batch stops here and is read
+                // again next time.
+                let end = offset + consumed as u64;
+                if end > kept_upto {
+                    if keep_aside(dir, line)
+                        .and_then(|_| write_u64(&upto_path, end))
+                        .is_err()
+                    {
+                        consumed -= line.len();
+                        break;
+                    }
+                    skipped += 1;
+                }
+            }
         }
     }
     if consumed == 0 && buf.len() >= MAX_BATCH_BYTES {
@@ -199,6 +332,8 @@ fn compact(dir: &Path) -> Result<()> {
     if f.metadata()?.len() == read_u64(&sent_path) {
         f.set_len(0)?;
         write_u64(&sent_path, 0)?;
+        // Offsets start again from zero.
+        let _ = std::fs::remove_file(dir.join("audit.rejected.upto"));
     }
     Ok(())
 }
