@@ -158,8 +158,20 @@ pub async fn login_post(
         return res;
     }
     // A cross-site form must not log the browser in to someone's session.
-    let said_where = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
-    if !said_where || super::api::same_site(&bot, &headers).is_err() {
+    // Browsers say where a form came from in Sec-Fetch-Site; under this
+    // site's no-referrer policy their Origin header is `null`, so Origin
+    // is only looked at when Sec-Fetch-Site is missing.
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let same = match site {
+        Some(site) => site == "same-origin",
+        None => {
+            headers.contains_key(header::ORIGIN) && super::api::same_site(&bot, &headers).is_ok()
+        }
+    };
+    if !same {
         return pages::message(
             StatusCode::FORBIDDEN,
             "Log in from the login page",
