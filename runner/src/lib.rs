@@ -16,4 +16,6 @@ pub mod bot;
 pub mod config;
 pub mod front;
 pub mod gate;
+pub mod hooks;
+pub mod pending;
 pub mod spool;

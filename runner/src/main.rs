@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use holdpoint_runner::{bot, config, front, gate, spool};
+use holdpoint_runner::{bot, config, front, gate, hooks, spool};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -100,11 +100,46 @@ enum SpoolAction {
 
 #[derive(Subcommand)]
 enum HookAgent {
-    /// The Claude Code PreToolUse hook: JSON on stdin, a decision on stdout.
-    ClaudeCode {
-        #[arg(long)]
-        policy: Option<PathBuf>,
-    },
+    /// Claude Code's PreToolUse and PermissionRequest hooks.
+    ClaudeCode(HookArgs),
+    /// Codex CLI's PreToolUse and PermissionRequest hooks.
+    Codex(HookArgs),
+    /// Gemini CLI's BeforeTool hook.
+    Gemini(HookArgs),
+    /// GitHub Copilot CLI's preToolUse hook.
+    Copilot(HookArgs),
+    /// Cursor's beforeShellExecution hook.
+    Cursor(HookArgs),
+}
+
+/// What every hook takes: JSON on stdin, the agent's answer on stdout.
+#[derive(clap::Args)]
+struct HookArgs {
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The hook's time limit in seconds, as configured in the agent
+    /// (default: the agent's documented default, or HOLDPOINT_HOOK_TIMEOUT).
+    /// holdpoint stops waiting for a reviewer a little before it.
+    #[arg(long, value_parser = hooks::parse_seconds)]
+    timeout: Option<std::time::Duration>,
+    /// Hand commands that need review to the user at the agent's own prompt
+    /// instead of the bot, where the agent has such a prompt
+    /// (also HOLDPOINT_HOOK_ASK=1).
+    #[arg(long)]
+    ask: bool,
+}
+
+impl HookArgs {
+    fn run(self, agent: hooks::Agent) -> ExitCode {
+        hooks::run(
+            agent,
+            &hooks::Options {
+                policy: self.policy,
+                timeout: self.timeout,
+                ask_locally: self.ask,
+            },
+        )
+    }
 }
 
 fn main() -> ExitCode {
@@ -160,9 +195,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec { policy, argv } => Ok(front::exec(&argv, policy.as_deref())),
         Command::Sh { args } => Ok(front::sh(&args, None)),
         Command::Spool { action } => spool_command(action),
-        Command::Hook {
-            agent: HookAgent::ClaudeCode { policy },
-        } => Ok(front::claude_code(policy.as_deref())),
+        Command::Hook { agent } => Ok(match agent {
+            HookAgent::ClaudeCode(a) => a.run(hooks::Agent::ClaudeCode),
+            HookAgent::Codex(a) => a.run(hooks::Agent::Codex),
+            HookAgent::Gemini(a) => a.run(hooks::Agent::Gemini),
+            HookAgent::Copilot(a) => a.run(hooks::Agent::Copilot),
+            HookAgent::Cursor(a) => a.run(hooks::Agent::Cursor),
+        }),
     }
 }
 
