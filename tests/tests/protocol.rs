@@ -472,14 +472,20 @@ fn a_flooding_runner_cannot_push_another_runners_request_off_the_queue(backend: 
     let mut flooded = Vec::new();
     for _ in 0..250 {
         let req = review(&long).id(&random_hex(16)).host("flood").build();
-        assert!(matches!(submit(&mut flood, &req), BotMessage::Pending { .. }));
+        assert!(matches!(
+            submit(&mut flood, &req),
+            BotMessage::Pending { .. }
+        ));
         flooded.push(req);
     }
     let other = bot.add_runner("other");
     let mut ws = connect(&bot, Some(&other)).expect("connect other");
     hello(&mut ws);
     let theirs = request(&random_hex(16));
-    assert!(matches!(submit(&mut ws, &theirs), BotMessage::Pending { .. }));
+    assert!(matches!(
+        submit(&mut ws, &theirs),
+        BotMessage::Pending { .. }
+    ));
 
     let cookie = bot.web_session();
     let (status, queue) = bot.web_get(&cookie, "/api/requests");
