@@ -17,5 +17,6 @@ pub mod config;
 pub mod front;
 pub mod gate;
 pub mod hooks;
+pub mod mcp;
 pub mod pending;
 pub mod spool;

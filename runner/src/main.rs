@@ -72,6 +72,12 @@ enum Command {
         #[command(subcommand)]
         agent: HookAgent,
     },
+    /// An MCP server on stdio with a gated run_command tool (runs
+    /// holdpoint-mcp from beside this binary).
+    Mcp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -195,6 +201,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec { policy, argv } => Ok(front::exec(&argv, policy.as_deref())),
         Command::Sh { args } => Ok(front::sh(&args, None)),
         Command::Spool { action } => spool_command(action),
+        Command::Mcp { args } => Ok(holdpoint_runner::mcp::exec(&args)),
         Command::Hook { agent } => Ok(match agent {
             HookAgent::ClaudeCode(a) => a.run(hooks::Agent::ClaudeCode),
             HookAgent::Codex(a) => a.run(hooks::Agent::Codex),
