@@ -754,9 +754,7 @@ impl Bot {
             .all(&self.db)
             .await?;
         let mut requests = readable(rows);
-        requests.sort_by(|a, b| {
-            (a.created_at, &a.request.id).cmp(&(b.created_at, &b.request.id))
-        });
+        requests.sort_by(|a, b| (a.created_at, &a.request.id).cmp(&(b.created_at, &b.request.id)));
         let counts: Vec<(String, i64)> = request::Entity::find()
             .select_only()
             .column(request::Column::Runner)
@@ -801,13 +799,11 @@ impl Bot {
             .filter(request::Column::Runner.eq(runner));
         if let Some((at, id)) = before {
             q = q.filter(
-                Condition::any()
-                    .add(request::Column::CreatedAt.lt(at))
-                    .add(
-                        Condition::all()
-                            .add(request::Column::CreatedAt.eq(at))
-                            .add(request::Column::Id.lt(id)),
-                    ),
+                Condition::any().add(request::Column::CreatedAt.lt(at)).add(
+                    Condition::all()
+                        .add(request::Column::CreatedAt.eq(at))
+                        .add(request::Column::Id.lt(id)),
+                ),
             );
         }
         let rows = q
