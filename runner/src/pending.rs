@@ -206,3 +206,110 @@ impl Claimed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdpoint_shared::Verdict;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("holdpoint-pending-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn held(hash: &str) -> Held {
+        Held {
+            session: "s".into(),
+            cwd: "/w".into(),
+            salt: "salt".into(),
+            request: ReviewRequest {
+                id: "0".repeat(32),
+                command: "git push --force".into(),
+                command_hash: hash.into(),
+                verdict: Verdict::from_hits(vec![]),
+                annotations: vec![],
+                host: "h".into(),
+                cwd: "/w".into(),
+                agent: None,
+                session: Some("s".into()),
+                front_end: "hook".into(),
+                requested_by: None,
+            },
+        }
+    }
+
+    fn key(line: &str) -> Key {
+        Key {
+            session: "s".into(),
+            cwd: "/w".into(),
+            line: line.into(),
+        }
+    }
+
+    #[test]
+    fn a_held_request_is_claimed_once_and_is_private() {
+        let dir = scratch("once");
+        let store = Store::at(dir.join("held"));
+        store.put(&held("h1"), "git push --force").unwrap();
+        let mode = fs::metadata(dir.join("held")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let hash = |salt: &str| if salt == "salt" { "h1" } else { "x" }.to_string();
+        let first = store.claim(&key("git push --force"), hash).expect("found");
+        let file = &first.claimed;
+        assert_eq!(
+            fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            store.claim(&key("git push --force"), hash).is_none(),
+            "claimed once"
+        );
+        first.release();
+        let again = store
+            .claim(&key("git push --force"), hash)
+            .expect("released");
+        again.consume().unwrap();
+        assert!(
+            store.claim(&key("git push --force"), hash).is_none(),
+            "consumed"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn another_command_session_or_hash_finds_nothing() {
+        let dir = scratch("other");
+        let store = Store::at(dir.join("held"));
+        store.put(&held("h1"), "git push --force").unwrap();
+        let ok = |_: &str| "h1".to_string();
+        assert!(store.claim(&key("git push -f"), ok).is_none());
+        let other_session = Key {
+            session: "t".into(),
+            ..key("git push --force")
+        };
+        assert!(store.claim(&other_session, ok).is_none());
+        // A file whose hash does not match this command is dropped.
+        assert!(
+            store
+                .claim(&key("git push --force"), |_| "h2".into())
+                .is_none()
+        );
+        assert!(store.claim(&key("git push --force"), ok).is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_others_can_enter_is_refused() {
+        let dir = scratch("open");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::at(&dir);
+        assert!(matches!(
+            store.put(&held("h1"), "x"),
+            Err(StoreError::NotPrivate(..))
+        ));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

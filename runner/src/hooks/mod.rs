@@ -425,3 +425,55 @@ mod tests {
         assert!(parse_seconds("soon").is_err());
     }
 }
+
+#[cfg(test)]
+mod answers {
+    use super::*;
+
+    const AGENTS: [Agent; 5] = [
+        Agent::ClaudeCode,
+        Agent::Codex,
+        Agent::Gemini,
+        Agent::Copilot,
+        Agent::Cursor,
+    ];
+
+    /// What a panic or unreadable input is answered with (`call` is `None`).
+    #[test]
+    fn an_error_without_a_call_is_each_agents_blocking_answer() {
+        for agent in AGENTS {
+            let a = agent.answer(None, &Reply::Error("internal error".into()));
+            let out: Option<serde_json::Value> = a
+                .stdout
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok());
+            let blocks = match agent {
+                Agent::ClaudeCode | Agent::Codex | Agent::Gemini => a.code == 2,
+                Agent::Copilot => out.is_some_and(|v| v["permissionDecision"] == "deny"),
+                Agent::Cursor => a.code == 2 && out.is_some_and(|v| v["permission"] == "deny"),
+            };
+            assert!(blocks, "{agent:?}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_with_a_call_never_allows() {
+        for agent in AGENTS {
+            for event in [Event::PreToolUse, Event::PermissionRequest] {
+                let call = Call {
+                    event,
+                    command: Some("ls".into()),
+                    cwd: None,
+                    session: None,
+                };
+                let a = agent.answer(Some(&call), &Reply::Error("bad policy".into()));
+                let text = a.stdout.clone().unwrap_or_default();
+                assert!(!text.contains("allow"), "{agent:?} {event:?}: {a:?}");
+                assert!(
+                    a.code == 2 || text.contains("deny"),
+                    "{agent:?} {event:?}: {a:?}"
+                );
+            }
+        }
+    }
+}
