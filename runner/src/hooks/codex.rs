@@ -6,9 +6,10 @@
 //!
 //! - `PreToolUse`: to block, `hookSpecificOutput.permissionDecision` =
 //!   `deny` with `permissionDecisionReason` (shown to the model), or exit
-//!   code 2 with the reason on stderr. Codex does not act on `allow` or
-//!   `ask` here, so an allowed command gets no output: Codex goes on as if
-//!   no hook ran (its own sandbox and approval rules still apply).
+//!   code 2 with the reason on stderr. An allowed command gets no output,
+//!   which is "no opinion": Codex goes on as if no hook ran, and its own
+//!   sandbox and approval rules still apply. Holding back `allow` here costs
+//!   nothing and never loosens Codex's own checks.
 //! - `PermissionRequest` (Codex is about to ask its user): `allow` or
 //!   `deny` in `hookSpecificOutput.decision.behavior`, `message` on a deny.
 //!   Its "ask" is to answer nothing: Codex shows its own approval prompt.
