@@ -477,6 +477,9 @@ pub enum Answer {
     /// The agent was interrupted (SIGINT, SIGTERM, SIGHUP) while waiting;
     /// the request was cancelled if the bot had it.
     Interrupted,
+    /// [`ask_until`] only: the bot holds the request, still pending, and the
+    /// caller's own time ran out first. The request stays open on the bot.
+    StillPending,
 }
 
 /// Set when the process is asked to stop while it waits.
@@ -515,19 +518,37 @@ fn cancel(conn: &mut Connection, req: &ReviewRequest) {
 }
 
 /// Submits `req` and waits for its decision.
-pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progress)) -> Answer {
+pub fn ask(cfg: &BotConfig, req: &ReviewRequest, progress: impl FnMut(Progress)) -> Answer {
+    ask_until(cfg, req, None, progress)
+}
+
+/// [`ask`], but never past `until`: when the bot holds the request and no
+/// decision has come by then, the connection is closed without cancelling
+/// and the answer is [`Answer::StillPending`]. A request the bot never
+/// confirmed is [`Answer::Unreachable`]. Re-submitting the same request
+/// later (same id, same hash) picks up its decision.
+pub fn ask_until(
+    cfg: &BotConfig,
+    req: &ReviewRequest,
+    until: Option<Instant>,
+    mut progress: impl FnMut(Progress),
+) -> Answer {
     let interrupted = interrupt_flag();
     let stop = || interrupted.load(std::sync::atomic::Ordering::SeqCst);
     let start = Instant::now();
+    let cap = |d: Instant| until.map_or(d, |u| d.min(u));
     // Until the bot has the request, the connect timeout bounds the wait;
     // after that, the request's own deadline does.
-    let mut deadline = start + cfg.connect_timeout;
+    let mut deadline = cap(start + cfg.connect_timeout);
     let mut stored = false;
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
     let mut last_reminder = Instant::now();
     loop {
         if Instant::now() >= deadline {
+            if stored && until.is_some_and(|u| Instant::now() >= u) {
+                return Answer::StillPending;
+            }
             return Answer::Unreachable(if stored {
                 format!(
                     "the request's deadline passed while the bot could not be reached ({last_error})"
@@ -584,6 +605,9 @@ pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progre
                 Ok(None) => {
                     if Instant::now() >= deadline {
                         conn.close();
+                        if stored && until.is_some_and(|u| Instant::now() >= u) {
+                            return Answer::StillPending;
+                        }
                         break;
                     }
                 }
@@ -596,7 +620,7 @@ pub fn ask(cfg: &BotConfig, req: &ReviewRequest, mut progress: impl FnMut(Progre
                     let left = Duration::from_millis((expires_at - server_time).max(0) as u64);
                     // A few seconds' grace past the deadline for the bot's own
                     // expiry message to arrive.
-                    deadline = Instant::now() + left + Duration::from_secs(5);
+                    deadline = cap(Instant::now() + left + Duration::from_secs(5));
                     if !stored {
                         progress(Progress::Waiting {
                             left,

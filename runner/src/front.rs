@@ -4,16 +4,13 @@
 use crate::config;
 use crate::gate::{self, Outcome};
 use crate::project;
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use holdpoint_shared::{Context, Decision, Policy, Verdict};
-use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Read, Write};
+use serde::Serialize;
+use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::ExitCode;
-
-/// Largest hook input accepted, in bytes.
-const MAX_HOOK_INPUT: u64 = 4 * 1024 * 1024;
 
 fn code(c: i32) -> ExitCode {
     ExitCode::from(c.clamp(0, 255) as u8)
@@ -428,111 +425,13 @@ fn real_shell() -> String {
     "/bin/sh".to_string()
 }
 
-/// The Claude Code PreToolUse input; fields we do not use are ignored.
-#[derive(Deserialize)]
-struct HookInput {
-    tool_name: String,
-    #[serde(default)]
-    tool_input: serde_json::Value,
-    #[serde(default)]
-    cwd: Option<String>,
-    #[serde(default)]
-    session_id: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HookAnswer<'a> {
-    hook_specific_output: HookDecision<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HookDecision<'a> {
-    hook_event_name: &'a str,
-    permission_decision: &'a str,
-    permission_decision_reason: String,
-}
-
-fn hook_answer(allow: bool, reason: String) -> ExitCode {
-    let answer = HookAnswer {
-        hook_specific_output: HookDecision {
-            hook_event_name: "PreToolUse",
-            permission_decision: if allow { "allow" } else { "deny" },
-            permission_decision_reason: reason,
-        },
-    };
-    match serde_json::to_string(&answer) {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => hook_refuse(&format!("cannot write the answer: {e}")),
-    }
-}
-
-/// Refuses in the way Claude Code treats as blocking whatever the stdout:
-/// exit code 2 with the reason on stderr.
-fn hook_refuse(reason: &str) -> ExitCode {
-    eprintln!("holdpoint: {reason}");
-    code(2)
-}
-
-fn read_hook_input() -> Result<HookInput> {
-    let mut buf = String::new();
-    std::io::stdin()
-        .take(MAX_HOOK_INPUT + 1)
-        .read_to_string(&mut buf)
-        .context("reading the hook input")?;
-    if buf.len() as u64 > MAX_HOOK_INPUT {
-        bail!("the hook input is larger than {MAX_HOOK_INPUT} bytes");
-    }
-    serde_json::from_str(&buf).context("the hook input is not the expected JSON")
-}
-
+/// The Claude Code hook; see [`crate::hooks::claude`].
 pub fn claude_code(policy: Option<&Path>) -> ExitCode {
-    let input = match read_hook_input() {
-        Ok(i) => i,
-        Err(e) => return hook_refuse(&format!("{e:#}; refusing the tool call")),
-    };
-    if input.tool_name != "Bash" {
-        // Not a shell command: pass through untouched (no output).
-        return ExitCode::SUCCESS;
-    }
-    let Some(command) = input.tool_input.get("command").and_then(|c| c.as_str()) else {
-        return hook_refuse("the Bash tool input has no `command` string; refusing the tool call");
-    };
-    let policy = match config::load_policy(policy) {
-        Ok(p) => p,
-        Err(e) => {
-            return hook_refuse(&format!(
-                "the policy does not load ({e:#}); refusing the tool call"
-            ));
-        }
-    };
-    let mut ctx = Context::from_process();
-    if let Some(cwd) = input.cwd.filter(|c| c.starts_with('/')) {
-        ctx = ctx.with_cwd(cwd);
-    }
-    project::establish(&mut ctx, &policy, command);
-    let (verdict, outcome) = gate::settle(
-        &policy,
-        &gate::Invocation {
-            line: command,
-            ctx: &ctx,
-            front_end: "hook",
-            agent: Some(agent_from_env().unwrap_or_else(|| "claude-code".into())),
-            session: input.session_id.clone(),
+    crate::hooks::run(
+        crate::hooks::Agent::ClaudeCode,
+        &crate::hooks::Options {
+            policy: policy.map(Path::to_path_buf),
+            ..Default::default()
         },
-    );
-    match outcome {
-        Outcome::Run => hook_answer(
-            true,
-            format!(
-                "holdpoint: allowed ({})",
-                verdict.deciding_rules().join(", ")
-            ),
-        ),
-        Outcome::Refuse { message, .. } => hook_answer(false, message),
-    }
+    )
 }

@@ -109,10 +109,31 @@ fn requester() -> String {
     format!("{user}@{}", hostname())
 }
 
+/// A wait with an end: a hook that must answer its agent by `until`.
+pub struct Hold {
+    /// When the hook must stop waiting and answer.
+    pub until: std::time::Instant,
+    /// Where a request that outlasts the wait is kept for the retry; `None`
+    /// when there is nowhere private to keep it (the retry then asks anew).
+    pub store: Option<crate::pending::Store>,
+}
+
 /// Classifies, records the verdict in the audit spool, and for a command
 /// that needs review asks the bot and waits. With no bot configured this is
 /// [`decide`].
 pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
+    settle_with(policy, inv, None)
+}
+
+/// [`settle`] for a hook that may only wait until `hold.until`. A request
+/// still pending then is refused with its id and kept (open on the bot, and
+/// in `hold.store`); a retry of the same command in the same session and
+/// directory takes it up again and uses its decision once.
+pub fn settle_held(policy: &Policy, inv: &Invocation, hold: &Hold) -> (Verdict, Outcome) {
+    settle_with(policy, inv, Some(hold))
+}
+
+fn settle_with(policy: &Policy, inv: &Invocation, hold: Option<&Hold>) -> (Verdict, Outcome) {
     let (verdict, outcome) = decide(policy, inv.line, inv.ctx);
     let bot = match crate::bot::BotConfig::load() {
         Ok(Some(b)) => b,
@@ -214,6 +235,11 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
             (verdict, outcome)
         }
         Decision::Review => {
+            if let Some(hold) = hold
+                && let Some(outcome) = resume_held(&bot, inv, hold, &cwd)
+            {
+                return (verdict, outcome);
+            }
             let (Some(request_id), Some(salt)) = (random_hex(16), random_hex(16)) else {
                 let message =
                     "holdpoint: cannot make a request id (no randomness); the command was not run"
@@ -230,9 +256,83 @@ pub fn settle(policy: &Policy, inv: &Invocation) -> (Verdict, Outcome) {
                 // The bot records the request itself.
                 warn(why);
             }
-            let outcome = ask_bot(&bot, inv, &verdict, request_id, &salt, &cwd);
+            let outcome = ask_bot(&bot, inv, &verdict, request_id, &salt, &cwd, hold);
             (verdict, outcome)
         }
+    }
+}
+
+fn held_key(inv: &Invocation, cwd: &str) -> crate::pending::Key {
+    crate::pending::Key {
+        session: inv.session.clone().unwrap_or_default(),
+        cwd: cwd.to_string(),
+        line: inv.line.to_string(),
+    }
+}
+
+/// What the agent is told when the wait ends before a reviewer decided.
+fn held_message(id: &str, kept: Result<(), String>) -> String {
+    let retry = match kept {
+        Ok(()) => "Retry the same command later, in the same session and directory: if a reviewer approved it by then, it runs (once); if they denied it, the retry says why.".to_string(),
+        Err(why) => format!(
+            "This runner could not keep the request for a retry ({why}); a retry will ask a reviewer again."
+        ),
+    };
+    format!(
+        "holdpoint: request {id} is waiting for a human reviewer, who has not decided yet; the command was not run. {retry}"
+    )
+}
+
+/// A retry of a command whose request outlasted an earlier hook: the
+/// decision, if there is one; `None` when nothing is held for it.
+fn resume_held(
+    bot: &crate::bot::BotConfig,
+    inv: &Invocation,
+    hold: &Hold,
+    cwd: &str,
+) -> Option<Outcome> {
+    let store = hold.store.as_ref()?;
+    let claimed = store.claim(&held_key(inv, cwd), |salt| {
+        command_hash(salt, cwd, inv.line)
+    })?;
+    let id = claimed.held.request.id.clone();
+    eprintln!(
+        "holdpoint: this command's request {id} is already with a reviewer; asking for its decision"
+    );
+    let answer = crate::bot::ask_until(bot, &claimed.held.request, Some(hold.until), |_| {});
+    Some(match answer {
+        Answer::StillPending => {
+            claimed.release();
+            refused(held_message(&id, Ok(())))
+        }
+        Answer::Unreachable(why) => {
+            claimed.release();
+            refused(format!(
+                "holdpoint: request {id} needs a human's approval and was not run: {why}; a later retry asks again"
+            ))
+        }
+        answer @ Answer::Decided(_) => {
+            let outcome = outcome_of(answer);
+            // An approval is used once: it is gone from the store before the
+            // command may run, or the command does not run.
+            match (claimed.consume(), outcome) {
+                (Ok(()), o) => o,
+                (Err(e), _) => refused(format!(
+                    "holdpoint: request {id} was decided, but its record cannot be removed ({e}); refusing so that the approval is not used twice"
+                )),
+            }
+        }
+        other => {
+            let _ = claimed.consume();
+            outcome_of(other)
+        }
+    })
+}
+
+fn refused(message: String) -> Outcome {
+    Outcome::Refuse {
+        code: EXIT_NOT_APPROVED,
+        message,
     }
 }
 
@@ -243,6 +343,7 @@ fn ask_bot(
     id: String,
     salt: &str,
     cwd: &str,
+    hold: Option<&Hold>,
 ) -> Outcome {
     let opts = crate::annotate::AnnotateOptions::from_env();
     let annotations = crate::annotate::annotate(inv.line, inv.ctx, verdict, &opts);
@@ -276,7 +377,8 @@ fn ask_bot(
             .collect::<Vec<_>>()
             .join("; ")
     );
-    let answer = crate::bot::ask(bot, &request, |p| match p {
+    let until = hold.map(|h| h.until);
+    let answer = crate::bot::ask_until(bot, &request, until, |p| match p {
         Progress::Waiting { left, review_url } => {
             eprintln!(
                 "holdpoint: waiting for a reviewer to approve this command ({why})\nholdpoint: request {short} expires in {}{}",
@@ -296,10 +398,29 @@ fn ask_bot(
             );
         }
     });
-    let refuse = |message: String| Outcome::Refuse {
-        code: EXIT_NOT_APPROVED,
-        message,
-    };
+    if let (Answer::StillPending, Some(hold)) = (&answer, hold) {
+        let kept = match &hold.store {
+            None => Err("no private directory for held requests".to_string()),
+            Some(store) => store
+                .put(
+                    &crate::pending::Held {
+                        session: inv.session.clone().unwrap_or_default(),
+                        cwd: cwd.to_string(),
+                        salt: salt.to_string(),
+                        request: request.clone(),
+                    },
+                    inv.line,
+                )
+                .map_err(|e| e.to_string()),
+        };
+        return refused(held_message(&request.id, kept));
+    }
+    outcome_of(answer)
+}
+
+/// What a bot's answer means for the command.
+fn outcome_of(answer: Answer) -> Outcome {
+    let refuse = refused;
     match answer {
         Answer::Decided(d) if d.status == Status::Approved => {
             eprintln!("holdpoint: approved by {}; running it", d.decided_by);
@@ -325,6 +446,9 @@ fn ask_bot(
         Answer::Unreachable(why) => refuse(format!(
             "holdpoint: this command needs a human's approval and was not run: {why}"
         )),
+        Answer::StillPending => refuse(
+            "holdpoint: no reviewer decided in time; the command was not run".into(),
+        ),
     }
 }
 

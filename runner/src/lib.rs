@@ -16,5 +16,8 @@ pub mod bot;
 pub mod config;
 pub mod front;
 pub mod gate;
+pub mod hooks;
+pub mod mcp;
+pub mod pending;
 pub mod project;
 pub mod spool;

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use holdpoint_runner::{bot, config, front, gate, spool};
+use holdpoint_runner::{bot, config, front, gate, hooks, spool};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -77,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         agent: HookAgent,
     },
+    /// An MCP server on stdio with a gated run_command tool (runs
+    /// holdpoint-mcp from beside this binary).
+    Mcp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,11 +111,46 @@ enum SpoolAction {
 
 #[derive(Subcommand)]
 enum HookAgent {
-    /// The Claude Code PreToolUse hook: JSON on stdin, a decision on stdout.
-    ClaudeCode {
-        #[arg(long)]
-        policy: Option<PathBuf>,
-    },
+    /// Claude Code's PreToolUse and PermissionRequest hooks.
+    ClaudeCode(HookArgs),
+    /// Codex CLI's PreToolUse and PermissionRequest hooks.
+    Codex(HookArgs),
+    /// Gemini CLI's BeforeTool hook.
+    Gemini(HookArgs),
+    /// GitHub Copilot CLI's preToolUse hook.
+    Copilot(HookArgs),
+    /// Cursor's beforeShellExecution hook.
+    Cursor(HookArgs),
+}
+
+/// What every hook takes: JSON on stdin, the agent's answer on stdout.
+#[derive(clap::Args)]
+struct HookArgs {
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The hook's time limit in seconds, as configured in the agent
+    /// (default: the agent's documented default, or HOLDPOINT_HOOK_TIMEOUT).
+    /// holdpoint stops waiting for a reviewer a little before it.
+    #[arg(long, value_parser = hooks::parse_seconds)]
+    timeout: Option<std::time::Duration>,
+    /// Hand commands that need review to the user at the agent's own prompt
+    /// instead of the bot, where the agent has such a prompt
+    /// (also HOLDPOINT_HOOK_ASK=1).
+    #[arg(long)]
+    ask: bool,
+}
+
+impl HookArgs {
+    fn run(self, agent: hooks::Agent) -> ExitCode {
+        hooks::run(
+            agent,
+            &hooks::Options {
+                policy: self.policy,
+                timeout: self.timeout,
+                ask_locally: self.ask,
+            },
+        )
+    }
 }
 
 fn main() -> ExitCode {
@@ -169,9 +210,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec { policy, argv } => Ok(front::exec(&argv, policy.as_deref())),
         Command::Sh { args } => Ok(front::sh(&args, None)),
         Command::Spool { action } => spool_command(action),
-        Command::Hook {
-            agent: HookAgent::ClaudeCode { policy },
-        } => Ok(front::claude_code(policy.as_deref())),
+        Command::Mcp { args } => Ok(holdpoint_runner::mcp::exec(&args)),
+        Command::Hook { agent } => Ok(match agent {
+            HookAgent::ClaudeCode(a) => a.run(hooks::Agent::ClaudeCode),
+            HookAgent::Codex(a) => a.run(hooks::Agent::Codex),
+            HookAgent::Gemini(a) => a.run(hooks::Agent::Gemini),
+            HookAgent::Copilot(a) => a.run(hooks::Agent::Copilot),
+            HookAgent::Cursor(a) => a.run(hooks::Agent::Cursor),
+        }),
     }
 }
 
