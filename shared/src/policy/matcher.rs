@@ -1064,7 +1064,11 @@ fn path_candidates(inv: &Invocation, p: &ParsedArgs, rest: &[usize], home: &str)
             && !k.contains('/')
             && !v.is_empty()
         {
-            push(v, w);
+            // bash expands `~` after the `=` of such a word (`dd of=~/.profile`).
+            match v.strip_prefix("~/") {
+                Some(r) if !w.dynamic => push(&format!("{home}/{r}"), w),
+                _ => push(v, w),
+            }
         }
         if let Some(v) = w.text.strip_prefix('@') {
             push(v, w);

@@ -638,6 +638,13 @@ fn metadata_host(host: &str) -> bool {
         || h.starts_with("fe80:")
         || h.starts_with("0x")
         || h.chars().all(|c| c.is_ascii_digit())
+        // An IPv4-mapped IPv6 address (`[::ffff:169.254.169.254]`) or a
+        // dotted address with an octal or hex part (`0251.0376.0251.0376`)
+        // may name the metadata service in another spelling.
+        || h.contains("::ffff:")
+        || (h.contains('.')
+            && h.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_hexdigit() || c == 'x'))
+            && h.split('.').any(|p| p.len() > 1 && p.starts_with('0')))
 }
 
 fn host_ok(host: &str) -> bool {
@@ -1165,6 +1172,10 @@ mod tests {
         assert!(url_ok("example.com").is_ok());
         assert!(url_ok("http://169.254.169.254/latest/meta-data/").is_err());
         assert!(url_ok("http://metadata.google.internal/").is_err());
+        assert!(url_ok("http://0251.0376.0251.0376/").is_err());
+        assert!(url_ok("http://[::ffff:a9fe:a9fe]/").is_err());
+        assert!(url_ok("http://[::ffff:169.254.169.254]/").is_err());
+        assert!(url_ok("http://10.0.0.1/").is_ok());
         assert!(url_ok("http://user:pw@example.com/").is_err());
         assert!(url_ok("file:///etc/passwd").is_err());
         assert!(url_ok("file:/etc/passwd").is_err());
