@@ -989,13 +989,35 @@ impl Matcher {
             {
                 return false;
             }
+            // In-tree clean-up stands the rule down, unless a deleted path
+            // is itself one the rule names (a dump parked under `target/`
+            // is still a dump); a glob that could only match by chance
+            // (`*.o` and `*backup*`) does not count as naming one.
             if let Some(set) = &self.except_cleanup
                 && cleanup_ok(set, inv, cands, ctx)
+                && !self.names_literally(inv, cands, ctx)
             {
                 return false;
             }
         }
         true
+    }
+}
+
+impl Matcher {
+    /// Whether a path the invocation deletes matches `any_path` as written,
+    /// not only through what a glob in it could expand to.
+    fn names_literally(&self, inv: &Invocation, cands: &[Cand], ctx: &Context) -> bool {
+        let Some(paths) = &self.any_path else {
+            return false;
+        };
+        deletion_targets(inv, cands).is_some_and(|targets| {
+            targets.iter().any(|t| {
+                paths
+                    .parts()
+                    .matches(t, home_form(t, &ctx.home).as_deref(), false)
+            })
+        })
     }
 }
 
