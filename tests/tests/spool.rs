@@ -176,7 +176,8 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
+        // Lazily: a background flusher may still hold a file in it.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
     }
 }
 
