@@ -34,15 +34,25 @@ const MAX_COMPONENTS: usize = 64;
 /// How many links one path may go through.
 const MAX_LINKS: usize = 16;
 
-/// Fills in `ctx.project` and `ctx.links` for `line`.
+/// Words a deletion's program contains; a line with none of them deletes
+/// nothing these facts are for.
+const DELETER_WORDS: &[&str] = &["rm", "unlink", "shred", "find"];
+
+/// Fills in `ctx.project` and `ctx.links` for `line`. Only a line that
+/// deletes something costs more than a substring scan: the facts serve
+/// the clean-up and link rules alone, and without them those rules allow
+/// nothing (they fail closed), so skipping them never loosens a verdict.
 pub fn establish(ctx: &mut Context, policy: &Policy, line: &str) {
-    if ctx.project.is_none() {
-        ctx.project = project_root(ctx);
-    }
     ctx.links.clear();
+    if !DELETER_WORDS.iter().any(|w| line.contains(w)) {
+        return;
+    }
     let paths = policy.deletion_paths(line, ctx);
     if paths.is_empty() {
         return;
+    }
+    if ctx.project.is_none() {
+        ctx.project = project_root(ctx);
     }
     // The places a deletion may stay inside: the temp directories, the
     // working tree and the project around it.
