@@ -17,29 +17,18 @@
 //! user at Claude Code's prompt instead of the bot: a human decides either
 //! way, and one at the keyboard decides sooner. Denied commands stay denied.
 
-use super::{Answer, Call, Event, Reply, command_of, object, opt_string, string};
+use super::{Answer, Call, Event, Reply, bash_tool_call, object, opt_string};
 use serde_json::json;
 
 pub(super) fn parse(input: &str) -> Result<Call, String> {
     let m = object(input)?;
-    let tool = string(&m, "tool_name")?;
     let event = match opt_string(&m, "hook_event_name")?.as_deref() {
         // The event is optional for older callers of this hook.
         None | Some("PreToolUse") => Event::PreToolUse,
         Some("PermissionRequest") => Event::PermissionRequest,
         Some(other) => return Err(format!("`{other}` is not a hook event this hook answers")),
     };
-    let command = if tool == "Bash" {
-        Some(command_of(m.get("tool_input"), "Bash")?)
-    } else {
-        None
-    };
-    Ok(Call {
-        event,
-        command,
-        cwd: opt_string(&m, "cwd")?,
-        session: opt_string(&m, "session_id")?,
-    })
+    bash_tool_call(&m, event)
 }
 
 pub(super) fn answer(call: Option<&Call>, reply: &Reply) -> Answer {

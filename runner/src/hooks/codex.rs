@@ -18,7 +18,7 @@
 //!   `PreToolUse`; a `PermissionRequest` hook that fails falls back to
 //!   Codex's own prompt, where a human decides.
 
-use super::{Answer, Call, Event, Reply, command_of, object, opt_string, string};
+use super::{Answer, Call, Event, Reply, bash_tool_call, object, string};
 use serde_json::json;
 
 pub(super) fn parse(input: &str) -> Result<Call, String> {
@@ -28,18 +28,7 @@ pub(super) fn parse(input: &str) -> Result<Call, String> {
         "PermissionRequest" => Event::PermissionRequest,
         other => return Err(format!("`{other}` is not a hook event this hook answers")),
     };
-    let tool = string(&m, "tool_name")?;
-    let command = if tool == "Bash" {
-        Some(command_of(m.get("tool_input"), "Bash")?)
-    } else {
-        None
-    };
-    Ok(Call {
-        event,
-        command,
-        cwd: opt_string(&m, "cwd")?,
-        session: opt_string(&m, "session_id")?,
-    })
+    bash_tool_call(&m, event)
 }
 
 pub(super) fn answer(call: Option<&Call>, reply: &Reply) -> Answer {

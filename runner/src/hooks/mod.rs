@@ -386,6 +386,27 @@ pub(crate) fn opt_string(
     }
 }
 
+/// The call of a hook whose input names the tool in `tool_name`, the
+/// shell tool `Bash` with its `tool_input.command`, and `cwd` and
+/// `session_id` (Claude Code's shape, which Codex follows).
+pub(crate) fn bash_tool_call(
+    m: &serde_json::Map<String, serde_json::Value>,
+    event: Event,
+) -> Result<Call, String> {
+    let tool = string(m, "tool_name")?;
+    let command = if tool == "Bash" {
+        Some(command_of(m.get("tool_input"), "Bash")?)
+    } else {
+        None
+    };
+    Ok(Call {
+        event,
+        command,
+        cwd: opt_string(m, "cwd")?,
+        session: opt_string(m, "session_id")?,
+    })
+}
+
 /// The `command` string of a shell tool's input object.
 pub(crate) fn command_of(
     tool_input: Option<&serde_json::Value>,
