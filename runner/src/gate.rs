@@ -140,10 +140,25 @@ fn settle_with(policy: &Policy, inv: &Invocation, hold: Option<&Hold>) -> (Verdi
         Ok(None) => return (verdict, outcome),
         Err(e) => {
             return match verdict.decision {
-                Decision::Allow => {
-                    eprintln!("holdpoint: warning: {e:#}; this command is not audited");
+                // The bot settings are broken, so the verdict cannot reach
+                // the audit log: the same rule as an unwritable spool.
+                Decision::Allow if unaudited_may_run() => {
+                    eprintln!(
+                        "holdpoint: warning: {e:#}; the command runs unaudited (HOLDPOINT_WHEN_UNAUDITED=run)"
+                    );
                     (verdict, outcome)
                 }
+                Decision::Allow => (
+                    verdict,
+                    Outcome::Refuse {
+                        code: EXIT_GATE_ERROR,
+                        message: format!(
+                            "holdpoint: the bot settings are broken ({e:#}), so this command's \
+                             verdict could not be recorded and it was not run. Fix them, or set \
+                             HOLDPOINT_WHEN_UNAUDITED=run to run allowed commands without an audit trail"
+                        ),
+                    },
+                ),
                 Decision::Deny => (verdict, outcome),
                 Decision::Review => {
                     let message = format!(

@@ -251,3 +251,31 @@ fn a_full_disk_refuses_allowed_commands_counts_the_loss_and_loses_nothing_record
     assert!(bot.run(&["audit", "verify"]).status.success());
     drop(disk);
 }
+
+#[test]
+fn broken_bot_settings_refuse_allowed_commands_unless_told_to_run() {
+    let dir = TempDir::new("holdpoint-broken");
+    let spool = TempDir::new("spool");
+    // A token in clear text to another machine: the settings are refused.
+    let run = |extra: &[(&str, &str)]| {
+        let mut c = runner(
+            "http://192.0.2.10:8470",
+            "hpr_not-sent",
+            dir.path(),
+            spool.path(),
+        );
+        c.args(["exec", "--", "echo", "ran-unaudited"]);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().expect("run holdpoint")
+    };
+    let out = run(&[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(124), "{err}");
+    assert!(!text(&out.stdout).contains("ran-unaudited"));
+    assert!(err.contains("HOLDPOINT_WHEN_UNAUDITED=run"), "{err}");
+    let out = run(&[("HOLDPOINT_WHEN_UNAUDITED", "run")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ran-unaudited"));
+}
