@@ -95,6 +95,11 @@ fn a_torn_last_line_is_kept_aside_and_the_events_after_it_arrive() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = spool_cmd(&bot, &ws.repo(), spool.path(), "flush");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The flusher the command started in the background may hold the
+    // flush lock, so the event arrives through it.
+    eventually(Duration::from_secs(30), "the event arrives", || {
+        (verdicts_for(&bot, "git status --short") >= 1).then_some(())
+    });
     assert_eq!(verdicts_for(&bot, "git status --short"), 1);
     let kept = std::fs::read_to_string(spool.path().join("audit.rejected")).expect("kept aside");
     assert_eq!(kept, format!("{torn}\n"));
