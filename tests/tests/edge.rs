@@ -77,6 +77,51 @@ fn a_token_brute_force_is_throttled_while_the_real_runner_keeps_working() {
     assert!(throttled >= 5, "{m}");
 }
 
+/// Status codes of `n` upgrades with made-up tokens from `from`, each
+/// with `extra` headers.
+fn bad_tokens_from(bot: &Bot, from: IpAddr, extra: &[(&str, &str)], n: usize) -> Vec<u16> {
+    (0..n)
+        .map(|_| {
+            let h = upgrade_with(&format!("hpr_{}", random_hex(20)));
+            let mut h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h.extend_from_slice(extra);
+            try_http_from(from, bot.port, "GET", "/v1/runners/ws", &h, "")
+                .expect("http")
+                .status
+        })
+        .collect()
+}
+
+#[test]
+fn behind_a_trusted_proxy_failed_tokens_are_throttled_per_forwarded_client() {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[("HOLDPOINT_TRUSTED_PROXIES", "127.0.0.3/32")])
+    else {
+        return;
+    };
+    let proxy: IpAddr = "127.0.0.3".parse().expect("ip");
+    let outsider: IpAddr = "127.0.0.4".parse().expect("ip");
+    // Someone who is not the proxy names the real runner's address: the
+    // header is not believed, and the outsider is throttled as itself.
+    let statuses = bad_tokens_from(&bot, outsider, &[("X-Forwarded-For", "198.51.100.2")], 12);
+    assert_eq!(statuses[11], 429, "{statuses:?}");
+    // An attacker behind the proxy is throttled by its forwarded address,
+    // even when it writes a forged address of its own in front.
+    let statuses = bad_tokens_from(
+        &bot,
+        proxy,
+        &[("X-Forwarded-For", "198.51.100.2, 198.51.100.1")],
+        12,
+    );
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The real runner behind the same proxy, at 198.51.100.2, still gets in.
+    let h = upgrade_with(&bot.token);
+    let mut h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.push(("X-Forwarded-For", "198.51.100.2"));
+    let r = try_http_from(proxy, bot.port, "GET", "/v1/runners/ws", &h, "").expect("http");
+    assert_eq!(r.status, 101, "the real runner is let in: {}", r.body);
+}
+
 #[test]
 fn slow_and_silent_clients_are_dropped_within_the_client_timeout() {
     let Some(bot) = Bot::on(Backend::Sqlite, &[("HOLDPOINT_LIMIT_CLIENT_TIMEOUT", "2s")]) else {
