@@ -271,14 +271,13 @@ impl IpNet {
             .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX network"))?;
         let addr = unmapped(addr);
         let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix must be a number from 0 to {max}"))?,
-        };
+        let prefix =
+            match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    format!("{text:?}: the prefix must be a number from 0 to {max}")
+                })?,
+            };
         Ok(IpNet { addr, prefix })
     }
 
@@ -286,7 +285,9 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, unmapped(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -412,7 +413,14 @@ mod proxies {
         assert!(!v6.contains(ip("fe80::1")));
         assert!(IpNet::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
         assert!(!IpNet::parse("127.0.0.1").unwrap().contains(ip("127.0.0.2")));
-        for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0/8", "proxy", "10.0.0.0/x", ""] {
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/8",
+            "proxy",
+            "10.0.0.0/x",
+            "",
+        ] {
             assert!(IpNet::parse(bad).is_err(), "{bad:?} parsed");
         }
     }

@@ -734,10 +734,17 @@ fn a_trusted_proxy_that_is_not_a_network_is_a_config_error() {
     let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("bot.toml");
-    std::fs::write(&file, "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n").expect("write");
+    std::fs::write(
+        &file,
+        "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n",
+    )
+    .expect("write");
     let err = Config::load(Some(&file)).expect_err("refused");
     let text = err.to_string();
-    assert!(text.contains("trusted_proxies") && text.contains("10.0.0.0/40"), "{text}");
+    assert!(
+        text.contains("trusted_proxies") && text.contains("10.0.0.0/40"),
+        "{text}"
+    );
     std::fs::write(&file, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").expect("write");
     let config = Config::load(Some(&file)).expect("loads");
     assert!(!config.trusted_proxies.is_empty());

@@ -94,8 +94,10 @@ fn bad_tokens_from(bot: &Bot, from: IpAddr, extra: &[(&str, &str)], n: usize) ->
 
 #[test]
 fn behind_a_trusted_proxy_failed_tokens_are_throttled_per_forwarded_client() {
-    let Some(bot) = Bot::on(Backend::Sqlite, &[("HOLDPOINT_TRUSTED_PROXIES", "127.0.0.3/32")])
-    else {
+    let Some(bot) = Bot::on(
+        Backend::Sqlite,
+        &[("HOLDPOINT_TRUSTED_PROXIES", "127.0.0.3/32")],
+    ) else {
         return;
     };
     let proxy: IpAddr = "127.0.0.3".parse().expect("ip");
@@ -195,21 +197,6 @@ fn oversized_heads_and_bodies_are_refused() {
     );
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(http(bot.port, "GET", "/healthz", &[], "").status, 200);
-}
-
-/// A recorder for the runner's real shell: it only writes its arguments.
-fn recorder(dir: &Path) -> (PathBuf, PathBuf) {
-    let log = dir.join("ran.txt");
-    let script = dir.join("recorder.sh");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\n", log.display()),
-    )
-    .expect("recorder");
-    let mut p = std::fs::metadata(&script).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
-    std::fs::set_permissions(&script, p).expect("chmod");
-    (script, log)
 }
 
 #[test]

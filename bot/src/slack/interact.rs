@@ -325,12 +325,18 @@ pub fn check_input(data: &[u8]) {
                 ..
             } => (user, channel, id, hash),
         };
-        assert!(render::is_slack_id(user), "user {user:?} read from {payload}");
+        assert!(
+            render::is_slack_id(user),
+            "user {user:?} read from {payload}"
+        );
         assert!(
             channel.as_deref().is_none_or(render::is_slack_id),
             "channel {channel:?} read from {payload}"
         );
-        assert!(is_hex(id, 32) && is_hex(hash, 64), "ids read from {payload}");
+        assert!(
+            is_hex(id, 32) && is_hex(hash, 64),
+            "ids read from {payload}"
+        );
         assert_eq!(
             parse(&read.to_payload()).as_ref(),
             Ok(&read),
@@ -577,7 +583,10 @@ mod tests {
         // A channel that is not an id is dropped, not trusted.
         let mut p = click().to_payload();
         p["container"]["channel_id"] = json!("#general");
-        assert!(matches!(parse(&p), Ok(Interaction::Click { channel: None, .. })));
+        assert!(matches!(
+            parse(&p),
+            Ok(Interaction::Click { channel: None, .. })
+        ));
         // The form body's payload field, and nothing else, is read.
         let body = format!(
             "token=x&payload={}",

@@ -404,7 +404,10 @@ pub fn check_input(input: &str) {
         match agent.parse(input) {
             Err(e) => {
                 let a = agent.answer(None, &Reply::Error(e));
-                assert!(agent.blocks(&a), "{agent:?}: unreadable input not blocked: {a:?}");
+                assert!(
+                    agent.blocks(&a),
+                    "{agent:?}: unreadable input not blocked: {a:?}"
+                );
             }
             Ok(call) => {
                 for reply in [
