@@ -10,7 +10,7 @@ use holdpoint_testkit::raw::{closed, connect, hello, recv, send};
 use holdpoint_testkit::*;
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
