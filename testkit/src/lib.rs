@@ -47,7 +47,7 @@ pub use bins::{bin, target_dir};
 pub use bot::{Bot, BotOptions, Cli, Database};
 pub use fixtures::{RequestBuilder, review};
 pub use http::{Response, connect_from, http, http_get, try_http, try_http_from};
-pub use pg::{Backend, PgDatabase};
+pub use pg::{Backend, PgCluster, PgDatabase};
 pub use proxy::Proxy;
 pub use runner::Runner;
 pub use util::{TempDir, eventually, free_port, now, random_hex, text};

@@ -510,3 +510,155 @@ fn a_runner_whose_clock_is_hours_off_keeps_the_bots_deadline_on_sqlite() {
 fn a_runner_whose_clock_is_hours_off_keeps_the_bots_deadline_on_postgres() {
     a_runner_whose_clock_is_hours_off_keeps_the_bots_deadline(Backend::Postgres);
 }
+
+/// Pending requests among `lines`, decided: approved when `approve` says.
+fn decide_pending(
+    bot: &Bot,
+    lines: &[String],
+    approve: impl Fn(&str) -> bool,
+    approved: &mut BTreeSet<String>,
+    denied: &mut BTreeSet<String>,
+) {
+    let p = pending_by_command(bot);
+    for l in lines {
+        if let Some(id) = p.get(l) {
+            if approve(l) {
+                if bot.try_cli(&["approve", id]).0 {
+                    approved.insert(l.clone());
+                }
+            } else if bot.try_cli(&["deny", id, "--reason", "fault suite"]).0 {
+                denied.insert(l.clone());
+            }
+        }
+    }
+}
+
+#[test]
+fn postgres_stopped_and_started_under_load_runs_nothing_unapproved_and_loses_no_event() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let bot = BotOptions::new()
+        .database(Database::Shared(cluster.url()))
+        .env("HOLDPOINT_EXPIRY", "2m")
+        .start();
+    let ws = Workspace::new();
+    let cwd = ws.repo();
+    let dir = TempDir::new("faults");
+    let (shell, log) = recorder(dir.path());
+    let spool = TempDir::new("spool");
+    let mut held = BTreeSet::new();
+    let mut allowed = BTreeSet::new();
+    let mut approved = BTreeSet::new();
+    let mut denied = BTreeSet::new();
+    let before: Vec<String> = (0..3)
+        .map(|k| format!("git push --force origin pg-before-{k}"))
+        .collect();
+    let mut agents: Vec<(String, Agent)> = before
+        .iter()
+        .map(|l| {
+            (
+                l.clone(),
+                agent_running(&bot, &cwd, spool.path(), &shell, l),
+            )
+        })
+        .collect();
+    let ids = eventually(Duration::from_secs(30), "the requests pending", || {
+        let p = pending_by_command(&bot);
+        before.iter().all(|l| p.contains_key(l)).then_some(p)
+    });
+    // One approved before the outage.
+    decide_pending(&bot, &before[..1], |_| true, &mut approved, &mut denied);
+
+    cluster.stop();
+    // During the outage: the waiting commands stay held, new ones cannot be
+    // recorded and do not run, a reviewer cannot decide, allowed commands
+    // still run and their verdicts wait in the spool.
+    let during: Vec<String> = (0..2)
+        .map(|k| format!("git push --force origin pg-during-{k}"))
+        .collect();
+    for l in &during {
+        agents.push((
+            l.clone(),
+            agent_running(&bot, &cwd, spool.path(), &shell, l),
+        ));
+    }
+    for j in 0..3 {
+        let line = format!("echo pg-outage-{j}");
+        let out = run_now(&bot, &cwd, spool.path(), &shell, &line);
+        assert!(out.status.success(), "{line}: {}", text(&out.stderr));
+        allowed.insert(line);
+    }
+    let (ok, out, err) = bot.try_cli(&["approve", &ids[&before[2]]]);
+    assert!(
+        !ok,
+        "nothing can be approved while the database is down: {out}{err}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let ready = http_get(bot.port, "/readyz").map(|r| r.0);
+    assert_eq!(ready, Some(503), "readiness says the database is down");
+
+    cluster.start_again();
+    held.extend(before.iter().cloned());
+    held.extend(during.iter().cloned());
+    let all: Vec<String> = held.iter().cloned().collect();
+    // Whatever is still waiting is decided now: the `before-1` push
+    // approved, the rest denied.
+    let mut results = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !agents.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agents still waiting: {:?}",
+            agents.iter().map(|a| &a.0).collect::<Vec<_>>()
+        );
+        decide_pending(
+            &bot,
+            &all,
+            |l| l.ends_with("before-1"),
+            &mut approved,
+            &mut denied,
+        );
+        let mut still = Vec::new();
+        for (l, mut a) in agents {
+            if a.running() {
+                still.push((l, a));
+            } else {
+                results.push((l, a.finish(Duration::from_secs(5))));
+            }
+        }
+        agents = still;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (l, out) in &results {
+        let code = out.status.code();
+        if approved.contains(l) {
+            assert_eq!(code, Some(0), "{l}: {}", text(&out.stderr));
+        } else {
+            assert_eq!(code, Some(125), "{l}: {}", text(&out.stderr));
+        }
+    }
+    assert!(
+        approved.contains(&before[0]) && approved.contains(&before[1]),
+        "{approved:?}"
+    );
+    for j in 0..2 {
+        let line = format!("echo pg-after-{j}");
+        let out = run_now(&bot, &cwd, spool.path(), &shell, &line);
+        assert!(out.status.success(), "{line}: {}", text(&out.stderr));
+        allowed.insert(line);
+    }
+    assert_promises_kept(&bot, &cwd, spool.path(), &log, &held, &allowed);
+    let ran = ran(&log);
+    for c in &denied {
+        assert!(!ran.contains_key(c), "denied {c:?} ran");
+    }
+    eprintln!(
+        "postgres outage: {} held ({} approved, {} denied), {} allowed, {} ran",
+        held.len(),
+        approved.len(),
+        denied.len(),
+        allowed.len(),
+        ran.len()
+    );
+}
