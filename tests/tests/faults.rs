@@ -662,3 +662,101 @@ fn postgres_stopped_and_started_under_load_runs_nothing_unapproved_and_loses_no_
         ran.len()
     );
 }
+
+fn the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event(backend: Backend) {
+    let Some(bot) = Bot::on(backend, &[("HOLDPOINT_EXPIRY", "2m")]) else {
+        return;
+    };
+    let proxy = Proxy::start(bot.port);
+    let url = format!("http://127.0.0.1:{}", proxy.port);
+    let ws = Workspace::new();
+    let cwd = ws.repo();
+    let dir = TempDir::new("faults");
+    let (shell, log) = recorder(dir.path());
+    let spool = TempDir::new("spool");
+    let via_proxy = |line: &str| {
+        let mut c = runner(&url, &bot.token, &cwd, spool.path());
+        c.env("HOLDPOINT_REAL_SHELL", &shell)
+            .args(["sh", "-c", line]);
+        c
+    };
+    let lines: Vec<String> = (0..4)
+        .map(|k| format!("git push --force origin net-{k}"))
+        .collect();
+    let mut allowed = BTreeSet::new();
+    // A slow link: everything arrives, late.
+    proxy.delay(Duration::from_millis(150));
+    let mut agents: Vec<(String, Agent)> = lines
+        .iter()
+        .map(|l| (l.clone(), Agent::spawn(via_proxy(l))))
+        .collect();
+    let ids = eventually(Duration::from_secs(30), "the requests pending", || {
+        let p = pending_by_command(&bot);
+        lines.iter().all(|l| p.contains_key(l)).then_some(p)
+    });
+    let allowed_line = "echo net-slow";
+    let out = via_proxy(allowed_line).output().expect("run holdpoint");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    allowed.insert(allowed_line.to_string());
+    proxy.delay(Duration::ZERO);
+
+    // The link goes down and comes back: a decision made meanwhile
+    // arrives after it.
+    proxy.hold(true);
+    bot.cli(&["approve", &ids[&lines[0]]]);
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.hold(false);
+
+    // Connections cut and new ones refused for a while: the runners
+    // reconnect when they can, and a decision made meanwhile reaches them.
+    proxy.refuse(true);
+    assert!(
+        proxy.cut() >= 3,
+        "the runners' websockets went through the proxy"
+    );
+    bot.cli(&["approve", &ids[&lines[1]]]);
+    bot.cli(&["deny", &ids[&lines[2]], "--reason", "fault suite"]);
+    let out = via_proxy("echo net-down").output().expect("run holdpoint");
+    assert!(
+        out.status.success(),
+        "allowed commands run with the bot unreachable: {}",
+        text(&out.stderr)
+    );
+    allowed.insert("echo net-down".to_string());
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.refuse(false);
+    bot.cli(&["deny", &ids[&lines[3]], "--reason", "fault suite"]);
+
+    let approved: BTreeSet<String> = lines[..2].iter().cloned().collect();
+    for (line, agent) in agents.drain(..) {
+        let out = agent.finish(Duration::from_secs(60));
+        let code = out.status.code();
+        if approved.contains(&line) {
+            assert_eq!(code, Some(0), "{line}: {}", text(&out.stderr));
+        } else {
+            assert_eq!(code, Some(125), "{line}: {}", text(&out.stderr));
+        }
+    }
+    let held: BTreeSet<String> = lines.iter().cloned().collect();
+    // The spool is flushed through the proxy too.
+    let flushed = runner(&url, &bot.token, &cwd, spool.path())
+        .args(["spool", "flush"])
+        .output()
+        .expect("holdpoint spool flush");
+    assert!(flushed.status.success(), "{}", text(&flushed.stderr));
+    assert_promises_kept(&bot, &cwd, spool.path(), &log, &held, &allowed);
+    let ran = ran(&log);
+    for l in &lines[2..] {
+        assert!(!ran.contains_key(l), "denied {l:?} ran");
+    }
+}
+
+#[test]
+fn the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event_on_sqlite() {
+    the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event(Backend::Sqlite);
+}
+
+#[test]
+fn the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event_on_postgres() {
+    the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event(Backend::Postgres);
+}
