@@ -760,3 +760,99 @@ fn the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event_on
 fn the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event_on_postgres() {
     the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event(Backend::Postgres);
 }
+
+/// Files made immutable (`chattr +i`: no writes, even by root, even through
+/// files already open) until dropped, so that a failing test leaves nothing
+/// behind that cannot be deleted.
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    /// `None` when this file system has no such attribute.
+    fn set(files: Vec<PathBuf>) -> Option<Immutable> {
+        let guard = Immutable(files);
+        let ok = guard.0.iter().all(|f| {
+            std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(f)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        ok.then_some(guard)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(f)
+                .output();
+        }
+    }
+}
+
+/// The SQLite database stops accepting writes under a running bot (its
+/// file and write-ahead log made immutable): what cannot be recorded does
+/// not happen, nothing is acknowledged that was not stored, and once the
+/// file is writable again everything goes on.
+#[test]
+fn a_sqlite_database_that_stops_taking_writes_refuses_what_it_cannot_record_and_resumes() {
+    let Some(bot) = Bot::on(Backend::Sqlite, &[("HOLDPOINT_EXPIRY", "2m")]) else {
+        return;
+    };
+    let ws = Workspace::new();
+    let cwd = ws.repo();
+    let dir = TempDir::new("faults");
+    let (shell, log) = recorder(dir.path());
+    let spool = TempDir::new("spool");
+    let waiting = "git push --force origin ro-waiting";
+    let first = agent_running(&bot, &cwd, spool.path(), &shell, waiting);
+    let id = eventually(Duration::from_secs(30), "the request pending", || {
+        pending_by_command(&bot).get(waiting).cloned()
+    });
+    // The shared-memory index is written through a mapping, which an
+    // immutable file answers with SIGBUS; the database and its log are
+    // written with write(2), which fails cleanly.
+    let files = vec![
+        bot.dir().join("holdpoint.db"),
+        bot.dir().join("holdpoint.db-wal"),
+    ];
+    let Some(guard) = Immutable::set(files) else {
+        eprintln!("skipped: this file system has no immutable attribute (chattr +i)");
+        return;
+    };
+    let (approved, out, err) = bot.try_cli(&["approve", &id]);
+    let refused = "git push --force origin ro-refused";
+    let second =
+        agent_running(&bot, &cwd, spool.path(), &shell, refused).finish(Duration::from_secs(60));
+    let allowed = run_now(&bot, &cwd, spool.path(), &shell, "echo ro-allowed");
+    drop(guard);
+    assert!(
+        !approved,
+        "an approval that cannot be written is refused: {out}{err}"
+    );
+    assert_eq!(
+        second.status.code(),
+        Some(125),
+        "a held command that cannot be recorded is refused: {}",
+        text(&second.stderr)
+    );
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+    let now_ran = ran(&log);
+    assert!(
+        !now_ran.contains_key(waiting) && !now_ran.contains_key(refused),
+        "nothing held ran: {now_ran:?}"
+    );
+
+    // Writable again: the same approval is recorded, and only then runs.
+    eventually(Duration::from_secs(30), "the approval is recorded", || {
+        bot.try_cli(&["approve", &id]).0.then_some(())
+    });
+    let out = first.finish(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let held = BTreeSet::from([waiting.to_string(), refused.to_string()]);
+    let allowed = BTreeSet::from(["echo ro-allowed".to_string()]);
+    assert_promises_kept(&bot, &cwd, spool.path(), &log, &held, &allowed);
+    assert!(!ran(&log).contains_key(refused));
+}

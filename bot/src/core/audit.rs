@@ -110,11 +110,15 @@ where
         match attempt().await {
             Ok(v) => return Ok(v),
             Err(e) if tries < 20 => {
+                super::db::note_write_error(&e);
                 tries += 1;
                 tracing::debug!("a write was retried after a conflict: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                super::db::note_write_error(&e);
+                return Err(e);
+            }
         }
     }
 }

@@ -5,7 +5,9 @@ use holdpoint_migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 pub use sea_orm::DbErr;
 
@@ -26,6 +28,7 @@ pub enum OpenError {
 /// on first use. It does not migrate.
 pub(super) async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
     let shown = holdpoint_shared::redact::redact(url);
+    process_start();
     let sqlite = url.starts_with("sqlite:");
     if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
         return Err(OpenError::Scheme(shown));
@@ -42,6 +45,24 @@ pub(super) async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
         .acquire_timeout(Duration::from_secs(5))
         .max_connections(if sqlite { 4 } else { 16 })
         .sqlx_logging(false);
+    // A connection is never handed out again when it may lie:
+    // - one whose COMMIT and then ROLLBACK both failed (a disk that turned
+    //   read-only, a server gone mid-statement) goes back to the pool still
+    //   counting itself inside a transaction, and the next "transaction" on
+    //   it would be a savepoint whose commit reports success and stores
+    //   nothing;
+    // - an SQLite connection opened before a write failed at the storage
+    //   level may have fallen back to read-only files and would refuse
+    //   writes for ever, even once the disk takes them again.
+    // Either is closed, and the pool opens a fresh one.
+    opts.map_sqlx_sqlite_before_acquire(|conn, meta| {
+        let keep =
+            !sea_orm::sqlx::Connection::is_in_transaction(conn) && opened_since_failure(meta.age);
+        Box::pin(async move { Ok(keep) })
+    });
+    opts.map_sqlx_postgres_before_acquire(|conn, _| {
+        Box::pin(async move { Ok(!sea_orm::sqlx::Connection::is_in_transaction(conn)) })
+    });
     let db = Database::connect(opts)
         .await
         .map_err(|source| OpenError::Connect {
@@ -61,6 +82,52 @@ pub(super) async fn open(url: &str) -> Result<DatabaseConnection, OpenError> {
         }
     }
     Ok(db)
+}
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// When (ms since the process started, plus one; 0: never) a write last
+/// failed at the storage level.
+static STORAGE_FAILED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a pooled connection of this `age` was opened after the last
+/// storage failure.
+fn opened_since_failure(age: Duration) -> bool {
+    let failed = STORAGE_FAILED_AT.load(Ordering::Acquire);
+    if failed == 0 {
+        return true;
+    }
+    let opened = process_start().elapsed().saturating_sub(age).as_millis() as u64 + 1;
+    opened > failed
+}
+
+/// Notes a write error: when SQLite says its files cannot be written (read
+/// only, an I/O error, a full disk, a file it cannot open), the connections
+/// open now are replaced as they are next taken from the pool.
+pub(super) fn note_write_error(e: &DbErr) {
+    use sea_orm::RuntimeErr;
+    let (DbErr::Exec(RuntimeErr::SqlxError(err))
+    | DbErr::Query(RuntimeErr::SqlxError(err))
+    | DbErr::Conn(RuntimeErr::SqlxError(err))) = e
+    else {
+        return;
+    };
+    let Some(code) = err
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<u32>().ok())
+    else {
+        return;
+    };
+    // SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, with
+    // their extended codes.
+    if matches!(code & 0xff, 8 | 10 | 13 | 14) {
+        let now = process_start().elapsed().as_millis() as u64 + 1;
+        STORAGE_FAILED_AT.fetch_max(now, Ordering::AcqRel);
+    }
 }
 
 /// Creates the database's directory (0700) and file (0600) when they do
