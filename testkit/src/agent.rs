@@ -180,3 +180,100 @@ pub fn recorder(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::set_permissions(&script, p).expect("chmod the recorder");
     (script, log)
 }
+
+/// A network namespace of the test's own, joined to this one by a veth
+/// pair: the host end is `host_ip`, the namespace's end `ns_ip`. The link
+/// can be taken down and up. Removed at drop.
+pub struct NetNs {
+    name: String,
+    host_dev: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    match Command::new("ip").args(args).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!("ip {}: {}", args.join(" "), text(&o.stderr).trim())),
+        Err(e) => Err(format!("ip: {e}")),
+    }
+}
+
+impl NetNs {
+    /// Makes one, or says why it cannot (no `ip`, not root).
+    pub fn create() -> Result<NetNs, String> {
+        let tag = crate::util::random_hex(3);
+        let octet = u8::from_str_radix(&tag[..2], 16).unwrap_or(1) % 250 + 1;
+        let ns = NetNs {
+            name: format!("hp-{tag}"),
+            host_dev: format!("hpv{tag}a"),
+            host_ip: format!("10.213.{octet}.1"),
+            ns_ip: format!("10.213.{octet}.2"),
+        };
+        let peer = format!("hpv{tag}b");
+        ip(&["netns", "add", &ns.name])?;
+        ip(&[
+            "link",
+            "add",
+            &ns.host_dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ])?;
+        ip(&["link", "set", &peer, "netns", &ns.name])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_dev,
+        ])?;
+        ip(&["link", "set", &ns.host_dev, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{}/30", ns.ns_ip), "dev", &peer])?;
+        inside(&["link", "set", &peer, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `cmd`, run inside the namespace (same program, arguments,
+    /// environment and directory).
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    }
+
+    /// Takes the link down (`false`) or brings it back up (`true`).
+    pub fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        if let Err(e) = ip(&["link", "set", &self.host_dev, state]) {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and so both.
+        let _ = ip(&["netns", "delete", &self.name]);
+        let _ = ip(&["link", "delete", &self.host_dev]);
+    }
+}

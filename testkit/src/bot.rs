@@ -48,6 +48,7 @@ pub struct BotOptions {
     log: String,
     raise_open_files: bool,
     keep: bool,
+    listen_ip: String,
 }
 
 impl Default for BotOptions {
@@ -61,6 +62,7 @@ impl Default for BotOptions {
             log: "info".into(),
             raise_open_files: false,
             keep: false,
+            listen_ip: "127.0.0.1".into(),
         }
     }
 }
@@ -122,6 +124,12 @@ impl BotOptions {
     }
 
     /// Keeps the data directory after the bot is dropped.
+    /// The address it listens on (default 127.0.0.1; the port is picked).
+    pub fn listen_ip(mut self, ip: &str) -> Self {
+        self.listen_ip = ip.to_string();
+        self
+    }
+
     pub fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
         self
@@ -140,6 +148,7 @@ impl BotOptions {
             Some(p) => p,
             None => bin("holdpoint-bot"),
         };
+        let listen_ip = self.listen_ip.clone();
         let fresh = !matches!(self.database, Database::Shared(_));
         let (database_url, pg) = match self.database {
             Database::Sqlite => (
@@ -192,9 +201,10 @@ impl BotOptions {
         for _ in 0..3 {
             bot.port = free_port();
             bot.cli.env = env.clone();
-            bot.cli
-                .env
-                .push(("HOLDPOINT_LISTEN".into(), format!("127.0.0.1:{}", bot.port)));
+            bot.cli.env.push((
+                "HOLDPOINT_LISTEN".into(),
+                format!("{listen_ip}:{}", bot.port),
+            ));
             match bot.spawn() {
                 Ok(()) => {
                     bot.token = std::fs::read_to_string(bot.dir().join("runner-local.env"))

@@ -42,7 +42,7 @@ mod runner;
 pub mod slack;
 mod util;
 
-pub use agent::{Agent, Workspace, recorder, runner};
+pub use agent::{Agent, NetNs, Workspace, recorder, runner};
 pub use bins::{bin, target_dir};
 pub use bot::{Bot, BotOptions, Cli, Database};
 pub use fixtures::{RequestBuilder, review};

@@ -856,3 +856,82 @@ fn a_sqlite_database_that_stops_taking_writes_refuses_what_it_cannot_record_and_
     assert_promises_kept(&bot, &cwd, spool.path(), &log, &held, &allowed);
     assert!(!ran(&log).contains_key(refused));
 }
+
+/// The runner on another host (a network namespace of the test's own,
+/// joined by a veth pair) and the link between them taken down and brought
+/// back: decisions made while it was down arrive after, allowed commands do
+/// not wait for the link, and nothing held runs unapproved.
+#[test]
+fn the_link_to_a_runner_on_another_address_goes_down_and_up_and_nothing_runs_unapproved() {
+    let ns = match NetNs::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            assert!(
+                std::env::var_os("HOLDPOINT_REQUIRE_NETNS").is_none(),
+                "network namespaces are required here: {why}"
+            );
+            eprintln!("skipped: cannot make a network namespace ({why})");
+            return;
+        }
+    };
+    let bot = BotOptions::new()
+        .listen_ip("0.0.0.0")
+        .env("HOLDPOINT_EXPIRY", "2m")
+        .start();
+    let url = format!("http://{}:{}", ns.host_ip, bot.port);
+    let ws = Workspace::new();
+    let cwd = ws.repo();
+    let dir = TempDir::new("faults");
+    let (shell, log) = recorder(dir.path());
+    let spool = TempDir::new("spool");
+    let remote = |line: &str| {
+        let mut c = runner(&url, &bot.token, &cwd, spool.path());
+        c.env("HOLDPOINT_REAL_SHELL", &shell)
+            .env("HOLDPOINT_ALLOW_INSECURE_HTTP", "1")
+            .args(["sh", "-c", line]);
+        ns.wrap(&c)
+    };
+    let approve = "git push --force origin link-approved";
+    let deny = "git push --force origin link-denied";
+    let mut a = Agent::spawn(remote(approve));
+    let mut d = Agent::spawn(remote(deny));
+    let ids = eventually(Duration::from_secs(30), "the requests pending", || {
+        let p = pending_by_command(&bot);
+        (p.contains_key(approve) && p.contains_key(deny)).then_some(p)
+    });
+    let request = |id: &str| {
+        bot.requests()["pending"]
+            .as_array()
+            .and_then(|p| p.iter().find(|r| r["id"] == id).cloned())
+    };
+    assert_eq!(
+        request(&ids[approve]).map(|r| r["host"].is_string()),
+        Some(true)
+    );
+
+    ns.link(false);
+    bot.cli(&["approve", &ids[approve]]);
+    bot.cli(&["deny", &ids[deny], "--reason", "fault suite"]);
+    let out = remote("echo link-down").output().expect("run holdpoint");
+    assert!(
+        out.status.success(),
+        "allowed commands do not wait for the link: {}",
+        text(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // The decisions could not reach them: they still wait.
+    assert!(
+        a.running() && d.running(),
+        "the runners were cut off while the link was down"
+    );
+    ns.link(true);
+
+    let out = a.finish(Duration::from_secs(90));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = d.finish(Duration::from_secs(90));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let held = BTreeSet::from([approve.to_string(), deny.to_string()]);
+    let allowed = BTreeSet::from(["echo link-down".to_string()]);
+    assert_promises_kept(&bot, &cwd, spool.path(), &log, &held, &allowed);
+    assert!(!ran(&log).contains_key(deny));
+}
