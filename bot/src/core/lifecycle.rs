@@ -272,7 +272,23 @@ impl Bot {
             )));
         }
         let pending_cap = u64::from(self.config.limits.pending_per_runner);
-        let expires_at = now + self.config.expiry.for_risk(req.risk()).as_millis() as i64;
+        let expiry = self.config.expiry.for_risk(req.risk());
+        let expires_at = now + expiry.as_millis() as i64;
+        let (policy, steps) = self.config.escalation.steps_for(
+            &runner.name,
+            req.agent.as_deref(),
+            req.risk(),
+            expiry,
+        );
+        let planned: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "action": s.action,
+                    "due_at": now.saturating_add(s.after.as_millis() as i64),
+                })
+            })
+            .collect();
         let verdict = serde_json::to_string(&req.verdict)
             .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("verdict: {e}")))?;
         let annotations = serde_json::to_string(&req.annotations)
@@ -316,6 +332,7 @@ impl Bot {
                 "agent": req.agent,
                 "requested_by": requested_by,
                 "expires_at": expires_at,
+                "escalation": {"policy": policy, "steps": planned},
             }),
         );
         let stored = {
@@ -343,6 +360,7 @@ impl Bot {
                     return Ok(Stored::Full);
                 }
                 model.clone().insert(&txn).await?;
+                super::escalation::plan(&txn, &req.id, now, &steps).await?;
                 audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
                 feed::record(&txn, &req.id, Status::Pending, now).await?;
                 txn.commit().await?;
@@ -889,13 +907,19 @@ impl Bot {
         Ok(readable(rows))
     }
 
-    /// The sweep's work, once: expire what is due, close revoked runners'
+    /// The sweep's work, once: expire what is due, fire the escalation
+    /// steps that are due, close revoked runners'
     /// connections, forget old feed rows. Returns what failed, for the
     /// caller to log.
     pub async fn sweep_once(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if let Err(e) = self.expire_due().await {
             errors.push(format!("expiring requests: {e}"));
+        }
+        // After expiry: a request whose deadline passed is denied, not
+        // escalated.
+        if let Err(e) = self.escalate_due().await {
+            errors.push(format!("escalating requests: {e}"));
         }
         match self.revoked_but_connected().await {
             Ok(names) if !names.is_empty() => {

@@ -242,4 +242,53 @@ impl chat::Adapter for Slack {
         });
         self.call("chat.postMessage", &reply).await.map(drop)
     }
+
+    const ESCALATES: bool = true;
+
+    async fn remind(&self, at: &Delivery, view: &ReviewView) -> Result<(), String> {
+        let reply = json!({
+            "channel": at.destination,
+            "thread_ts": at.handle,
+            "text": render::reminder(view, &self.cfg.reviewers),
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        self.call("chat.postMessage", &reply).await.map(drop)
+    }
+
+    async fn notify(
+        &self,
+        _req: &StoredRequest,
+        view: &ReviewView,
+    ) -> Result<Option<Posted>, String> {
+        let Some(channel) = self.cfg.pager_channel.as_deref() else {
+            return Ok(None);
+        };
+        let oncall = if self.cfg.oncall.is_empty() {
+            &self.cfg.reviewers
+        } else {
+            &self.cfg.oncall
+        };
+        let msg = render::pager_message(view, oncall);
+        let body = json!({
+            "channel": channel,
+            "text": msg.text,
+            "blocks": msg.blocks,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        let answer = self.call("chat.postMessage", &body).await?;
+        let ts = answer
+            .get("ts")
+            .and_then(Value::as_str)
+            .ok_or("chat.postMessage returned no timestamp")?;
+        let channel = answer
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or(channel);
+        Ok(Some(Posted {
+            destination: channel.to_string(),
+            handle: ts.to_string(),
+        }))
+    }
 }

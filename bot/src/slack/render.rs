@@ -336,6 +336,68 @@ pub fn request_message(v: &ReviewView) -> Message {
     }
 }
 
+/// Slack ids as mentions: users `<@U…>`, user groups `<!subteam^S…>`.
+/// Anything that is not a Slack id is left out (the config checks them).
+pub fn mentions(ids: &[String]) -> String {
+    ids.iter()
+        .filter(|id| is_slack_id(id))
+        .map(|id| {
+            if id.starts_with('S') {
+                format!("<!subteam^{id}>")
+            } else {
+                format!("<@{id}>")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The reminder an escalation step posts in the request's thread.
+pub fn reminder(v: &ReviewView, reviewers: &[String]) -> String {
+    let who = mentions(reviewers);
+    let lead = if who.is_empty() {
+        "⏰ Still waiting for a reviewer".to_string()
+    } else {
+        format!("⏰ {who}: still waiting for a reviewer")
+    };
+    cut(
+        &format!(
+            "{lead} · expires {} (no answer is a denial) · <{}|web queue>",
+            slack_date(v.expires_at),
+            escape(&link(&v.link))
+        ),
+        SECTION_MAX,
+    )
+}
+
+/// The message an escalation step posts in the pager channel: the review
+/// message, with its buttons, under a line that mentions the on-call
+/// people.
+pub fn pager_message(v: &ReviewView, oncall: &[String]) -> Message {
+    let mut msg = request_message(v);
+    let who = mentions(oncall);
+    let since = slack_date(v.created_at);
+    let line = if who.is_empty() {
+        format!("🚨 *Escalated:* nobody has answered this request since {since}")
+    } else {
+        format!("🚨 {who} *Escalated:* nobody has answered this request since {since}")
+    };
+    let banner = json!({
+        "type": "section",
+        "block_id": "hp_escalated",
+        "text": mrkdwn(&cut(&line, SECTION_MAX)),
+    });
+    let at = usize::from(!msg.blocks.is_empty());
+    msg.blocks.insert(at, banner);
+    while msg.blocks.len() > MAX_BLOCKS {
+        // Keep the actions (last): drop what comes before them.
+        let before_last = msg.blocks.len() - 2;
+        msg.blocks.remove(before_last);
+    }
+    msg.text = cut(&format!("🚨 {who} {}", msg.text), SECTION_MAX);
+    msg
+}
+
 /// The reply posted in the message's thread once a request is decided.
 pub fn thread_reply(v: &ReviewView) -> String {
     let mut s = outcome_line(v.outcome.as_ref());
