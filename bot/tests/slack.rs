@@ -860,3 +860,200 @@ fn two_bots_post_once(py: &std::path::Path, database_url: &str) {
 
 /// The bot's reconcile period (`slack::RECONCILE_EVERY`), in seconds.
 const RECONCILE_SECS: f64 = 3.0;
+
+/// The pager channel of the escalation tests.
+const PAGER: &str = "C0PAGER01";
+
+/// A bot whose requests climb `steps` (TOML step tables) and expire after
+/// `expiry`, with [`PAGER`] as its pager channel and [`GROUP`] on call.
+fn escalating_bot(fake: &FakeSlack, steps: &str, expiry: &str) -> holdpoint_testkit::Bot {
+    bot_options(fake, Mode::Http)
+        .config(&format!(
+            "[[escalation.policies]]\nname = \"force-push\"\nsteps = [{steps}]\n"
+        ))
+        .envs(&[
+            ("HOLDPOINT_EXPIRY", expiry),
+            ("HOLDPOINT_SLACK_PAGER_CHANNEL", PAGER),
+            ("HOLDPOINT_SLACK_ONCALL", GROUP),
+        ])
+        .start()
+}
+
+/// The `ts` the fake server gave the first successful post that `f` picks.
+fn ts_of(fake: &FakeSlack, f: impl Fn(&Value) -> bool) -> Value {
+    let posts = fake.calls_of("chat.postMessage");
+    let n = posts.iter().position(|c| f(c)).expect("posted");
+    let ok_before = posts[..n]
+        .iter()
+        .filter(|c| c["injected"].is_null())
+        .count();
+    json!(format!("{}.000100", 1_700_000_001 + ok_before))
+}
+
+fn is_pager_post(c: &Value, id: &str) -> bool {
+    c["method"] == "chat.postMessage"
+        && c["body"]["channel"] == PAGER
+        && c["body"]["thread_ts"].is_null()
+        && c["body"].to_string().contains(id)
+}
+
+fn is_reminder(c: &Value, ts: &Value) -> bool {
+    c["method"] == "chat.postMessage"
+        && c["body"]["thread_ts"] == *ts
+        && c["body"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("still waiting for a reviewer"))
+}
+
+/// How often `f` matches the calls so far.
+fn count(fake: &FakeSlack, f: impl Fn(&Value) -> bool) -> usize {
+    fake.calls().iter().filter(|c| f(c)).count()
+}
+
+/// Nobody answers a force push: the reviewers are reminded in its thread,
+/// then it is posted, with its buttons, in the pager channel mentioning
+/// the on-call group, then it expires as a denial and both messages show
+/// it. Each step is sent once and is an audit event.
+#[test]
+fn unanswered_force_push_is_reminded_then_posted_to_the_pager_channel_then_denied() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = escalating_bot(
+        &fake,
+        "{ after = \"1s\", action = \"remind\" }, { after = \"2s\", action = \"notify\" }",
+        "4s",
+    );
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let ts = posted_ts(&fake, &req.id);
+
+    let reminder = fake.wait_for("the reminder in the thread", WAIT, |c| is_reminder(c, &ts));
+    assert_eq!(reminder["body"]["channel"], CHANNEL);
+    let text = reminder["body"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("<@{REVIEWER}>")) && text.contains(&format!("<!subteam^{GROUP}>")),
+        "the reminder mentions the reviewers: {text}"
+    );
+
+    let page = fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let body = page["body"].to_string();
+    assert!(body.contains(&format!("<!subteam^{GROUP}>")), "{body}");
+    assert!(body.contains("Escalated"), "{body}");
+    let (value, channel) = button(&page, "hp_approve");
+    assert_eq!(value, format!("{}:{}", req.id, req.command_hash));
+    assert_eq!(channel, PAGER);
+    let page_ts = ts_of(&fake, |c| is_pager_post(c, &req.id));
+
+    let d = runner.decision(WAIT).expect("the expiry");
+    assert_eq!(d.status, Status::Expired);
+    let updated = fake.wait_for("the pager message updated", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == page_ts
+    });
+    assert_eq!(updated["body"]["channel"], PAGER);
+    let body = updated["body"].to_string();
+    assert!(body.contains("Expired") && !body.contains("hp_approve"), "{body}");
+    fake.wait_for("the request message updated", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == ts
+    });
+
+    assert_eq!(count(&fake, |c| is_reminder(c, &ts)), 1, "one reminder");
+    assert_eq!(count(&fake, |c| is_pager_post(c, &req.id)), 1, "one page");
+    let steps: Vec<Value> = bot
+        .audit()
+        .into_iter()
+        .filter(|r| r["kind"] == "request.escalated" && r["request_id"] == req.id.as_str())
+        .map(|r| r["event"]["action"].clone())
+        .collect();
+    assert_eq!(steps, vec![json!("remind"), json!("notify")]);
+    let metrics = bot.metrics();
+    for line in [
+        "holdpoint_escalations_total{action=\"remind\"} 1",
+        "holdpoint_escalations_total{action=\"notify\"} 1",
+        "holdpoint_escalations_sent_total{action=\"remind\"} 1",
+        "holdpoint_escalations_sent_total{action=\"notify\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+/// The on-call reviewer approves from the pager channel: the runner gets
+/// the approval, and both the pager message and the request's own show
+/// who approved, without buttons.
+#[test]
+fn a_request_approved_from_the_pager_channel_updates_both_messages() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = escalating_bot(&fake, "{ after = \"1s\", action = \"notify\" }", "10m");
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let ts = posted_ts(&fake, &req.id);
+    let page = fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let page_ts = ts_of(&fake, |c| is_pager_post(c, &req.id));
+    let (value, channel) = button(&page, "hp_approve");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let d = runner.decision(WAIT).expect("the approval");
+    assert_eq!(d.status, Status::Approved);
+    assert_eq!(d.decided_by, format!("slack:{REVIEWER}"));
+    for (where_, at) in [("pager", &page_ts), ("request", &ts)] {
+        let updated = fake.wait_for(&format!("the {where_} message updated"), WAIT, |c| {
+            c["method"] == "chat.update" && c["body"]["ts"] == *at
+        });
+        let body = updated["body"].to_string();
+        assert!(
+            body.contains("Approved")
+                && body.contains(&format!("<@{REVIEWER}>"))
+                && !body.contains("hp_approve"),
+            "{where_}: {body}"
+        );
+    }
+}
+
+/// A bot killed after the reminder and before the page, then restarted,
+/// sends the reminder once and the page once.
+#[test]
+fn a_bot_killed_between_two_steps_sends_each_step_once_after_restart() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let mut bot = escalating_bot(
+        &fake,
+        "{ after = \"1s\", action = \"remind\" }, { after = \"3s\", action = \"notify\" }",
+        "6s",
+    );
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let ts = posted_ts(&fake, &req.id);
+    fake.wait_for("the reminder in the thread", WAIT, |c| is_reminder(c, &ts));
+    bot.wait_log(
+        &format!("request {}: escalation step 0 (remind) delivered", req.id),
+        WAIT,
+    );
+    drop(runner);
+    bot.restart();
+    let mut runner = Runner::connect(&bot);
+    runner.submit(&req);
+    fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let page_ts = ts_of(&fake, |c| is_pager_post(c, &req.id));
+    let d = runner.decision(WAIT).expect("the expiry");
+    assert_eq!(d.status, Status::Expired);
+    fake.wait_for("the pager message updated", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == page_ts
+    });
+    assert_eq!(count(&fake, |c| is_reminder(c, &ts)), 1, "one reminder");
+    assert_eq!(count(&fake, |c| is_pager_post(c, &req.id)), 1, "one page");
+}
