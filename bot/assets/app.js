@@ -434,8 +434,12 @@
     if (agent) where.append(document.createTextNode(' · '), txt('span', 'v', agent));
     head.append(where, el('span', 'spacer'));
     const age = el('span', 'age');
+    const escal = el('span', 'escalation');
     const left = el('span', 'left');
-    head.append(age, left);
+    head.append(age, escal, left);
+    const steps = (Array.isArray(field(r, 'escalation')) ? field(r, 'escalation') : [])
+      .map((s) => ({ action: oneOf(field(s, 'action'), ['remind', 'notify']), due: num(field(s, 'due_at')), fired: num(field(s, 'fired_at')) }))
+      .filter((s) => s.action && s.due !== null);
     root.append(head);
 
     root.append(rulesBlock(verdict));
@@ -575,6 +579,13 @@
 
     card.tick = (now) => {
       if (created !== null) age.textContent = 'waiting ' + dur(now - created);
+      // The escalation: the steps taken so far and the next one's time.
+      const done = steps.filter((s) => s.fired !== null || s.due <= now).map((s) => (s.action === 'remind' ? 'reminded' : 'paged the on-call channel'));
+      const next = steps.find((s) => s.fired === null && s.due > now);
+      const parts = [];
+      if (done.length) parts.push(done.join(', '));
+      if (next) parts.push((next.action === 'remind' ? 'reminder' : 'on-call post') + ' in ' + dur(next.due - now));
+      escal.textContent = parts.join(' \u00B7 ');
       if (expires === null) {
         left.textContent = '';
         return;

@@ -135,6 +135,24 @@ fn listed(r: &crate::core::StoredRequest, max: usize) -> Value {
     v
 }
 
+/// Adds each pending request's escalation steps (action, due time, when
+/// it fired) to its entry, as `escalation`.
+async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Response> {
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let steps = bot.escalations_of(&ids).await.map_err(database)?;
+    for e in entries.iter_mut() {
+        let id = e.get("id").and_then(Value::as_str).unwrap_or_default();
+        let these = steps.get(id).cloned().unwrap_or_default();
+        if let Some(obj) = e.as_object_mut() {
+            obj.insert("escalation".into(), json!(these));
+        }
+    }
+    Ok(())
+}
+
 /// The query of `GET /api/requests`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,10 +214,13 @@ pub async fn list(
         let next = (page.len() as u64 == PER_RUNNER)
             .then(|| page.last().map(cursor))
             .flatten();
-        let pending: Vec<Value> = page
+        let mut pending: Vec<Value> = page
             .iter()
             .map(|r| listed(r, PENDING_COMMAND_CHARS))
             .collect();
+        if let Err(res) = with_escalation(&bot, &mut pending).await {
+            return res;
+        }
         return Json(json!({
             "runner": runner,
             "pending": pending,
@@ -216,11 +237,14 @@ pub async fn list(
         Ok(r) => r,
         Err(e) => return database(e),
     };
-    let pending: Vec<Value> = queue
+    let mut pending: Vec<Value> = queue
         .requests
         .iter()
         .map(|r| listed(r, PENDING_COMMAND_CHARS))
         .collect();
+    if let Err(res) = with_escalation(&bot, &mut pending).await {
+        return res;
+    }
     let recent: Vec<Value> = recent
         .iter()
         .map(|r| listed(r, RECENT_COMMAND_CHARS))
@@ -249,7 +273,14 @@ pub async fn one(
         return error(StatusCode::NOT_FOUND, "no such request");
     }
     match bot.get(&id).await {
-        Ok(Some(r)) => Json(listed(&r, usize::MAX)).into_response(),
+        Ok(Some(r)) => {
+            let mut entry = [listed(&r, usize::MAX)];
+            if let Err(res) = with_escalation(&bot, &mut entry).await {
+                return res;
+            }
+            let [entry] = entry;
+            Json(entry).into_response()
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, "no such request"),
         Err(e) => database(e),
     }
