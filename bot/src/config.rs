@@ -129,7 +129,9 @@ pub struct EscalationPolicy {
 
 impl EscalationPolicy {
     fn matches(&self, runner: &str, agent: Option<&str>, risk: Risk) -> bool {
-        self.runner.as_deref().is_none_or(|p| name_matches(p, runner))
+        self.runner
+            .as_deref()
+            .is_none_or(|p| name_matches(p, runner))
             && self.agent.as_deref().is_none_or(|a| agent == Some(a))
             && self.min_risk.is_none_or(|m| risk >= m)
     }
@@ -160,7 +162,11 @@ impl Escalation {
         {
             Some(p) => (
                 p.name.as_str(),
-                p.steps.iter().copied().filter(|s| s.after < expiry).collect(),
+                p.steps
+                    .iter()
+                    .copied()
+                    .filter(|s| s.after < expiry)
+                    .collect(),
             ),
             None => (
                 "default",
@@ -383,7 +389,10 @@ pub struct SlackRoute {
 impl SlackRoute {
     /// Whether a request from `runner` with `risk` takes this route.
     pub fn matches(&self, runner: &str, risk: Risk) -> bool {
-        let runner_ok = self.runner.as_deref().is_none_or(|p| name_matches(p, runner));
+        let runner_ok = self
+            .runner
+            .as_deref()
+            .is_none_or(|p| name_matches(p, runner));
         runner_ok && self.min_risk.is_none_or(|m| risk >= m)
     }
 }

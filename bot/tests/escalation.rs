@@ -101,14 +101,22 @@ async fn with_no_policy_written_a_request_is_reminded_once_at_half_its_expiry() 
     assert_eq!(escalated_in_audit(&bot, &req.id).await, vec![0]);
     let steps = bot.escalation_of(&req.id).await.expect("steps");
     assert_eq!(steps[0].fired_at, Some(START + 300_000));
-    assert!(bot.metrics().render(0, 0).contains("holdpoint_escalations_total{action=\"remind\"} 1"));
+    assert!(
+        bot.metrics()
+            .render(0, 0)
+            .contains("holdpoint_escalations_total{action=\"remind\"} 1")
+    );
 }
 
 #[tokio::test]
 async fn each_step_fires_in_order_and_is_announced_on_the_feed() {
     let dir = TempDir::new("escalation");
     let clock = Arc::new(ManualClock::starting_at(START));
-    let bot = open(config(&dir, &sqlite(&dir), TWO_STEPS).expect("config"), &clock).await;
+    let bot = open(
+        config(&dir, &sqlite(&dir), TWO_STEPS).expect("config"),
+        &clock,
+    )
+    .await;
     let mut feed = bot.subscribe();
     tokio::spawn(bot.clone().run_feed());
     let req = force_push();
@@ -136,7 +144,11 @@ async fn each_step_fires_in_order_and_is_announced_on_the_feed() {
 async fn a_step_of_a_request_decided_before_it_was_due_never_fires() {
     let dir = TempDir::new("escalation");
     let clock = Arc::new(ManualClock::starting_at(START));
-    let bot = open(config(&dir, &sqlite(&dir), TWO_STEPS).expect("config"), &clock).await;
+    let bot = open(
+        config(&dir, &sqlite(&dir), TWO_STEPS).expect("config"),
+        &clock,
+    )
+    .await;
     let req = force_push();
     bot.submit(&runner("local"), &req).await.expect("submit");
     clock.advance(120_000);
@@ -154,7 +166,11 @@ async fn a_step_of_a_request_decided_before_it_was_due_never_fires() {
     clock.advance(600_000);
     bot.sweep_once().await;
     assert_eq!(bot.escalate_due().await.expect("sweep"), 0);
-    assert_eq!(escalated_in_audit(&bot, &req.id).await, vec![0], "no notify");
+    assert_eq!(
+        escalated_in_audit(&bot, &req.id).await,
+        vec![0],
+        "no notify"
+    );
     let steps = bot.escalation_of(&req.id).await.expect("steps");
     assert_eq!(steps[1].fired_at, None);
 }
@@ -163,7 +179,11 @@ async fn a_step_of_a_request_decided_before_it_was_due_never_fires() {
 async fn the_final_step_is_expiry_and_an_expired_request_is_not_escalated_after_it() {
     let dir = TempDir::new("escalation");
     let clock = Arc::new(ManualClock::starting_at(START));
-    let bot = open(config(&dir, &sqlite(&dir), TWO_STEPS).expect("config"), &clock).await;
+    let bot = open(
+        config(&dir, &sqlite(&dir), TWO_STEPS).expect("config"),
+        &clock,
+    )
+    .await;
     let req = force_push();
     bot.submit(&runner("local"), &req).await.expect("submit");
     // The bot was stopped past every step and the deadline: it denies.
@@ -267,9 +287,17 @@ steps = []
     assert_eq!(name, "default", "the agent must match too");
     let (name, steps) = e.steps_for("ci", None, Risk::Critical, ten);
     assert_eq!(name, "critical");
-    assert_eq!(steps.len(), 1, "a step after the expiry never fires: {steps:?}");
+    assert_eq!(
+        steps.len(),
+        1,
+        "a step after the expiry never fires: {steps:?}"
+    );
     let (name, steps) = e.steps_for("lab", None, Risk::High, ten);
-    assert_eq!((name, steps.len()), ("quiet", 0), "no escalation, only expiry");
+    assert_eq!(
+        (name, steps.len()),
+        ("quiet", 0),
+        "no escalation, only expiry"
+    );
     let (name, steps) = e.steps_for("ci", None, Risk::High, ten);
     assert_eq!(name, "default");
     assert_eq!(steps[0].after, Duration::from_secs(300));

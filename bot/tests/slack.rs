@@ -955,7 +955,10 @@ fn unanswered_force_push_is_reminded_then_posted_to_the_pager_channel_then_denie
     });
     assert_eq!(updated["body"]["channel"], PAGER);
     let body = updated["body"].to_string();
-    assert!(body.contains("Expired") && !body.contains("hp_approve"), "{body}");
+    assert!(
+        body.contains("Expired") && !body.contains("hp_approve"),
+        "{body}"
+    );
     fake.wait_for("the request message updated", WAIT, |c| {
         c["method"] == "chat.update" && c["body"]["ts"] == ts
     });

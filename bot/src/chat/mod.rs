@@ -439,8 +439,7 @@ impl<A: Adapter> Engine<A> {
                 final_status: Some(req.status),
                 lease_until: None,
             };
-            let updated =
-                tokio::time::timeout(CALL_DEADLINE, self.adapter.update(&at, view)).await;
+            let updated = tokio::time::timeout(CALL_DEADLINE, self.adapter.update(&at, view)).await;
             if !matches!(updated, Ok(Ok(()))) {
                 self.bot().metrics().chat_failure(A::NAME, "update");
                 tracing::error!(

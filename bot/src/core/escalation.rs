@@ -77,6 +77,9 @@ pub struct StepPost {
     pub handle: String,
 }
 
+/// The most steps one transaction fires.
+const BATCH: usize = 100;
+
 fn step_no(step: u32) -> i32 {
     i32::try_from(step).unwrap_or(i32::MAX)
 }
@@ -185,59 +188,80 @@ impl Bot {
             .into_iter()
             .collect();
         let mut fired = 0;
-        for s in due {
-            let Some(action) = StepAction::parse(&s.action) else {
-                tracing::error!(
-                    "escalation step {} of {} has an unknown action {:?}; skipped",
-                    s.step,
-                    s.request_id,
-                    s.action
-                );
-                continue;
-            };
-            let Ok(n) = u32::try_from(s.step) else {
-                continue;
-            };
+        // Steps that came due together fire in batches: one transaction,
+        // one audit append and one commit for up to BATCH of them, each
+        // still its own guarded update.
+        let due: Vec<(step::Model, StepAction, u32)> = due
+            .into_iter()
+            .filter_map(|s| {
+                let Some(action) = StepAction::parse(&s.action) else {
+                    tracing::error!(
+                        "escalation step {} of {} has an unknown action {:?}; skipped",
+                        s.step,
+                        s.request_id,
+                        s.action
+                    );
+                    return None;
+                };
+                let n = u32::try_from(s.step).ok()?;
+                Some((s, action, n))
+            })
+            .collect();
+        for batch in due.chunks(BATCH) {
             let at = self.now_ms();
-            let event = NewEvent::at(
-                at,
-                "request.escalated",
-                runners.get(&s.request_id).map(String::as_str),
-                Some(&s.request_id),
-                json!({
-                    "step": n,
-                    "action": action,
-                    "due_at": s.due_at,
-                    "late_ms": at.saturating_sub(s.due_at),
-                }),
-            );
-            let won = {
+            let won: Vec<&(step::Model, StepAction, u32)> = {
                 let _w = self.write_lock.lock().await;
                 audit::retrying(|| async {
                     let txn = audit::begin_write(&self.db).await?;
-                    let moved = step::Entity::update_many()
-                        .col_expr(step::Column::FiredAt, Expr::value(at))
-                        .filter(step::Column::RequestId.eq(s.request_id.as_str()))
-                        .filter(step::Column::Step.eq(s.step))
-                        .filter(step::Column::FiredAt.is_null())
-                        .filter(step::Column::RequestId.in_subquery(pending_ids()))
-                        .exec(&txn)
-                        .await?
-                        .rows_affected;
-                    if moved != 1 {
-                        txn.rollback().await?;
-                        return Ok(false);
+                    let mut won = Vec::new();
+                    for item in batch {
+                        let (s, _, _) = item;
+                        let moved = step::Entity::update_many()
+                            .col_expr(step::Column::FiredAt, Expr::value(at))
+                            .filter(step::Column::RequestId.eq(s.request_id.as_str()))
+                            .filter(step::Column::Step.eq(s.step))
+                            .filter(step::Column::FiredAt.is_null())
+                            .filter(step::Column::RequestId.in_subquery(pending_ids()))
+                            .exec(&txn)
+                            .await?
+                            .rows_affected;
+                        if moved == 1 {
+                            won.push(item);
+                        }
                     }
-                    audit::append_in(&txn, std::slice::from_ref(&event), at).await?;
-                    feed::record_step(&txn, &s.request_id, n, at).await?;
+                    if won.is_empty() {
+                        txn.rollback().await?;
+                        return Ok(won);
+                    }
+                    let events: Vec<NewEvent> = won
+                        .iter()
+                        .map(|(s, action, n)| {
+                            NewEvent::at(
+                                at,
+                                "request.escalated",
+                                runners.get(&s.request_id).map(String::as_str),
+                                Some(&s.request_id),
+                                json!({
+                                    "step": n,
+                                    "action": action,
+                                    "due_at": s.due_at,
+                                    "late_ms": at.saturating_sub(s.due_at),
+                                }),
+                            )
+                        })
+                        .collect();
+                    audit::append_in(&txn, &events, at).await?;
+                    for (s, _, n) in &won {
+                        feed::record_step(&txn, &s.request_id, *n, at).await?;
+                    }
                     txn.commit().await?;
-                    Ok(true)
+                    Ok(won)
                 })
                 .await?
             };
-            if won {
+            for (s, action, n) in won {
                 fired += 1;
-                self.metrics.escalated(action);
+                self.metrics.escalated(*action);
                 tracing::info!(
                     "request {}: escalation step {n} ({}) fired {} ms after it was due",
                     s.request_id,
@@ -305,7 +329,11 @@ impl Bot {
 
     /// The step was delivered (a `notify` step's message is at `post`).
     /// `false`: the claim had lapsed and another replica took it over.
-    pub async fn step_sent(&self, claim: StepClaim, post: Option<&StepPost>) -> Result<bool, DbErr> {
+    pub async fn step_sent(
+        &self,
+        claim: StepClaim,
+        post: Option<&StepPost>,
+    ) -> Result<bool, DbErr> {
         Ok(send::Entity::update_many()
             .col_expr(send::Column::SentAt, Expr::value(self.now_ms()))
             .col_expr(send::Column::ClaimedBy, Expr::value(Option::<String>::None))
