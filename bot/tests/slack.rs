@@ -882,7 +882,7 @@ fn escalating_bot(fake: &FakeSlack, steps: &str, expiry: &str) -> holdpoint_test
 /// The `ts` the fake server gave the first successful post that `f` picks.
 fn ts_of(fake: &FakeSlack, f: impl Fn(&Value) -> bool) -> Value {
     let posts = fake.calls_of("chat.postMessage");
-    let n = posts.iter().position(|c| f(c)).expect("posted");
+    let n = posts.iter().position(f).expect("posted");
     let ok_before = posts[..n]
         .iter()
         .filter(|c| c["injected"].is_null())
