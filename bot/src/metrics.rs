@@ -53,7 +53,7 @@ const LIMITS: [&str; 3] = ["pending", "connections", "submissions"];
 pub const CHAT_ADAPTERS: [&str; 1] = ["slack"];
 
 /// The kinds of chat failure counted.
-const CHAT_FAILURES: [&str; 9] = [
+const CHAT_FAILURES: [&str; 10] = [
     "post",
     "update",
     "thread",
@@ -63,6 +63,7 @@ const CHAT_FAILURES: [&str; 9] = [
     "socket",
     "remind",
     "notify",
+    "dm",
 ];
 
 fn status_index(s: Status) -> Option<usize> {

@@ -1060,3 +1060,79 @@ fn a_bot_killed_between_two_steps_sends_each_step_once_after_restart() {
     assert_eq!(count(&fake, |c| is_reminder(c, &ts)), 1, "one reminder");
     assert_eq!(count(&fake, |c| is_pager_post(c, &req.id)), 1, "one page");
 }
+
+/// The requester (`slack:U…`) hears in a direct message that nobody
+/// answered and the request went to the on-call channel, then how it ended,
+/// who decided and why; a request without a Slack requester sends none.
+#[test]
+fn the_requester_hears_the_escalation_and_the_outcome_in_a_direct_message() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = escalating_bot(&fake, "{ after = \"1s\", action = \"notify\" }", "10m");
+    let mut runner = Runner::connect(&bot);
+    let requester = "U0AGENT01";
+    let req = force_push(Some(&format!("slack:{requester}")));
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let dm = |c: &Value| c["method"] == "chat.postMessage" && c["body"]["channel"] == requester;
+    let escalated = fake.wait_for("the requester told of the escalation", WAIT, |c| {
+        dm(c)
+            && c["body"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("on-call reviewers"))
+    });
+    assert!(
+        escalated["body"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("git push")),
+        "{escalated}"
+    );
+    let page = fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let (value, channel) = button(&page, "hp_deny");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_deny", &value, &channel))
+            .0,
+        200
+    );
+    let opened = fake.wait_for("views.open", WAIT, |c| c["method"] == "views.open");
+    let reason = "main is frozen until the release";
+    assert_eq!(
+        bot.interact(&deny_submission(REVIEWER, &opened["body"]["view"], reason))
+            .0,
+        200
+    );
+    assert_eq!(
+        runner.decision(WAIT).expect("the denial").status,
+        Status::Denied
+    );
+    let outcome = fake.wait_for("the requester told the outcome", WAIT, |c| {
+        dm(c)
+            && c["body"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Denied"))
+    });
+    let text = outcome["body"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("<@{REVIEWER}>")),
+        "who decided: {text}"
+    );
+    assert!(text.contains(reason), "why: {text}");
+    assert_eq!(count(&fake, dm), 2, "one message for each");
+
+    // Without a Slack requester: no direct message at all.
+    let other = force_push(None);
+    runner.submit(&other);
+    fake.posted(&other.id);
+    let (value, channel) = button(&fake.posted(&other.id), "hp_approve");
+    bot.interact(&click(REVIEWER, "hp_approve", &value, &channel));
+    assert_eq!(
+        runner.decision(WAIT).expect("approval").status,
+        Status::Approved
+    );
+    fake.wait_for("the update", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"].to_string().contains(other.id.as_str())
+    });
+    assert_eq!(count(&fake, dm), 2);
+}

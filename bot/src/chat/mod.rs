@@ -50,6 +50,15 @@ pub struct Posted {
     pub handle: String,
 }
 
+/// What the requester of a request is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum News {
+    /// It ended: the outcome, who decided and why.
+    Ended,
+    /// Nobody answered it yet: it was posted to the on-call people.
+    Escalated,
+}
+
 /// One chat.
 pub trait Adapter: Send + Sync + 'static {
     /// The adapter's name in the deliveries table, metrics and logs.
@@ -109,6 +118,18 @@ pub trait Adapter: Send + Sync + 'static {
         _view: &ReviewView,
     ) -> impl Future<Output = Result<Option<Posted>, String>> + Send {
         async { Ok(None) }
+    }
+
+    /// Tells the request's requester `news` in a direct message, when the
+    /// requester is a person of this chat. `Ok(false)`: not one of this
+    /// chat's people (or no requester).
+    fn tell_requester(
+        &self,
+        _req: &StoredRequest,
+        _view: &ReviewView,
+        _news: News,
+    ) -> impl Future<Output = Result<bool, String>> + Send {
+        async { Ok(false) }
     }
 }
 
@@ -401,6 +422,7 @@ impl<A: Adapter> Engine<A> {
             Err(e) => tracing::error!("{label}: cannot record the update of {id}: {e}"),
         }
         self.finish_pager_posts(&req, &view).await;
+        self.tell(&req, &view, News::Ended).await;
         let replied = tokio::time::timeout(CALL_DEADLINE, self.adapter.reply(&at, &view)).await;
         if !matches!(replied, Ok(Ok(()))) {
             self.bot().metrics().chat_failure(A::NAME, "thread");
@@ -445,6 +467,33 @@ impl<A: Adapter> Engine<A> {
                 tracing::error!(
                     "{label}: cannot update the pager message of {id} in {}",
                     at.destination
+                );
+            }
+        }
+    }
+
+    /// Tells the requester, if they are a person of this chat. Only the
+    /// holder of a claim (the finish, a notify step) gets here, so it is
+    /// said once.
+    async fn tell(&self, req: &StoredRequest, view: &ReviewView, news: News) {
+        let told =
+            tokio::time::timeout(CALL_DEADLINE, self.adapter.tell_requester(req, view, news)).await;
+        match told {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                self.bot().metrics().chat_failure(A::NAME, "dm");
+                tracing::error!(
+                    "{}: cannot tell the requester of {}: {e}",
+                    A::LABEL,
+                    req.request.id
+                );
+            }
+            Err(_) => {
+                self.bot().metrics().chat_failure(A::NAME, "dm");
+                tracing::error!(
+                    "{}: telling the requester of {} took too long",
+                    A::LABEL,
+                    req.request.id
                 );
             }
         }
@@ -521,6 +570,9 @@ impl<A: Adapter> Engine<A> {
                 match self.bot().step_sent(claim, post.as_ref()).await {
                     Ok(true) => {
                         self.bot().metrics().escalation_sent(step.action);
+                        if step.action == StepAction::Notify {
+                            self.tell(&req, &view, News::Escalated).await;
+                        }
                         tracing::info!(
                             "{label}: request {id}: escalation step {n} ({}) delivered {} ms after it was due",
                             step.action.as_str(),

@@ -17,7 +17,7 @@ pub mod socket;
 
 use crate::chat::{self, Posted};
 use crate::config::SlackConfig;
-use crate::core::{Bot, Delivery, Directory, Realm, Refusal, StoredRequest};
+use crate::core::{Bot, Delivery, Directory, Realm, Refusal, Reviewer, StoredRequest};
 use crate::view::ReviewView;
 use api::{Api, ApiError};
 use axum::Router;
@@ -254,6 +254,35 @@ impl chat::Adapter for Slack {
             "unfurl_media": false,
         });
         self.call("chat.postMessage", &reply).await.map(drop)
+    }
+
+    async fn tell_requester(
+        &self,
+        req: &StoredRequest,
+        view: &ReviewView,
+        news: chat::News,
+    ) -> Result<bool, String> {
+        let Some(user) = req
+            .request
+            .requested_by
+            .as_deref()
+            .and_then(Reviewer::parse)
+            .filter(|r| r.realm == Realm::Slack && render::is_slack_id(&r.id))
+        else {
+            return Ok(false);
+        };
+        let text = match news {
+            chat::News::Ended => render::requester_outcome(view),
+            chat::News::Escalated => render::requester_escalated(view),
+        };
+        // A user id as the channel: the app's direct messages with them.
+        let body = json!({
+            "channel": user.id,
+            "text": text,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        self.call("chat.postMessage", &body).await.map(|_| true)
     }
 
     async fn notify(

@@ -398,6 +398,38 @@ pub fn pager_message(v: &ReviewView, oncall: &[String]) -> Message {
     msg
 }
 
+/// The direct message that tells a requester how their request ended.
+pub fn requester_outcome(v: &ReviewView) -> String {
+    let mut s = format!(
+        "Your agent's request: {}\n{}",
+        escape(&cut(&v.summary, 300)),
+        outcome_line(v.outcome.as_ref())
+    );
+    if let Some(reason) = v
+        .outcome
+        .as_ref()
+        .and_then(|o| o.reason.as_deref())
+        .filter(|s| !s.trim().is_empty())
+    {
+        s.push_str(&format!("\n>{}", escape(&cut(reason, 2000))));
+    }
+    s.push_str(&format!("\n<{}|web queue>", escape(&link(&v.link))));
+    cut(&s, SECTION_MAX)
+}
+
+/// The direct message that tells a requester their request was escalated.
+pub fn requester_escalated(v: &ReviewView) -> String {
+    cut(
+        &format!(
+            "⏫ Nobody has answered your agent's request yet, so it was posted to the on-call reviewers: {}\nIt expires {} (no answer is a denial) · <{}|web queue>",
+            escape(&cut(&v.summary, 300)),
+            slack_date(v.expires_at),
+            escape(&link(&v.link))
+        ),
+        SECTION_MAX,
+    )
+}
+
 /// The reply posted in the message's thread once a request is decided.
 pub fn thread_reply(v: &ReviewView) -> String {
     let mut s = outcome_line(v.outcome.as_ref());
