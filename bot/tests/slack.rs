@@ -867,16 +867,30 @@ const PAGER: &str = "C0PAGER01";
 /// A bot whose requests climb `steps` (TOML step tables) and expire after
 /// `expiry`, with [`PAGER`] as its pager channel and [`GROUP`] on call.
 fn escalating_bot(fake: &FakeSlack, steps: &str, expiry: &str) -> holdpoint_testkit::Bot {
-    bot_options(fake, Mode::Http)
-        .config(&format!(
-            "[[escalation.policies]]\nname = \"force-push\"\nsteps = [{steps}]\n"
-        ))
-        .envs(&[
-            ("HOLDPOINT_EXPIRY", expiry),
-            ("HOLDPOINT_SLACK_PAGER_CHANNEL", PAGER),
-            ("HOLDPOINT_SLACK_ONCALL", GROUP),
-        ])
-        .start()
+    escalating_bot_on(fake, steps, expiry, None)
+}
+
+/// [`escalating_bot`] on `database_url` (another replica's), or on its own
+/// SQLite database.
+fn escalating_bot_on(
+    fake: &FakeSlack,
+    steps: &str,
+    expiry: &str,
+    database_url: Option<&str>,
+) -> holdpoint_testkit::Bot {
+    let mut o = bot_options(fake, Mode::Http);
+    if let Some(url) = database_url {
+        o = o.database(holdpoint_testkit::Database::Shared(url.to_string()));
+    }
+    o.config(&format!(
+        "[[escalation.policies]]\nname = \"force-push\"\nsteps = [{steps}]\n"
+    ))
+    .envs(&[
+        ("HOLDPOINT_EXPIRY", expiry),
+        ("HOLDPOINT_SLACK_PAGER_CHANNEL", PAGER),
+        ("HOLDPOINT_SLACK_ONCALL", GROUP),
+    ])
+    .start()
 }
 
 /// The `ts` the fake server gave the first successful post that `f` picks.
@@ -1135,4 +1149,67 @@ fn the_requester_hears_the_escalation_and_the_outcome_in_a_direct_message() {
         c["method"] == "chat.update" && c["body"].to_string().contains(other.id.as_str())
     });
     assert_eq!(count(&fake, dm), 2);
+}
+
+/// Two replicas on one database: each step of each request is sent once,
+/// whichever replica's sweep fires it and whichever engine delivers it.
+#[test]
+fn two_replicas_send_each_escalation_step_exactly_once() {
+    let py = need_python!();
+    let dir = TempDir::new("slack");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
+    two_replicas_escalate_once(&py, &sqlite);
+    drop(dir);
+    match PgDatabase::create() {
+        Some(pg) => two_replicas_escalate_once(&py, &pg.url()),
+        None => eprintln!(
+            "two_replicas_send_each_escalation_step_exactly_once: PostgreSQL variant skipped"
+        ),
+    }
+}
+
+fn two_replicas_escalate_once(py: &std::path::Path, database_url: &str) {
+    let fake = FakeSlack::start(py);
+    let steps = "{ after = \"1s\", action = \"remind\" }, { after = \"2s\", action = \"notify\" }";
+    let a = escalating_bot_on(&fake, steps, "4s", Some(database_url));
+    let b = escalating_bot_on(&fake, steps, "4s", Some(database_url));
+    let mut runner = Runner::connect(&a);
+    let reqs: Vec<_> = (0..3).map(|_| force_push(None)).collect();
+    for r in &reqs {
+        runner.submit(r);
+    }
+    let mut ended = 0;
+    while ended < reqs.len() {
+        let d = runner.decision(WAIT).expect("every request expires");
+        assert_eq!(d.status, Status::Expired);
+        ended += 1;
+    }
+    for r in &reqs {
+        fake.posted(&r.id);
+        let ts = posted_ts(&fake, &r.id);
+        fake.wait_for("the request message updated", WAIT, |c| {
+            c["method"] == "chat.update" && c["body"]["ts"] == ts
+        });
+        let page_ts = ts_of(&fake, |c| is_pager_post(c, &r.id));
+        fake.wait_for("the pager message updated", WAIT, |c| {
+            c["method"] == "chat.update" && c["body"]["ts"] == page_ts
+        });
+        assert_eq!(
+            count(&fake, |c| is_reminder(c, &ts)),
+            1,
+            "{database_url}: one reminder"
+        );
+        assert_eq!(
+            count(&fake, |c| is_pager_post(c, &r.id)),
+            1,
+            "{database_url}: one page"
+        );
+        let fired = a
+            .audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "request.escalated" && e["request_id"] == r.id.as_str())
+            .count();
+        assert_eq!(fired, 2, "{database_url}: each step fired once");
+    }
+    drop(b);
 }
