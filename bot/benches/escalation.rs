@@ -11,14 +11,14 @@
 //! recorded (after Slack answered).
 //!
 //! `cargo bench -p holdpoint-bot --bench escalation -- [--pending N]
-//! [--after S]`; `HOLDPOINT_BOT_BIN` runs another build of the bot,
+//! [--after S] [--postgres]` (`--profile dev` for a quick debug build); `HOLDPOINT_BOT_BIN` runs another build of the bot,
 //! `HOLDPOINT_LOG` sets its log level (default `warn`).
 
 use futures_util::{StreamExt, stream};
 use holdpoint_testkit::load::fleet::{Shared, close_runners, connect_many, submit};
 use holdpoint_testkit::load::slack_api::FakeWebApi;
 use holdpoint_testkit::slack;
-use holdpoint_testkit::{BotOptions, review};
+use holdpoint_testkit::{Backend, BotOptions, Database, review};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ const PAGER: &str = "C0PAGER01";
 fn main() -> std::process::ExitCode {
     let mut pending = 1000usize;
     let mut after = 15u64;
+    let mut postgres = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let value =
@@ -45,6 +46,7 @@ fn main() -> std::process::ExitCode {
                 Some(n) => after = n as u64,
                 None => return usage("--after wants a number of seconds"),
             },
+            "--postgres" => postgres = true,
             // cargo bench passes --bench.
             "--bench" => {}
             other => return usage(&format!("unknown argument {other}")),
@@ -60,7 +62,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(pending, after)) {
+    match runtime.block_on(run(pending, after, postgres)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("escalation bench: {e}");
@@ -70,7 +72,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn usage(why: &str) -> std::process::ExitCode {
-    eprintln!("escalation bench: {why}\nusage: escalation [--pending N] [--after SECONDS]");
+    eprintln!(
+        "escalation bench: {why}\nusage: escalation [--pending N] [--after SECONDS] [--postgres]"
+    );
     std::process::ExitCode::FAILURE
 }
 
@@ -100,7 +104,7 @@ fn line(label: &str, mut v: Vec<i64>) {
     );
 }
 
-async fn run(pending: usize, after: u64) -> Result<()> {
+async fn run(pending: usize, after: u64, postgres: bool) -> Result<()> {
     let bin = bot_binary();
     let fake = FakeWebApi::start().await?;
     let mut options = BotOptions::new()
@@ -118,12 +122,19 @@ async fn run(pending: usize, after: u64) -> Result<()> {
             after + 5
         ))
         .raise_open_files();
+    if postgres {
+        let db = Database::of(Backend::Postgres).ok_or("no PostgreSQL server reachable")?;
+        options = options.database(db);
+    }
     for (k, v) in slack::bot_env(&fake.api_url(), slack::Mode::Http) {
         options = options.env(k, v);
     }
     let bot = tokio::task::block_in_place(|| options.try_start())?;
     let addr = SocketAddr::from(([127, 0, 0, 1], bot.port));
-    println!("holdpoint-bot escalation bench: {pending} pending requests");
+    println!(
+        "holdpoint-bot escalation bench: {pending} pending requests on {}",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
     println!("  bot binary: {}", bin.display());
     println!(
         "  build: {}",
@@ -168,8 +179,8 @@ async fn run(pending: usize, after: u64) -> Result<()> {
         println!("  WARNING: submitting took longer than --after; steps came due meanwhile");
     }
 
-    use sea_orm::{ConnectionTrait, Database, Statement};
-    let db = Database::connect(&bot.database_url).await?;
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(&bot.database_url).await?;
     let backend = db.get_database_backend();
     let want = 2 * pending as i64;
     let deadline = Instant::now() + Duration::from_secs(after + 5 + 120);
