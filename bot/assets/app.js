@@ -437,11 +437,24 @@
     const escal = el('span', 'escalation');
     const left = el('span', 'left');
     head.append(age, escal, left);
-    const steps = (Array.isArray(field(r, 'escalation')) ? field(r, 'escalation') : [])
-      .map((s) => ({ action: oneOf(field(s, 'action'), ['remind', 'notify']), due: num(field(s, 'due_at')), fired: num(field(s, 'fired_at')) }))
-      .filter((s) => s.action && s.due !== null);
+    let steps = [];
+    const votesEl = el('div', 'votes');
+    // What changes while it waits: escalation steps and votes.
+    card.live = (r) => {
+      steps = (Array.isArray(field(r, 'escalation')) ? field(r, 'escalation') : [])
+        .map((s) => ({ action: oneOf(field(s, 'action'), ['remind', 'notify']), due: num(field(s, 'due_at')), fired: num(field(s, 'fired_at')) }))
+        .filter((s) => s.action && s.due !== null);
+      const required = num(field(r, 'approvals_required')) || 1;
+      const votes = arr(field(r, 'votes')).map(str);
+      votesEl.textContent = required > 1
+        ? votes.length + ' of ' + required + ' approvals' + (votes.length ? ': ' + votes.join(', ') : '')
+        : '';
+      votesEl.hidden = required <= 1;
+    };
+    card.live(r);
     root.append(head);
 
+    root.append(votesEl);
     root.append(rulesBlock(verdict));
 
     // A long command comes cut in the listing: the card fetches the whole
@@ -660,6 +673,13 @@
         n.append(document.createTextNode('.'));
       });
       refresh();
+    } else if (res.status === 202) {
+      // A vote: the request waits for more approvals.
+      const v = field(body, 'voted');
+      card.setBusy(false);
+      card.say('Your approval is counted: ' + (num(field(v, 'approvals')) || 0) + ' of ' +
+        (num(field(v, 'required')) || 0) + '. It runs once enough reviewers approve.');
+      refresh();
     } else if (res.status === 409) {
       const status = oneOf(field(body, 'already'), STATUSES) || 'decided';
       card.decidedHere = true;
@@ -767,8 +787,9 @@
       if (!card) {
         card = buildCard(r);
         cards.set(id, card);
-      } else if (card.partial) {
-        card.loadWhole();
+      } else {
+        card.live(r);
+        if (card.partial) card.loadWhole();
       }
       const want = prev ? prev.el.nextSibling : pendingEl.firstChild;
       if (card.el !== want) pendingEl.insertBefore(card.el, want);

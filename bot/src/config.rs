@@ -49,6 +49,59 @@ struct File {
     tls: TlsFile,
     #[serde(default)]
     escalation: EscalationFile,
+    #[serde(default)]
+    quorum: QuorumFile,
+    #[serde(default)]
+    people: std::collections::BTreeMap<String, PersonFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuorumFile {
+    low: Option<u32>,
+    medium: Option<u32>,
+    high: Option<u32>,
+    critical: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonFile {
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+/// `[quorum]`: how many distinct people must approve a request of each
+/// risk (1 unless set). Any deny ends it as denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quorum {
+    pub low: u32,
+    pub medium: u32,
+    pub high: u32,
+    pub critical: u32,
+}
+
+impl Default for Quorum {
+    fn default() -> Quorum {
+        Quorum {
+            low: 1,
+            medium: 1,
+            high: 1,
+            critical: 1,
+        }
+    }
+}
+
+impl Quorum {
+    /// Approvals a request of this risk needs.
+    pub fn for_risk(&self, risk: Risk) -> u32 {
+        match risk {
+            Risk::Low => self.low,
+            Risk::Medium => self.medium,
+            Risk::High => self.high,
+            Risk::Critical => self.critical,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -530,6 +583,11 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[[escalation.policies]]`: what happens while nobody answers.
     pub escalation: Escalation,
+    /// `[quorum]`: approvals needed by risk.
+    pub quorum: Quorum,
+    /// `[people.NAME] ids`: one person's identities in several realms,
+    /// by identity (`slack:U…` → `alice`).
+    pub people: std::collections::BTreeMap<String, String>,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -751,6 +809,38 @@ impl Config {
             runners.insert(name, RunnerSettings { requester });
         }
 
+        let mut quorum = Quorum::default();
+        for (slot, key, value) in [
+            (&mut quorum.low, "low", file.quorum.low),
+            (&mut quorum.medium, "medium", file.quorum.medium),
+            (&mut quorum.high, "high", file.quorum.high),
+            (&mut quorum.critical, "critical", file.quorum.critical),
+        ] {
+            if let Some(n) = value {
+                if n == 0 {
+                    return Err(bad_file(format!(
+                        "quorum.{key} = 0: a request needs at least one approval"
+                    )));
+                }
+                *slot = n;
+            }
+        }
+        let mut people = std::collections::BTreeMap::new();
+        for (name, p) in file.people {
+            for id in p.ids {
+                let r = crate::core::Reviewer::parse(id.trim()).ok_or_else(|| {
+                    bad_file(format!(
+                        "people.{name}.ids: {id:?} is not a reviewer: write realm:id, e.g. slack:U0123 or web:alice"
+                    ))
+                })?;
+                if let Some(other) = people.insert(r.to_string(), name.clone()) {
+                    return Err(bad_file(format!(
+                        "people.{name}.ids: {id:?} is also one of people.{other}.ids"
+                    )));
+                }
+            }
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -762,6 +852,8 @@ impl Config {
             runners,
             limits,
             escalation,
+            quorum,
+            people,
             tls: match (
                 env("HOLDPOINT_TLS_CERT")
                     .map(PathBuf::from)
@@ -792,6 +884,15 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
         })
+    }
+
+    /// Who `r` is for quorum and self-approval: the person their identity
+    /// is declared under (`person:alice`), else the identity itself.
+    pub fn person_of(&self, r: &str) -> String {
+        match self.people.get(r) {
+            Some(name) => format!("person:{name}"),
+            None => r.to_string(),
+        }
     }
 
     /// The base URL runners and reviewers use.

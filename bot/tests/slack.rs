@@ -1213,3 +1213,91 @@ fn two_replicas_escalate_once(py: &std::path::Path, database_url: &str) {
     }
     drop(b);
 }
+
+/// A high-risk request that needs two approvals: the message shows the
+/// count and is updated on each vote; the same person approving again
+/// from the web queue (their declared second identity) does not count;
+/// the runner hears only after the second distinct reviewer.
+#[test]
+fn a_two_approval_request_runs_only_after_the_second_distinct_reviewer() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    fake.control("/_groups", json!({GROUP: [GROUPIE]}));
+    // `web:local` is the web session of the login link the bot prints.
+    let bot = bot_options(&fake, Mode::Http)
+        .config(&format!(
+            "[quorum]\nhigh = 2\n\n[people.rita]\nids = [\"slack:{REVIEWER}\", \"web:local\"]\n"
+        ))
+        .start();
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    let posted = fake.posted(&req.id);
+    assert!(
+        posted["body"].to_string().contains("0 of 2 approvals"),
+        "{posted}"
+    );
+    let ts = posted_ts(&fake, &req.id);
+    let (value, channel) = button(&posted, "hp_approve");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let counted = fake.wait_for("the vote acknowledged", WAIT, |c| {
+        c["method"] == "chat.postEphemeral" && c["body"]["user"] == REVIEWER
+    });
+    assert!(
+        counted["body"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("1 of 2")),
+        "{counted}"
+    );
+    let updated = fake.wait_for("the message shows the vote", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == ts
+    });
+    let body = updated["body"].to_string();
+    assert!(
+        body.contains("1 of 2 approvals") && body.contains(&format!("<@{REVIEWER}>")),
+        "{body}"
+    );
+    assert!(body.contains("hp_approve"), "it still waits: {body}");
+    assert!(runner.decision(Duration::from_millis(300)).is_none());
+
+    // The same person from the web queue: refused, not counted.
+    let cookie = bot.web_session();
+    let path = format!("/api/requests/{}/approve", req.id);
+    let again = holdpoint_testkit::http(
+        bot.port,
+        "POST",
+        &path,
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/json"),
+            ("X-Holdpoint", "1"),
+        ],
+        json!({ "command_hash": req.command_hash, "reason": null }).to_string(),
+    );
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert!(again.body.contains("counted already"), "{}", again.body);
+    let (_, list) = bot.web_get(&cookie, "/api/requests");
+    let entry = list["pending"]
+        .as_array()
+        .and_then(|p| p.iter().find(|r| r["id"] == req.id.as_str()).cloned())
+        .expect("still pending");
+    assert_eq!(entry["votes"], json!([format!("slack:{REVIEWER}")]));
+    assert_eq!(entry["approvals_required"], 2);
+    assert!(runner.decision(Duration::from_millis(300)).is_none());
+
+    // A second, distinct reviewer (a member of the reviewer group).
+    bot.interact(&click(GROUPIE, "hp_approve", &value, &channel));
+    let d = runner.decision(WAIT).expect("the approval");
+    assert_eq!(d.status, Status::Approved);
+    assert_eq!(d.decided_by, format!("slack:{GROUPIE}"));
+    assert!(
+        d.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("2 of 2 approvals")),
+        "{d:?}"
+    );
+}

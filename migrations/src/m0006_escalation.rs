@@ -12,6 +12,8 @@
 //!   message is (it is updated to the outcome with the request's own).
 //! - `changes.step`: the step a change row announces (none for a
 //!   transition).
+//! - `votes`: the approvals counted towards a request's quorum, one per
+//!   person (a reviewer's identities in several realms may be one person).
 //!
 //! It never touches the audit log.
 
@@ -42,6 +44,15 @@ enum EscalationSends {
     SentAt,
     Destination,
     Handle,
+}
+
+#[derive(DeriveIden)]
+enum Votes {
+    Table,
+    RequestId,
+    Person,
+    Reviewer,
+    At,
 }
 
 #[derive(DeriveIden)]
@@ -100,6 +111,19 @@ impl MigrationTrait for Migration {
                             .col(EscalationSends::RequestId)
                             .col(EscalationSends::Step),
                     )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Votes::Table)
+                    .if_not_exists()
+                    .col(string(Votes::RequestId))
+                    .col(string(Votes::Person))
+                    .col(string(Votes::Reviewer))
+                    .col(big_integer(Votes::At))
+                    .primary_key(Index::create().col(Votes::RequestId).col(Votes::Person))
                     .to_owned(),
             )
             .await?;

@@ -260,6 +260,11 @@ impl<A: Adapter> Engine<A> {
         let lock = self.lock_for(&id);
         let held = lock.lock().await;
         match self.bot().delivery(A::NAME, &id).await {
+            Ok(Some(d)) if d.state == DeliveryState::Open => {
+                // Posted already: a vote changed what it shows.
+                self.refresh(&d).await;
+                return;
+            }
             Ok(Some(d)) if d.state != DeliveryState::Posting => return,
             Ok(_) => {}
             Err(e) => {
@@ -342,6 +347,27 @@ impl<A: Adapter> Engine<A> {
             && r.status.is_final()
         {
             self.finish(id).await;
+        }
+    }
+
+    /// Updates the posted message of a pending request that counts votes,
+    /// so it shows the approvals so far. Any replica may: the text is the
+    /// same, and the outcome's update is claimed.
+    async fn refresh(&self, at: &Delivery) {
+        let id = &at.request_id;
+        let req = match self.bot().get(id).await {
+            Ok(Some(r)) if !r.status.is_final() && r.approvals_required > 1 => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!("{}: cannot read request {id}: {e}", A::LABEL);
+                return;
+            }
+        };
+        let view = self.view(&req);
+        let updated = tokio::time::timeout(CALL_DEADLINE, self.adapter.update(at, &view)).await;
+        if !matches!(updated, Ok(Ok(()))) {
+            self.bot().metrics().chat_failure(A::NAME, "update");
+            tracing::error!("{}: cannot show the votes on the message of {id}", A::LABEL);
         }
     }
 

@@ -191,6 +191,26 @@ pub fn request_message(v: &ReviewView) -> Message {
         }
     }
 
+    // A request that needs several approvals says how many it has.
+    if pending && v.approvals_required > 1 {
+        let who_voted: Vec<String> = v.votes.iter().map(|r| who(r)).collect();
+        let line = format!(
+            "👥 {} of {} approvals{}",
+            v.votes.len(),
+            v.approvals_required,
+            if who_voted.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", who_voted.join(", "))
+            }
+        );
+        blocks.push(json!({
+            "type": "section",
+            "block_id": "hp_votes",
+            "text": mrkdwn(&cut(&line, SECTION_MAX)),
+        }));
+    }
+
     // The command, in a preformatted block that no character in it can
     // close.
     blocks.push(rich_preformatted("hp_command", &v.command));
@@ -484,6 +504,7 @@ pub fn refusal(r: &Refusal) -> String {
         Refusal::OwnRequest => "Refused: you asked for this command to run, so someone else must approve it.".into(),
         Refusal::CommandChanged => "Refused: the command changed since you saw it; look at it again.".into(),
         Refusal::OtherRunner => "Refused: another runner submitted this request.".into(),
+        Refusal::AlreadyVoted => "Your approval is counted already (perhaps from another of your accounts); it waits for another reviewer.".into(),
     }
 }
 

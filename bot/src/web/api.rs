@@ -143,11 +143,28 @@ async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Respons
         .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
         .collect();
     let steps = bot.escalations_of(&ids).await.map_err(database)?;
+    let votes = bot.votes_of(&ids).await.map_err(database)?;
     for e in entries.iter_mut() {
-        let id = e.get("id").and_then(Value::as_str).unwrap_or_default();
-        let these = steps.get(id).cloned().unwrap_or_default();
+        let id = e
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let these = steps.get(&id).cloned().unwrap_or_default();
+        let risk: holdpoint_shared::Risk = e
+            .pointer("/verdict/risk")
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or(holdpoint_shared::Risk::Critical);
         if let Some(obj) = e.as_object_mut() {
             obj.insert("escalation".into(), json!(these));
+            obj.insert(
+                "votes".into(),
+                json!(votes.get(&id).cloned().unwrap_or_default()),
+            );
+            obj.insert(
+                "approvals_required".into(),
+                json!(bot.config().quorum.for_risk(risk)),
+            );
         }
     }
     Ok(())
@@ -362,6 +379,14 @@ async fn decide(
             }
             (StatusCode::CONFLICT, Json(v)).into_response()
         }
+        Ok(Decided::Voted {
+            approvals,
+            required,
+        }) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "voted": { "approvals": approvals, "required": required } })),
+        )
+            .into_response(),
         Ok(Decided::Refused(why)) => (
             StatusCode::FORBIDDEN,
             Json(json!({ "refused": refusal(&why) })),
@@ -386,6 +411,7 @@ pub fn refusal(r: &Refusal) -> &'static str {
             "the reviewer list could not be checked just now; nothing was decided"
         }
         Refusal::OtherRunner => "another runner submitted this request",
+        Refusal::AlreadyVoted => "your approval is counted already; it waits for another reviewer",
     }
 }
 

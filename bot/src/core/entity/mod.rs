@@ -8,4 +8,5 @@ pub(super) mod escalation_send;
 pub(super) mod escalation_step;
 pub(super) mod request;
 pub(super) mod runner;
+pub(super) mod vote;
 pub(super) mod web_token;
