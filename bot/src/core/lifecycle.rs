@@ -284,9 +284,10 @@ impl Bot {
 
     /// Counts `reviewer`'s approval towards the quorum of `current`, and
     /// approves it when that makes the quorum. The vote, its audit row and
-    /// a change row (so every page and chat shows the count) commit
-    /// together, only while the request is pending and before its
-    /// deadline; one person counts once, whichever identity they use.
+    /// a change row (so every page and chat shows the count), and the
+    /// approval it completes, commit together, only while the request is
+    /// pending and before its deadline; one person counts once, whichever
+    /// identity they use.
     async fn vote(
         &self,
         reviewer: &Reviewer,
@@ -300,7 +301,8 @@ impl Bot {
         enum Counted {
             Closed,
             Twice,
-            Now(Vec<String>),
+            Now(u32),
+            Approved(DecisionMessage),
         }
         let counted = {
             let _w = self.write_lock.lock().await;
@@ -350,40 +352,80 @@ impl Bot {
                         "required": required,
                     }),
                 );
-                audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
-                feed::record(&txn, id, Status::Pending, now).await?;
+                let approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
+                if approvals < required {
+                    audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
+                    feed::record(&txn, id, Status::Pending, now).await?;
+                    txn.commit().await?;
+                    return Ok(Counted::Now(approvals));
+                }
+                // The quorum is met: the approval commits with this vote.
+                let d = DecisionMessage {
+                    request_id: id.to_string(),
+                    command_hash: current.request.command_hash.clone(),
+                    status: Status::Approved,
+                    decided_by: reviewer.to_string(),
+                    reason: Some(format!(
+                        "{approvals} of {required} approvals: {}",
+                        votes.join(", ")
+                    )),
+                    decided_at: now,
+                };
+                let moved = request::Entity::update_many()
+                    .col_expr(request::Column::Status, Expr::value(d.status.as_str()))
+                    .col_expr(request::Column::DecidedAt, Expr::value(now))
+                    .col_expr(
+                        request::Column::DecidedBy,
+                        Expr::value(d.decided_by.as_str()),
+                    )
+                    .col_expr(request::Column::Reason, Expr::value(d.reason.clone()))
+                    .filter(request::Column::Id.eq(id))
+                    .filter(request::Column::Status.eq(Status::Pending.as_str()))
+                    .filter(request::Column::ExpiresAt.gt(now))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected;
+                if moved != 1 {
+                    txn.rollback().await?;
+                    return Ok(Counted::Closed);
+                }
+                let approved = NewEvent::at(
+                    now,
+                    kind(Status::Approved),
+                    Some(&current.runner),
+                    Some(id),
+                    json!({
+                        "decided_by": d.decided_by,
+                        "reason": d.reason,
+                        "command_hash": d.command_hash,
+                        "waited_ms": now.saturating_sub(current.created_at),
+                    }),
+                );
+                audit::append_in(&txn, &[event.clone(), approved], now).await?;
+                feed::record(&txn, id, Status::Approved, now).await?;
                 txn.commit().await?;
-                Ok(Counted::Now(votes))
+                Ok(Counted::Approved(d))
             })
             .await?
         };
-        self.feed.wake();
-        let votes = match counted {
-            Counted::Closed => return self.already_or_expired(id).await,
-            Counted::Twice => return Ok(Decided::Refused(Refusal::AlreadyVoted)),
-            Counted::Now(v) => v,
-        };
-        let approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
-        if approvals < required {
-            return Ok(Decided::Voted {
-                approvals,
-                required,
-            });
-        }
-        let why = format!("{approvals} of {required} approvals: {}", votes.join(", "));
-        match self
-            .commit_move(
-                &Subject::of(current),
-                Status::Approved,
-                reviewer,
-                Some(&why),
-                now,
-                true,
-            )
-            .await?
-        {
-            Some(d) => Ok(Decided::Won(d)),
-            None => self.already_or_expired(id).await,
+        match counted {
+            Counted::Closed => self.already_or_expired(id).await,
+            Counted::Twice => Ok(Decided::Refused(Refusal::AlreadyVoted)),
+            Counted::Now(approvals) => {
+                self.feed.wake();
+                Ok(Decided::Voted {
+                    approvals,
+                    required,
+                })
+            }
+            Counted::Approved(d) => {
+                // Relayed only after the commit, as every transition.
+                self.hub.deliver(&d);
+                self.feed.wake();
+                self.metrics
+                    .ended(Status::Approved, now.saturating_sub(current.created_at));
+                Ok(Decided::Won(d))
+            }
         }
     }
 
