@@ -53,6 +53,7 @@ struct File {
     quorum: QuorumFile,
     #[serde(default)]
     people: std::collections::BTreeMap<String, PersonFile>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -588,6 +589,9 @@ pub struct Config {
     /// `[people.NAME] ids`: one person's identities in several realms,
     /// by identity (`slack:U…` → `alice`).
     pub people: std::collections::BTreeMap<String, String>,
+    /// `trusted_proxies`: reverse proxies whose `X-Forwarded-For` names the
+    /// client (for throttling failed logins and runner tokens per client).
+    pub trusted_proxies: crate::listener::TrustedProxies,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -796,6 +800,24 @@ impl Config {
         {
             limits.client_timeout = t;
         }
+        let proxy_list: Option<Vec<String>> = match env("HOLDPOINT_TRUSTED_PROXIES") {
+            Some(v) => Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            None => file.trusted_proxies,
+        };
+        let mut proxies = Vec::new();
+        for text in proxy_list.unwrap_or_default() {
+            proxies.push(
+                crate::listener::IpNet::parse(&text)
+                    .map_err(|e| bad_file(format!("trusted_proxies: {e}")))?,
+            );
+        }
+        let trusted_proxies = crate::listener::TrustedProxies::new(proxies);
         let mut runners = std::collections::BTreeMap::new();
         for (name, r) in file.runners {
             let requester = match r.requester.as_deref() {
@@ -854,6 +876,7 @@ impl Config {
             escalation,
             quorum,
             people,
+            trusted_proxies,
             tls: match (
                 env("HOLDPOINT_TLS_CERT")
                     .map(PathBuf::from)

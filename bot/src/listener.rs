@@ -2,8 +2,9 @@
 //! is configured (the files are read again on SIGHUP), and bounds what a
 //! client may cost before it has sent a request: the TLS handshake and the
 //! request head each have a deadline, and the head has a size limit
-//! (beyond it hyper answers 431). Each request carries the peer's address
-//! as [`axum::extract::ConnectInfo`].
+//! (beyond it hyper answers 431). Each request carries the client's address
+//! ([`Peer`]): the peer's, or, when the peer is a trusted reverse proxy, the
+//! nearest untrusted address in its `X-Forwarded-For`.
 
 use crate::config::TlsConfig;
 use axum::Router;
@@ -13,7 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -125,6 +126,7 @@ pub async fn serve(
     app: Router,
     tls: Option<Arc<Tls>>,
     timeout: Duration,
+    proxies: Arc<TrustedProxies>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -149,12 +151,13 @@ pub async fn serve(
         let app = app.clone();
         let tls = tls.as_ref().map(|t| t.acceptor());
         let stop = stop_rx.clone();
+        let proxies = proxies.clone();
         conns.spawn(async move {
             match tls {
-                None => connection(TokioIo::new(tcp), peer, app, timeout, stop).await,
+                None => connection(TokioIo::new(tcp), peer, proxies, app, timeout, stop).await,
                 Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        connection(TokioIo::new(stream), peer, app, timeout, stop).await
+                        connection(TokioIo::new(stream), peer, proxies, app, timeout, stop).await
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -171,6 +174,7 @@ pub async fn serve(
 async fn connection<I>(
     io: I,
     peer: SocketAddr,
+    proxies: Arc<TrustedProxies>,
     app: Router,
     timeout: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -178,7 +182,9 @@ async fn connection<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let client = proxies.client(peer.ip(), req.headers());
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(Client(client));
         req
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -202,9 +208,14 @@ async fn connection<I>(
     }
 }
 
+/// The client's address as the listener resolved it (see [`TrustedProxies`]).
+#[derive(Debug, Clone, Copy)]
+struct Client(IpAddr);
+
 /// The address of the client, when the request came through this listener
-/// (in-process requests in tests have none).
-pub struct Peer(pub Option<std::net::IpAddr>);
+/// (in-process requests in tests have none): the peer's address, or the
+/// client a trusted proxy forwarded for.
+pub struct Peer(pub Option<IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -213,12 +224,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(Peer(parts.extensions.get::<Client>().map(|c| c.0)))
     }
 }
 
@@ -242,5 +248,223 @@ impl Peer {
         if let Some(ip) = self.0 {
             bot.auth_failed_from(ip);
         }
+    }
+}
+
+/// A network, `ADDRESS/PREFIX` or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `10.0.0.0/8`, `fd00::/8` or a bare address (a network of one).
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX network"))?;
+        let addr = unmapped(addr);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix =
+            match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    format!("{text:?}: the prefix must be a number from 0 to {max}")
+                })?,
+            };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, unmapped(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:10.0.0.1`) is the IPv4 one.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// `trusted_proxies`: the reverse proxies in front of the bot. A request
+/// from one of them is attributed to the address its `X-Forwarded-For`
+/// names, read from the right: each trusted hop is skipped, and the first
+/// address that is not a trusted proxy is the client. A request from any
+/// other address is its peer's, whatever it says, so that a client cannot
+/// choose the address it is throttled as. Empty (the default): the header
+/// is ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> TrustedProxies {
+        TrustedProxies(nets)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client of a request that `peer` sent with `headers`.
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let peer = unmapped(peer);
+        if !self.trusts(peer) {
+            return peer;
+        }
+        // Every X-Forwarded-For header, in order, is one list.
+        let mut hops: Vec<&str> = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(text) = value.to_str() else {
+                // Not text: nothing in it can be believed.
+                return peer;
+            };
+            hops.extend(text.split(','));
+        }
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            let Some(ip) = hop_address(hop) else {
+                // A hop that is not an address: the last trusted proxy
+                // received it from someone it cannot name; that proxy
+                // is all we know.
+                return client;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                return ip;
+            }
+        }
+        client
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, perhaps with a port
+/// (`203.0.113.7`, `203.0.113.7:4711`, `2001:db8::1`, `[2001:db8::1]:4711`).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(unmapped)
+}
+
+#[cfg(test)]
+mod proxies {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn trusted(nets: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(nets.iter().map(|n| IpNet::parse(n).unwrap()).collect())
+    }
+
+    #[test]
+    fn networks_parse_and_contain_their_addresses() {
+        let net = IpNet::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains(ip("10.1.255.3")));
+        assert!(!net.contains(ip("10.2.0.1")));
+        assert!(net.contains(ip("::ffff:10.1.0.9")), "IPv4-mapped IPv6");
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        let v6 = IpNet::parse("fd00::/8").unwrap();
+        assert!(v6.contains(ip("fd12::1")));
+        assert!(!v6.contains(ip("fe80::1")));
+        assert!(IpNet::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
+        assert!(!IpNet::parse("127.0.0.1").unwrap().contains(ip("127.0.0.2")));
+        for bad in [
+            "10.0.0.0/33",
+            "fd00::/129",
+            "10.0.0/8",
+            "proxy",
+            "10.0.0.0/x",
+            "",
+        ] {
+            assert!(IpNet::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn a_client_that_is_not_a_trusted_proxy_cannot_choose_its_address() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = forwarded(&["198.51.100.1"]);
+        assert_eq!(t.client(ip("203.0.113.9"), &h), ip("203.0.113.9"));
+        // With no proxies configured the header is never read.
+        assert_eq!(
+            TrustedProxies::default().client(ip("10.0.0.1"), &h),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_nearest_untrusted_hop_is_the_client() {
+        let t = trusted(&["10.0.0.0/8", "fd00::/8"]);
+        // The client put a forged address first; the proxy appended the
+        // real one: the rightmost untrusted address counts.
+        let h = forwarded(&["1.2.3.4, 203.0.113.7"]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("203.0.113.7"));
+        // Two trusted hops, and headers split over two lines.
+        let h = forwarded(&["203.0.113.7, 10.0.0.5", "fd00::9"]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("203.0.113.7"));
+        // Ports and brackets.
+        let h = forwarded(&["[2001:db8::1]:4711"]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("2001:db8::1"));
+        let h = forwarded(&["203.0.113.7:80"]);
+        assert_eq!(t.client(ip("::ffff:10.0.0.2"), &h), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn garbage_in_the_header_stops_at_the_last_trusted_proxy() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let h = forwarded(&["203.0.113.7, unknown, 10.0.0.3"]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("10.0.0.3"));
+        let h = forwarded(&["203.0.113.7, , 10.0.0.3"]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("10.0.0.3"));
+        // No header: the proxy itself.
+        assert_eq!(t.client(ip("10.0.0.2"), &HeaderMap::new()), ip("10.0.0.2"));
+        // Only trusted hops: the farthest of them.
+        let h = forwarded(&["10.9.9.9, 10.0.0.3"]);
+        assert_eq!(t.client(ip("10.0.0.2"), &h), ip("10.9.9.9"));
     }
 }

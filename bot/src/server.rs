@@ -123,7 +123,8 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
     }
     let shutdown_bot = bot.clone();
     let timeout = bot.config().limits.client_timeout;
-    crate::listener::serve(listener, app, tls, timeout, async move {
+    let proxies = Arc::new(bot.config().trusted_proxies.clone());
+    crate::listener::serve(listener, app, tls, timeout, proxies, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         shutdown_bot.close_all(close::GOING_AWAY, "the bot is restarting");

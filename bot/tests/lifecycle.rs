@@ -728,3 +728,146 @@ fn a_requester_binding_that_names_nobody_is_a_config_error() {
     assert!(err.to_string().contains("runners.ci-7.requester"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_trusted_proxy_that_is_not_a_network_is_a_config_error() {
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("bot.toml");
+    std::fs::write(
+        &file,
+        "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n",
+    )
+    .expect("write");
+    let err = Config::load(Some(&file)).expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("trusted_proxies") && text.contains("10.0.0.0/40"),
+        "{text}"
+    );
+    std::fs::write(&file, "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").expect("write");
+    let config = Config::load(Some(&file)).expect("loads");
+    assert!(!config.trusted_proxies.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A transition the core can make on a pending request.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    Approve,
+    Deny,
+    Expire,
+    Cancel,
+}
+
+impl Move {
+    fn status(self) -> Status {
+        match self {
+            Move::Approve => Status::Approved,
+            Move::Deny => Status::Denied,
+            Move::Expire => Status::Expired,
+            Move::Cancel => Status::Cancelled,
+        }
+    }
+
+    /// Makes it; `Ok(true)` when the request moved.
+    async fn make(self, bot: &Bot, clock: &ManualClock, id: &str) -> Result<bool, String> {
+        let moved = |d: Decided| matches!(d, Decided::Won(_));
+        match self {
+            Move::Approve => decide(bot, id, true, &reviewer("web:a"), None, None)
+                .await
+                .map(moved)
+                .map_err(|e| e.to_string()),
+            Move::Deny => decide(bot, id, false, &reviewer("web:a"), None, None)
+                .await
+                .map(moved)
+                .map_err(|e| e.to_string()),
+            Move::Expire => {
+                clock.advance(601_000);
+                bot.expire_due()
+                    .await
+                    .map(|n| n == 1)
+                    .map_err(|e| e.to_string())
+            }
+            Move::Cancel => bot
+                .cancel(&runner("local"), id)
+                .await
+                .map(moved)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Every transition (a reviewer's approval or denial, the deadline's
+/// expiry, the runner's cancellation) commits its request row, its audit
+/// row and its change row together or not at all: with either row refused,
+/// the request stays pending, nothing is relayed and no row is left
+/// behind; once the fault clears the same transition commits and only then
+/// reaches the runner.
+#[tokio::test]
+async fn no_transition_happens_or_is_relayed_without_its_audit_and_change_rows() {
+    for table in ["audit_log", "changes"] {
+        for mv in [Move::Approve, Move::Deny, Move::Expire, Move::Cancel] {
+            let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+            let clock = Arc::new(ManualClock::starting_at(1_800_000_000_000));
+            let bot =
+                Bot::open_with_clock(config_in(&dir, Duration::from_secs(600)), clock.clone())
+                    .await
+                    .expect("bot");
+            let (conn, mut rx) = runner_connection(&bot, &runner("local"));
+            let req = request(None);
+            bot.submit_on(conn, &runner("local"), &req)
+                .await
+                .expect("submit");
+            let rows_before = bot.audit_rows().await.expect("rows");
+            let changes_before = bot.changes_since(0).await.expect("feed").len();
+            let db = raw(&dir).await;
+            db.execute_unprepared(&format!(
+                "CREATE TRIGGER fault BEFORE INSERT ON {table} \
+                 BEGIN SELECT RAISE(ABORT, 'the {table} table cannot be written'); END"
+            ))
+            .await
+            .expect("fault");
+            let what = format!("{mv:?} with {table} refused");
+            let attempt = mv.make(&bot, &clock, &req.id).await;
+            assert!(
+                attempt
+                    .as_ref()
+                    .is_err_and(|e| e.contains("cannot be written")),
+                "{what}: {attempt:?}"
+            );
+            assert_eq!(decision_sent(&mut rx), None, "{what}: nothing relayed");
+            let stored = bot.get(&req.id).await.expect("get").expect("row");
+            assert_eq!(stored.status, Status::Pending, "{what}: not kept");
+            assert_eq!(bot.audit_rows().await.expect("rows"), rows_before, "{what}");
+            assert_eq!(
+                bot.changes_since(0).await.expect("feed").len(),
+                changes_before,
+                "{what}: no change row"
+            );
+
+            db.execute_unprepared("DROP TRIGGER fault")
+                .await
+                .expect("clear fault");
+            assert_eq!(
+                mv.make(&bot, &clock, &req.id).await,
+                Ok(true),
+                "{what}: retried"
+            );
+            let stored = bot.get(&req.id).await.expect("get").expect("row");
+            assert_eq!(stored.status, mv.status(), "{what}");
+            if !matches!(mv, Move::Cancel) {
+                // A cancelling runner asked for it; it is not told again.
+                assert_eq!(
+                    decision_sent(&mut rx),
+                    Some(mv.status()),
+                    "{what}: relayed after"
+                );
+            }
+            let v = bot.verify_audit().await.expect("verify");
+            assert!(v.broken.is_none(), "{what}");
+            assert_eq!(v.rows, rows_before + 1, "{what}");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -227,6 +227,45 @@ fn replayed_interaction_is_refused() {
     assert!(runner.decision(Duration::from_millis(300)).is_none());
 }
 
+/// Slack (or a proxy in front of the bot) delivers one click three times,
+/// each signed afresh: it decides once, the runner hears one decision, and
+/// the audit log holds one approval.
+#[test]
+fn the_same_click_delivered_three_times_decides_once() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = start_bot(&fake, Mode::Http, &[]);
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    let posted = fake.posted(&req.id);
+    let (value, channel) = button(&posted, "hp_approve");
+    let payload = click(REVIEWER, "hp_approve", &value, &channel);
+    for age in 0..3 {
+        let (code, _) = bot.interact_signed(&payload, SECRET, now() - age);
+        assert_eq!(code, 200, "delivery {age} is acknowledged");
+    }
+    let d = runner.decision(WAIT).expect("a decision");
+    assert_eq!(d.status, Status::Approved);
+    assert!(
+        runner.decision(Duration::from_millis(500)).is_none(),
+        "one decision only"
+    );
+    let approvals = bot
+        .audit()
+        .iter()
+        .filter(|r| r["kind"] == "request.approved" && r["request_id"] == req.id.as_str())
+        .count();
+    assert_eq!(approvals, 1);
+    // And one thread reply saying so, not three.
+    let ts = posted_ts(&fake, &req.id);
+    let reply = |c: &Value| c["method"] == "chat.postMessage" && c["body"]["thread_ts"] == ts;
+    fake.wait_for("thread reply", WAIT, reply);
+    std::thread::sleep(Duration::from_millis(500));
+    let replies = fake.calls().iter().filter(|c| reply(c)).count();
+    assert_eq!(replies, 1, "{replies} thread replies");
+}
+
 #[test]
 fn slack_429_is_retried() {
     let py = need_python!();

@@ -161,3 +161,22 @@ fn git(args: &[&str], cwd: &Path) -> String {
     assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
     text(&out.stdout)
 }
+
+/// A stand-in for the runner's real shell (`HOLDPOINT_REAL_SHELL`) that
+/// only appends its arguments, one per line, to a log: a test can "run" a
+/// held command and see whether the runner let it through, and nothing is
+/// ever executed. Returns the script and the log (which exists only once
+/// something ran).
+pub fn recorder(dir: &Path) -> (PathBuf, PathBuf) {
+    let log = dir.join("ran.txt");
+    let script = dir.join("recorder.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\n", log.display()),
+    )
+    .expect("write the recorder");
+    let mut p = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
+    std::fs::set_permissions(&script, p).expect("chmod the recorder");
+    (script, log)
+}

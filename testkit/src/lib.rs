@@ -11,7 +11,8 @@
 //!   client (`holdpoint_runner::bot::Connection`). [`raw`] is a bare socket
 //!   for tests that send what no runner would.
 //! - [`runner`], [`Agent`] and [`Workspace`] run the real runner binary the
-//!   way an agent does, in a git repository with a remote.
+//!   way an agent does, in a git repository with a remote; [`recorder`] is
+//!   a real shell for it that only writes down what it was given.
 //! - [`fixtures`] builds review requests and verdicts.
 //! - [`slack`] signs interactions (the one HMAC-SHA256 here), builds Slack
 //!   payloads, and starts the local Slack server that validates every
@@ -41,12 +42,12 @@ mod runner;
 pub mod slack;
 mod util;
 
-pub use agent::{Agent, Workspace, runner};
+pub use agent::{Agent, Workspace, recorder, runner};
 pub use bins::{bin, target_dir};
 pub use bot::{Bot, BotOptions, Cli, Database};
 pub use fixtures::{RequestBuilder, review};
 pub use http::{Response, connect_from, http, http_get, try_http, try_http_from};
-pub use pg::{Backend, PgDatabase};
+pub use pg::{Backend, PgCluster, PgDatabase};
 pub use proxy::Proxy;
 pub use runner::Runner;
 pub use util::{TempDir, eventually, free_port, now, random_hex, text};

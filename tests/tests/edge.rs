@@ -10,7 +10,7 @@ use holdpoint_testkit::raw::{closed, connect, hello, recv, send};
 use holdpoint_testkit::*;
 use std::io::{Read, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,53 @@ fn a_token_brute_force_is_throttled_while_the_real_runner_keeps_working() {
         .and_then(|v| v.trim().parse().ok())
         .expect("the metric");
     assert!(throttled >= 5, "{m}");
+}
+
+/// Status codes of `n` upgrades with made-up tokens from `from`, each
+/// with `extra` headers.
+fn bad_tokens_from(bot: &Bot, from: IpAddr, extra: &[(&str, &str)], n: usize) -> Vec<u16> {
+    (0..n)
+        .map(|_| {
+            let h = upgrade_with(&format!("hpr_{}", random_hex(20)));
+            let mut h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h.extend_from_slice(extra);
+            try_http_from(from, bot.port, "GET", "/v1/runners/ws", &h, "")
+                .expect("http")
+                .status
+        })
+        .collect()
+}
+
+#[test]
+fn behind_a_trusted_proxy_failed_tokens_are_throttled_per_forwarded_client() {
+    let Some(bot) = Bot::on(
+        Backend::Sqlite,
+        &[("HOLDPOINT_TRUSTED_PROXIES", "127.0.0.3/32")],
+    ) else {
+        return;
+    };
+    let proxy: IpAddr = "127.0.0.3".parse().expect("ip");
+    let outsider: IpAddr = "127.0.0.4".parse().expect("ip");
+    // Someone who is not the proxy names the real runner's address: the
+    // header is not believed, and the outsider is throttled as itself.
+    let statuses = bad_tokens_from(&bot, outsider, &[("X-Forwarded-For", "198.51.100.2")], 12);
+    assert_eq!(statuses[11], 429, "{statuses:?}");
+    // An attacker behind the proxy is throttled by its forwarded address,
+    // even when it writes a forged address of its own in front.
+    let statuses = bad_tokens_from(
+        &bot,
+        proxy,
+        &[("X-Forwarded-For", "198.51.100.2, 198.51.100.1")],
+        12,
+    );
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The real runner behind the same proxy, at 198.51.100.2, still gets in.
+    let h = upgrade_with(&bot.token);
+    let mut h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    h.push(("X-Forwarded-For", "198.51.100.2"));
+    let r = try_http_from(proxy, bot.port, "GET", "/v1/runners/ws", &h, "").expect("http");
+    assert_eq!(r.status, 101, "the real runner is let in: {}", r.body);
 }
 
 #[test]
@@ -150,21 +197,6 @@ fn oversized_heads_and_bodies_are_refused() {
     );
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(http(bot.port, "GET", "/healthz", &[], "").status, 200);
-}
-
-/// A recorder for the runner's real shell: it only writes its arguments.
-fn recorder(dir: &Path) -> (PathBuf, PathBuf) {
-    let log = dir.join("ran.txt");
-    let script = dir.join("recorder.sh");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\n", log.display()),
-    )
-    .expect("recorder");
-    let mut p = std::fs::metadata(&script).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o755);
-    std::fs::set_permissions(&script, p).expect("chmod");
-    (script, log)
 }
 
 #[test]

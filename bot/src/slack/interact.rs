@@ -105,9 +105,7 @@ pub async fn http(
         tracing::warn!("Slack interaction refused: replayed signature");
         return (StatusCode::UNAUTHORIZED, "replayed\n");
     }
-    let payload = form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "payload")
-        .and_then(|(_, v)| serde_json::from_str::<Value>(&v).ok());
+    let payload = payload_of_form(&body);
     let Some(payload) = payload else {
         return (StatusCode::BAD_REQUEST, "no payload\n");
     };
@@ -124,16 +122,245 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     cur.as_str()
 }
 
+/// The JSON `payload` field of an interaction's form body, if it has one.
+pub fn payload_of_form(body: &[u8]) -> Option<Value> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .and_then(|(_, v)| serde_json::from_str::<Value>(&v).ok())
+}
+
+/// What one interaction asks for, read from its payload and checked: the
+/// user and channel are Slack ids, the request id and command hash are hex
+/// of their lengths. Nothing else in a payload is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interaction {
+    /// A click on a request message's Approve or Deny button.
+    Click {
+        user: String,
+        trigger: Option<String>,
+        channel: Option<String>,
+        id: String,
+        hash: String,
+        approve: bool,
+    },
+    /// The deny dialog, submitted with its (optional) reason.
+    DenyReason {
+        user: String,
+        trigger: Option<String>,
+        channel: Option<String>,
+        id: String,
+        hash: String,
+        reason: Option<String>,
+    },
+}
+
+impl Interaction {
+    pub fn user(&self) -> &str {
+        match self {
+            Interaction::Click { user, .. } | Interaction::DenyReason { user, .. } => user,
+        }
+    }
+
+    pub fn trigger(&self) -> Option<&str> {
+        match self {
+            Interaction::Click { trigger, .. } | Interaction::DenyReason { trigger, .. } => {
+                trigger.as_deref()
+            }
+        }
+    }
+
+    /// The smallest payload Slack would send for this interaction: what
+    /// [`parse`] reads back into the same value (tests and the fuzz target
+    /// check that round trip).
+    pub fn to_payload(&self) -> Value {
+        match self {
+            Interaction::Click {
+                user,
+                trigger,
+                channel,
+                id,
+                hash,
+                approve,
+            } => json!({
+                "type": "block_actions",
+                "user": {"id": user},
+                "trigger_id": trigger,
+                "container": {"channel_id": channel},
+                "actions": [{
+                    "action_id": if *approve { render::APPROVE } else { render::DENY },
+                    "value": format!("{id}:{hash}"),
+                }],
+            }),
+            Interaction::DenyReason {
+                user,
+                trigger,
+                channel,
+                id,
+                hash,
+                reason,
+            } => json!({
+                "type": "view_submission",
+                "user": {"id": user},
+                "trigger_id": trigger,
+                "view": {
+                    "callback_id": render::DENY_VIEW,
+                    "private_metadata": json!({"id": id, "hash": hash, "channel": channel}).to_string(),
+                    "state": {"values": {render::REASON: {render::REASON: {"value": reason}}}},
+                },
+            }),
+        }
+    }
+}
+
+/// Why a payload asks for nothing holdpoint does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    #[error("no valid user id")]
+    NoUser,
+    #[error("an interaction of another kind")]
+    NotOurs,
+    #[error("a malformed {0}")]
+    Malformed(&'static str),
+}
+
+/// Reads one interaction payload (see [`Interaction`]).
+pub fn parse(payload: &Value) -> Result<Interaction, Ignored> {
+    let user = str_at(payload, &["user", "id"])
+        .filter(|u| render::is_slack_id(u))
+        .ok_or(Ignored::NoUser)?
+        .to_string();
+    let trigger = str_at(payload, &["trigger_id"]).map(str::to_string);
+    match str_at(payload, &["type"]) {
+        Some("block_actions") => {
+            let action = payload
+                .get("actions")
+                .and_then(|a| a.as_array())
+                .and_then(|a| a.first())
+                .ok_or(Ignored::NotOurs)?;
+            let approve = match str_at(action, &["action_id"]) {
+                Some(render::APPROVE) => true,
+                Some(render::DENY) => false,
+                _ => return Err(Ignored::NotOurs),
+            };
+            let (id, hash) = str_at(action, &["value"])
+                .and_then(parse_value)
+                .ok_or(Ignored::Malformed("button value"))?;
+            let channel = str_at(payload, &["container", "channel_id"])
+                .or_else(|| str_at(payload, &["channel", "id"]))
+                .filter(|c| render::is_slack_id(c))
+                .map(str::to_string);
+            Ok(Interaction::Click {
+                user,
+                trigger,
+                channel,
+                id,
+                hash,
+                approve,
+            })
+        }
+        Some("view_submission") => {
+            let view = payload.get("view").ok_or(Ignored::NotOurs)?;
+            if str_at(view, &["callback_id"]) != Some(render::DENY_VIEW) {
+                return Err(Ignored::NotOurs);
+            }
+            let meta: Value = str_at(view, &["private_metadata"])
+                .and_then(|m| serde_json::from_str(m).ok())
+                .ok_or(Ignored::Malformed("dialog metadata"))?;
+            let (Some(id), Some(hash)) = (str_at(&meta, &["id"]), str_at(&meta, &["hash"])) else {
+                return Err(Ignored::Malformed("dialog metadata"));
+            };
+            if !(is_hex(id, 32) && is_hex(hash, 64)) {
+                return Err(Ignored::Malformed("dialog metadata"));
+            }
+            let channel = str_at(&meta, &["channel"])
+                .filter(|c| render::is_slack_id(c))
+                .map(str::to_string);
+            let reason = str_at(
+                view,
+                &["state", "values", render::REASON, render::REASON, "value"],
+            )
+            .map(str::to_string);
+            Ok(Interaction::DenyReason {
+                user,
+                trigger,
+                channel,
+                id: id.to_string(),
+                hash: hash.to_string(),
+                reason,
+            })
+        }
+        _ => Err(Ignored::NotOurs),
+    }
+}
+
+/// The property the `slack` fuzz target checks on arbitrary bytes, read
+/// both as the HTTP endpoint reads them (a form body) and as Socket Mode
+/// hands them over (JSON): reading never panics, whatever is read has
+/// checked ids, and it reads back from its own payload unchanged. Panics
+/// when the property fails (the regression test runs it on every kept
+/// input).
+#[doc(hidden)]
+pub fn check_input(data: &[u8]) {
+    let payloads = [
+        payload_of_form(data),
+        serde_json::from_slice::<Value>(data).ok(),
+    ];
+    for payload in payloads.into_iter().flatten() {
+        let Ok(read) = parse(&payload) else {
+            continue;
+        };
+        let (user, channel, id, hash) = match &read {
+            Interaction::Click {
+                user,
+                channel,
+                id,
+                hash,
+                ..
+            }
+            | Interaction::DenyReason {
+                user,
+                channel,
+                id,
+                hash,
+                ..
+            } => (user, channel, id, hash),
+        };
+        assert!(
+            render::is_slack_id(user),
+            "user {user:?} read from {payload}"
+        );
+        assert!(
+            channel.as_deref().is_none_or(render::is_slack_id),
+            "channel {channel:?} read from {payload}"
+        );
+        assert!(
+            is_hex(id, 32) && is_hex(hash, 64),
+            "ids read from {payload}"
+        );
+        assert_eq!(
+            parse(&read.to_payload()).as_ref(),
+            Ok(&read),
+            "the round trip of {payload}"
+        );
+    }
+}
+
 /// Handles one interaction payload (already acknowledged).
 pub async fn handle(slack: Arc<Slack>, payload: Value) {
-    let Some(user) = str_at(&payload, &["user", "id"]).filter(|u| render::is_slack_id(u)) else {
-        tracing::warn!("Slack interaction without a valid user id ignored");
-        return;
+    let interaction = match parse(&payload) {
+        Ok(i) => i,
+        Err(why @ (Ignored::NoUser | Ignored::Malformed(_))) => {
+            tracing::warn!("Slack interaction ignored: {why}");
+            return;
+        }
+        Err(Ignored::NotOurs) => {
+            tracing::debug!("Slack interaction of another kind ignored");
+            return;
+        }
     };
-    let user = user.to_string();
     // Socket Mode redelivers envelopes that were not acknowledged in time;
     // one click acts once.
-    if let Some(trigger) = str_at(&payload, &["trigger_id"]) {
+    if let Some(trigger) = interaction.trigger() {
         let first = slack
             .seen
             .lock()
@@ -144,53 +371,59 @@ pub async fn handle(slack: Arc<Slack>, payload: Value) {
             return;
         }
     }
-    match str_at(&payload, &["type"]) {
-        Some("block_actions") => block_action(&slack, &user, &payload).await,
-        Some("view_submission") => view_submission(&slack, &user, &payload).await,
-        other => tracing::debug!("Slack interaction of type {other:?} ignored"),
-    }
-}
-
-/// `id:hash` from a button value, checked.
-fn parse_value(v: &str) -> Option<(String, String)> {
-    let (id, hash) = v.split_once(':')?;
-    (is_hex(id, 32) && is_hex(hash, 64)).then(|| (id.to_string(), hash.to_string()))
-}
-
-async fn block_action(slack: &Arc<Slack>, user: &str, payload: &Value) {
-    let Some(action) = payload
-        .get("actions")
-        .and_then(|a| a.as_array())
-        .and_then(|a| a.first())
-    else {
-        return;
-    };
-    let channel = str_at(payload, &["container", "channel_id"])
-        .or_else(|| str_at(payload, &["channel", "id"]))
-        .filter(|c| render::is_slack_id(c))
-        .map(str::to_string);
-    let action_id = str_at(action, &["action_id"]).unwrap_or("");
-    let Some((id, hash)) = str_at(action, &["value"]).and_then(parse_value) else {
-        tracing::warn!("Slack click with a malformed value ignored");
-        return;
-    };
-    let approve = match action_id {
-        render::APPROVE => true,
-        render::DENY => false,
-        _ => return,
-    };
-    if let Err(why) = slack.bot.admits(&reviewer(user)).await {
+    let user = interaction.user().to_string();
+    if let Err(why) = slack.bot.admits(&reviewer(&user)).await {
+        let channel = match &interaction {
+            Interaction::Click { channel, .. } | Interaction::DenyReason { channel, .. } => {
+                channel.clone()
+            }
+        };
         slack
-            .tell(channel.as_deref(), user, &render::refusal(&why))
+            .tell(channel.as_deref(), &user, &render::refusal(&why))
             .await;
         return;
     }
-    if approve {
-        let intent = Intent::Approve { reason: None };
-        decide(slack, channel.as_deref(), user, &id, &hash, intent).await;
-        return;
+    match interaction {
+        Interaction::Click {
+            channel,
+            id,
+            hash,
+            approve: true,
+            ..
+        } => {
+            let intent = Intent::Approve { reason: None };
+            decide(&slack, channel.as_deref(), &user, &id, &hash, intent).await;
+        }
+        Interaction::Click {
+            channel,
+            id,
+            hash,
+            trigger,
+            approve: false,
+            ..
+        } => deny_dialog(&slack, &user, channel, id, hash, trigger).await,
+        Interaction::DenyReason {
+            channel,
+            id,
+            hash,
+            reason,
+            ..
+        } => {
+            let intent = Intent::Deny { reason };
+            decide(&slack, channel.as_deref(), &user, &id, &hash, intent).await;
+        }
     }
-    // Deny: ask for a reason first, unless it is already decided.
+}
+
+/// Deny: ask for a reason first, unless it is already decided.
+async fn deny_dialog(
+    slack: &Arc<Slack>,
+    user: &str,
+    channel: Option<String>,
+    id: String,
+    hash: String,
+    trigger: Option<String>,
+) {
     let req = match slack.bot.get(&id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -217,7 +450,7 @@ async fn block_action(slack: &Arc<Slack>, user: &str, payload: &Value) {
             .await;
         return;
     }
-    let Some(trigger) = str_at(payload, &["trigger_id"]) else {
+    let Some(trigger) = trigger else {
         return;
     };
     let meta = json!({"id": id, "hash": hash, "channel": channel}).to_string();
@@ -239,45 +472,10 @@ async fn block_action(slack: &Arc<Slack>, user: &str, payload: &Value) {
     }
 }
 
-async fn view_submission(slack: &Arc<Slack>, user: &str, payload: &Value) {
-    let Some(view) = payload.get("view") else {
-        return;
-    };
-    if str_at(view, &["callback_id"]) != Some(render::DENY_VIEW) {
-        return;
-    }
-    let meta: Value = str_at(view, &["private_metadata"])
-        .and_then(|m| serde_json::from_str(m).ok())
-        .unwrap_or(Value::Null);
-    let (Some(id), Some(hash)) = (str_at(&meta, &["id"]), str_at(&meta, &["hash"])) else {
-        return;
-    };
-    if !(is_hex(id, 32) && is_hex(hash, 64)) {
-        return;
-    }
-    let channel = str_at(&meta, &["channel"])
-        .filter(|c| render::is_slack_id(c))
-        .map(str::to_string);
-    let reason = str_at(
-        view,
-        &["state", "values", render::REASON, render::REASON, "value"],
-    )
-    .map(str::to_string);
-    if let Err(why) = slack.bot.admits(&reviewer(user)).await {
-        slack
-            .tell(channel.as_deref(), user, &render::refusal(&why))
-            .await;
-        return;
-    }
-    decide(
-        slack,
-        channel.as_deref(),
-        user,
-        id,
-        hash,
-        Intent::Deny { reason },
-    )
-    .await;
+/// `id:hash` from a button value, checked.
+fn parse_value(v: &str) -> Option<(String, String)> {
+    let (id, hash) = v.split_once(':')?;
+    (is_hex(id, 32) && is_hex(hash, 64)).then(|| (id.to_string(), hash.to_string()))
 }
 
 /// The reviewer a Slack user id is.
@@ -355,6 +553,80 @@ mod tests {
         // Forgotten only after it could no longer pass the timestamp check.
         assert!(!s.first_time("a", 100 + SEEN_FOR_SECS));
         assert!(s.first_time("a", 101 + SEEN_FOR_SECS));
+    }
+
+    fn click() -> Interaction {
+        Interaction::Click {
+            user: "U0123ABCD".into(),
+            trigger: Some("123.456.abc".into()),
+            channel: Some("C0123ABCD".into()),
+            id: "0123456789abcdef0123456789abcdef".into(),
+            hash: "a".repeat(64),
+            approve: true,
+        }
+    }
+
+    #[test]
+    fn clicks_and_deny_reasons_read_back_from_their_payloads() {
+        let c = click();
+        assert_eq!(parse(&c.to_payload()), Ok(c));
+        let d = Interaction::DenyReason {
+            user: "W0123ABCD".into(),
+            trigger: None,
+            channel: None,
+            id: "0123456789abcdef0123456789abcdef".into(),
+            hash: "b".repeat(64),
+            reason: Some("not on a Friday".into()),
+        };
+        assert_eq!(parse(&d.to_payload()), Ok(d));
+    }
+
+    #[test]
+    fn payloads_that_are_not_ours_or_are_forged_ask_for_nothing() {
+        let mut p = click().to_payload();
+        p["actions"][0]["value"] = json!("../etc:passwd");
+        assert_eq!(parse(&p), Err(Ignored::Malformed("button value")));
+        let mut p = click().to_payload();
+        p["user"]["id"] = json!("<@U0123ABCD>");
+        assert_eq!(parse(&p), Err(Ignored::NoUser));
+        let mut p = click().to_payload();
+        p["actions"][0]["action_id"] = json!("someone_elses_button");
+        assert_eq!(parse(&p), Err(Ignored::NotOurs));
+        let mut p = click().to_payload();
+        p["type"] = json!("message_action");
+        assert_eq!(parse(&p), Err(Ignored::NotOurs));
+        // A channel that is not an id is dropped, not trusted.
+        let mut p = click().to_payload();
+        p["container"]["channel_id"] = json!("#general");
+        assert!(matches!(
+            parse(&p),
+            Ok(Interaction::Click { channel: None, .. })
+        ));
+        // The form body's payload field, and nothing else, is read.
+        let body = format!(
+            "token=x&payload={}",
+            form_urlencoded::byte_serialize(click().to_payload().to_string().as_bytes())
+                .collect::<String>()
+        );
+        assert_eq!(payload_of_form(body.as_bytes()), Some(click().to_payload()));
+        assert_eq!(payload_of_form(b"payload=%7Bnot-json"), None);
+    }
+
+    #[test]
+    fn the_fuzz_targets_seeds_and_regressions_keep_their_property() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let mut n = 0;
+        for dir in ["seeds/slack", "regressions/slack"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                check_input(&bytes);
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "the seeds are missing ({n} inputs read)");
     }
 
     #[test]
