@@ -434,10 +434,27 @@
     if (agent) where.append(document.createTextNode(' · '), txt('span', 'v', agent));
     head.append(where, el('span', 'spacer'));
     const age = el('span', 'age');
+    const escal = el('span', 'escalation');
     const left = el('span', 'left');
-    head.append(age, left);
+    head.append(age, escal, left);
+    let steps = [];
+    const votesEl = el('div', 'votes');
+    // What changes while it waits: escalation steps and votes.
+    card.live = (r) => {
+      steps = (Array.isArray(field(r, 'escalation')) ? field(r, 'escalation') : [])
+        .map((s) => ({ action: oneOf(field(s, 'action'), ['remind', 'notify']), due: num(field(s, 'due_at')), fired: num(field(s, 'fired_at')) }))
+        .filter((s) => s.action && s.due !== null);
+      const required = num(field(r, 'approvals_required')) || 1;
+      const votes = arr(field(r, 'votes')).map(str);
+      votesEl.textContent = required > 1
+        ? votes.length + ' of ' + required + ' approvals' + (votes.length ? ': ' + votes.join(', ') : '')
+        : '';
+      votesEl.hidden = required <= 1;
+    };
+    card.live(r);
     root.append(head);
 
+    root.append(votesEl);
     root.append(rulesBlock(verdict));
 
     // A long command comes cut in the listing: the card fetches the whole
@@ -575,6 +592,13 @@
 
     card.tick = (now) => {
       if (created !== null) age.textContent = 'waiting ' + dur(now - created);
+      // The escalation: the steps taken so far and the next one's time.
+      const done = steps.filter((s) => s.fired !== null || s.due <= now).map((s) => (s.action === 'remind' ? 'reminded' : 'paged the on-call channel'));
+      const next = steps.find((s) => s.fired === null && s.due > now);
+      const parts = [];
+      if (done.length) parts.push(done.join(', '));
+      if (next) parts.push((next.action === 'remind' ? 'reminder' : 'on-call post') + ' in ' + dur(next.due - now));
+      escal.textContent = parts.join(' \u00B7 ');
       if (expires === null) {
         left.textContent = '';
         return;
@@ -648,6 +672,13 @@
         n.append(txt('code', 'plain', card.summary));
         n.append(document.createTextNode('.'));
       });
+      refresh();
+    } else if (res.status === 202) {
+      // A vote: the request waits for more approvals.
+      const v = field(body, 'voted');
+      card.setBusy(false);
+      card.say('Your approval is counted: ' + (num(field(v, 'approvals')) || 0) + ' of ' +
+        (num(field(v, 'required')) || 0) + '. It runs once enough reviewers approve.');
       refresh();
     } else if (res.status === 409) {
       const status = oneOf(field(body, 'already'), STATUSES) || 'decided';
@@ -756,8 +787,9 @@
       if (!card) {
         card = buildCard(r);
         cards.set(id, card);
-      } else if (card.partial) {
-        card.loadWhole();
+      } else {
+        card.live(r);
+        if (card.partial) card.loadWhole();
       }
       const want = prev ? prev.el.nextSibling : pendingEl.firstChild;
       if (card.el !== want) pendingEl.insertBefore(card.el, want);

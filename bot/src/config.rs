@@ -47,7 +47,265 @@ struct File {
     metrics_token: Option<String>,
     #[serde(default)]
     tls: TlsFile,
+    #[serde(default)]
+    escalation: EscalationFile,
+    #[serde(default)]
+    quorum: QuorumFile,
+    #[serde(default)]
+    people: std::collections::BTreeMap<String, PersonFile>,
     trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuorumFile {
+    low: Option<u32>,
+    medium: Option<u32>,
+    high: Option<u32>,
+    critical: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonFile {
+    #[serde(default)]
+    ids: Vec<String>,
+}
+
+/// `[quorum]`: how many distinct people must approve a request of each
+/// risk (1 unless set). Any deny ends it as denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quorum {
+    pub low: u32,
+    pub medium: u32,
+    pub high: u32,
+    pub critical: u32,
+}
+
+impl Default for Quorum {
+    fn default() -> Quorum {
+        Quorum {
+            low: 1,
+            medium: 1,
+            high: 1,
+            critical: 1,
+        }
+    }
+}
+
+impl Quorum {
+    /// Approvals a request of this risk needs.
+    pub fn for_risk(&self, risk: Risk) -> u32 {
+        match risk {
+            Risk::Low => self.low,
+            Risk::Medium => self.medium,
+            Risk::High => self.high,
+            Risk::Critical => self.critical,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalationFile {
+    #[serde(default)]
+    policies: Vec<PolicyFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    name: Option<String>,
+    runner: Option<String>,
+    agent: Option<String>,
+    min_risk: Option<Risk>,
+    #[serde(default)]
+    steps: Vec<StepFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepFile {
+    after: Option<String>,
+    action: Option<String>,
+}
+
+/// What an escalation step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepAction {
+    /// A reply in the request's thread, mentioning the reviewers.
+    Remind,
+    /// The request, with its buttons, posted in the pager channel,
+    /// mentioning the on-call people.
+    Notify,
+}
+
+impl StepAction {
+    /// The stored and configured name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepAction::Remind => "remind",
+            StepAction::Notify => "notify",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepAction> {
+        match s {
+            "remind" => Some(StepAction::Remind),
+            "notify" => Some(StepAction::Notify),
+            _ => None,
+        }
+    }
+}
+
+/// One step of an escalation policy: its action, `after` the submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub after: Duration,
+    pub action: StepAction,
+}
+
+/// `[[escalation.policies]]`: the steps a request climbs while nobody
+/// answers it. The first policy whose every given condition holds applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationPolicy {
+    pub name: String,
+    /// The runner's name; a trailing `*` matches any suffix (`prod-*`).
+    pub runner: Option<String>,
+    /// The agent the runner reports (`claude-code`).
+    pub agent: Option<String>,
+    /// Only requests of this risk or higher.
+    pub min_risk: Option<Risk>,
+    /// In the order they fire; each `after` is later than the one before.
+    pub steps: Vec<Step>,
+}
+
+impl EscalationPolicy {
+    fn matches(&self, runner: &str, agent: Option<&str>, risk: Risk) -> bool {
+        self.runner
+            .as_deref()
+            .is_none_or(|p| name_matches(p, runner))
+            && self.agent.as_deref().is_none_or(|a| agent == Some(a))
+            && self.min_risk.is_none_or(|m| risk >= m)
+    }
+}
+
+/// The escalation policies, in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Escalation {
+    pub policies: Vec<EscalationPolicy>,
+}
+
+impl Escalation {
+    /// The policy that applies to a request, by name (`default` when none
+    /// written matches), and its steps that come before `expiry` (the
+    /// final step, always a denial). The default reminds the reviewers at
+    /// half the expiry.
+    pub fn steps_for(
+        &self,
+        runner: &str,
+        agent: Option<&str>,
+        risk: Risk,
+        expiry: Duration,
+    ) -> (&str, Vec<Step>) {
+        match self
+            .policies
+            .iter()
+            .find(|p| p.matches(runner, agent, risk))
+        {
+            Some(p) => (
+                p.name.as_str(),
+                p.steps
+                    .iter()
+                    .copied()
+                    .filter(|s| s.after < expiry)
+                    .collect(),
+            ),
+            None => (
+                "default",
+                vec![Step {
+                    after: expiry / 2,
+                    action: StepAction::Remind,
+                }],
+            ),
+        }
+    }
+
+    /// Whether any policy posts to a pager channel.
+    pub fn notifies(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.steps.iter().any(|s| s.action == StepAction::Notify))
+    }
+}
+
+/// Whether `name` matches `pattern`: equal, or, for a pattern with a
+/// trailing `*`, starting with what comes before it.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+/// Checks `[[escalation.policies]]`; errors name the bad key.
+fn load_escalation(file: EscalationFile) -> Result<Escalation, String> {
+    let mut policies: Vec<EscalationPolicy> = Vec::new();
+    for (i, p) in file.policies.into_iter().enumerate() {
+        let at = format!("escalation.policies[{i}]");
+        let name = p
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("{at}.name is missing: give each policy a name"))?;
+        if name == "default" {
+            return Err(format!(
+                "{at}.name = \"default\" is the name of the built-in policy; choose another"
+            ));
+        }
+        if policies.iter().any(|q| q.name == name) {
+            return Err(format!("{at}.name = {name:?} is used by an earlier policy"));
+        }
+        for (key, v) in [("runner", &p.runner), ("agent", &p.agent)] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!("{at}.{key} is empty: leave it out to match any"));
+            }
+        }
+        let mut steps: Vec<Step> = Vec::new();
+        for (j, s) in p.steps.into_iter().enumerate() {
+            let at = format!("{at}.steps[{j}]");
+            let after = s
+                .after
+                .as_deref()
+                .ok_or_else(|| format!("{at}.after is missing: say how long after submission"))
+                .and_then(|a| parse_duration(a).map_err(|e| format!("{at}.after: {e}")))?;
+            let action = s
+                .action
+                .as_deref()
+                .ok_or_else(|| format!("{at}.action is missing: remind or notify"))?;
+            let action = StepAction::parse(action).ok_or_else(|| {
+                format!("{at}.action = {action:?} is not an action: use remind or notify")
+            })?;
+            if let Some(prev) = steps.last()
+                && after <= prev.after
+            {
+                return Err(format!(
+                    "{at}.after must be later than steps[{}].after: steps fire in order",
+                    j - 1
+                ));
+            }
+            steps.push(Step { after, action });
+        }
+        policies.push(EscalationPolicy {
+            name,
+            runner: p.runner.map(|r| r.trim().to_string()),
+            agent: p.agent.map(|a| a.trim().to_string()),
+            min_risk: p.min_risk,
+            steps,
+        });
+    }
+    Ok(Escalation { policies })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +421,8 @@ struct SlackFile {
     reviewers: Option<Vec<String>>,
     #[serde(default)]
     routes: Vec<SlackRoute>,
+    pager_channel: Option<String>,
+    oncall: Option<Vec<String>>,
 }
 
 /// Sends requests that match to another Slack channel. The first route whose
@@ -183,13 +443,10 @@ pub struct SlackRoute {
 impl SlackRoute {
     /// Whether a request from `runner` with `risk` takes this route.
     pub fn matches(&self, runner: &str, risk: Risk) -> bool {
-        let runner_ok = match self.runner.as_deref() {
-            None => true,
-            Some(p) => match p.strip_suffix('*') {
-                Some(prefix) => runner.starts_with(prefix),
-                None => runner == p,
-            },
-        };
+        let runner_ok = self
+            .runner
+            .as_deref()
+            .is_none_or(|p| name_matches(p, runner));
         runner_ok && self.min_risk.is_none_or(|m| risk >= m)
     }
 }
@@ -213,6 +470,11 @@ pub struct SlackConfig {
     /// Slack user ids (`U…`, `W…`) and user-group ids (`S…`) that may decide.
     pub reviewers: Vec<String>,
     pub routes: Vec<SlackRoute>,
+    /// Where an escalation's `notify` step posts (`C…`).
+    pub pager_channel: Option<String>,
+    /// Who a `notify` step mentions: Slack user ids and user-group ids;
+    /// the reviewers when none are given.
+    pub oncall: Vec<String>,
 }
 
 impl SlackConfig {
@@ -235,6 +497,8 @@ impl std::fmt::Debug for SlackConfig {
             .field("channel", &self.channel)
             .field("reviewers", &self.reviewers)
             .field("routes", &self.routes)
+            .field("pager_channel", &self.pager_channel)
+            .field("oncall", &self.oncall)
             .finish_non_exhaustive()
     }
 }
@@ -318,6 +582,13 @@ pub struct Config {
     /// `[tls]`: serve TLS directly (otherwise plain http, for a proxy in
     /// front or for loopback).
     pub tls: Option<TlsConfig>,
+    /// `[[escalation.policies]]`: what happens while nobody answers.
+    pub escalation: Escalation,
+    /// `[quorum]`: approvals needed by risk.
+    pub quorum: Quorum,
+    /// `[people.NAME] ids`: one person's identities in several realms,
+    /// by identity (`slack:U…` → `alice`).
+    pub people: std::collections::BTreeMap<String, String>,
     /// `trusted_proxies`: reverse proxies whose `X-Forwarded-For` names the
     /// client (for throttling failed logins and runner tokens per client).
     pub trusted_proxies: crate::listener::TrustedProxies,
@@ -478,6 +749,17 @@ impl Config {
         }
 
         let slack = load_slack(file.slack, &bad_file)?;
+        let escalation = load_escalation(file.escalation).map_err(&bad_file)?;
+        if escalation.notifies()
+            && let Some(s) = &slack
+            && s.pager_channel.is_none()
+        {
+            return Err(bad_file(
+                "an escalation policy has a notify step but slack.pager_channel \
+                 (HOLDPOINT_SLACK_PAGER_CHANNEL) is not set: say where to post it"
+                    .into(),
+            ));
+        }
         let mut limits = Limits::default();
         for (slot, var, value) in [
             (
@@ -549,6 +831,38 @@ impl Config {
             runners.insert(name, RunnerSettings { requester });
         }
 
+        let mut quorum = Quorum::default();
+        for (slot, key, value) in [
+            (&mut quorum.low, "low", file.quorum.low),
+            (&mut quorum.medium, "medium", file.quorum.medium),
+            (&mut quorum.high, "high", file.quorum.high),
+            (&mut quorum.critical, "critical", file.quorum.critical),
+        ] {
+            if let Some(n) = value {
+                if n == 0 {
+                    return Err(bad_file(format!(
+                        "quorum.{key} = 0: a request needs at least one approval"
+                    )));
+                }
+                *slot = n;
+            }
+        }
+        let mut people = std::collections::BTreeMap::new();
+        for (name, p) in file.people {
+            for id in p.ids {
+                let r = crate::core::Reviewer::parse(id.trim()).ok_or_else(|| {
+                    bad_file(format!(
+                        "people.{name}.ids: {id:?} is not a reviewer: write realm:id, e.g. slack:U0123 or web:alice"
+                    ))
+                })?;
+                if let Some(other) = people.insert(r.to_string(), name.clone()) {
+                    return Err(bad_file(format!(
+                        "people.{name}.ids: {id:?} is also one of people.{other}.ids"
+                    )));
+                }
+            }
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -559,6 +873,9 @@ impl Config {
             slack,
             runners,
             limits,
+            escalation,
+            quorum,
+            people,
             trusted_proxies,
             tls: match (
                 env("HOLDPOINT_TLS_CERT")
@@ -590,6 +907,15 @@ impl Config {
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
         })
+    }
+
+    /// Who `r` is for quorum and self-approval: the person their identity
+    /// is declared under (`person:alice`), else the identity itself.
+    pub fn person_of(&self, r: &str) -> String {
+        match self.people.get(r) {
+            Some(name) => format!("person:{name}"),
+            None => r.to_string(),
+        }
     }
 
     /// The base URL runners and reviewers use.
@@ -680,6 +1006,32 @@ fn load_slack(
             r
         })
         .collect();
+    let pager_channel = env("HOLDPOINT_SLACK_PAGER_CHANNEL")
+        .or(file.pager_channel)
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    if let Some(bad) = pager_channel.as_deref().filter(|c| !is_slack_id(c)) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_SLACK_PAGER_CHANNEL",
+            value: bad.to_string(),
+            message: "expected a Slack channel id (C…)".into(),
+        });
+    }
+    let oncall: Vec<String> = match env("HOLDPOINT_SLACK_ONCALL") {
+        Some(v) => v.split([',', ' ']).map(str::to_string).collect(),
+        None => file.oncall.unwrap_or_default(),
+    }
+    .into_iter()
+    .map(|r| r.trim().to_string())
+    .filter(|r| !r.is_empty())
+    .collect();
+    if let Some(bad) = oncall.iter().find(|r| !is_slack_id(r)) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_SLACK_ONCALL",
+            value: bad.clone(),
+            message: "expected Slack user ids (U…, W…) or user-group ids (S…)".into(),
+        });
+    }
     Ok(Some(SlackConfig {
         bot_token,
         signing_secret,
@@ -688,7 +1040,17 @@ fn load_slack(
         channel: channel.trim().to_string(),
         reviewers,
         routes,
+        pager_channel,
+        oncall,
     }))
+}
+
+/// Whether `s` has the shape of a Slack id: capital letters and digits.
+fn is_slack_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -365,6 +365,7 @@ fn refusal(r: &holdpoint_bot::Refusal) -> &'static str {
         R::NotAReviewer => "not one of the reviewers",
         R::DirectoryUnavailable => "the reviewer list could not be checked; nothing was decided",
         R::OtherRunner => "another runner submitted this request",
+        R::AlreadyVoted => "this person's approval is counted already",
     }
 }
 
@@ -383,6 +384,13 @@ fn report(d: Decided) -> Result<ExitCode> {
                 d.reason.map(|r| format!(": {r}")).unwrap_or_default()
             );
             Ok(ExitCode::from(3))
+        }
+        Decided::Voted {
+            approvals,
+            required,
+        } => {
+            println!("approval counted: {approvals} of {required}; it waits for more");
+            Ok(ExitCode::SUCCESS)
         }
         Decided::Refused(why) => {
             println!("refused: {}", refusal(&why));

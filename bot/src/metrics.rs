@@ -1,6 +1,7 @@
 //! Prometheus metrics, written by hand in the text exposition format: a few
 //! counters do not need a metrics framework.
 
+use crate::config::StepAction;
 use holdpoint_shared::Decision;
 use holdpoint_shared::protocol::Status;
 use std::fmt::Write;
@@ -35,7 +36,14 @@ pub struct Metrics {
     metrics_refused: AtomicU64,
     /// Runner requests refused at a per-runner limit, by limit.
     limit_refusals: [AtomicU64; LIMITS.len()],
+    /// Escalation steps fired by this process's sweep, by action.
+    escalated: [AtomicU64; ESCALATIONS.len()],
+    /// Escalation steps delivered to a chat by this process, by action.
+    escalations_sent: [AtomicU64; ESCALATIONS.len()],
 }
+
+/// The escalation actions counted.
+const ESCALATIONS: [StepAction; 2] = [StepAction::Remind, StepAction::Notify];
 
 /// The per-runner limits whose refusals are counted.
 const LIMITS: [&str; 3] = ["pending", "connections", "submissions"];
@@ -45,7 +53,7 @@ const LIMITS: [&str; 3] = ["pending", "connections", "submissions"];
 pub const CHAT_ADAPTERS: [&str; 1] = ["slack"];
 
 /// The kinds of chat failure counted.
-const CHAT_FAILURES: [&str; 7] = [
+const CHAT_FAILURES: [&str; 10] = [
     "post",
     "update",
     "thread",
@@ -53,6 +61,9 @@ const CHAT_FAILURES: [&str; 7] = [
     "modal",
     "usergroups",
     "socket",
+    "remind",
+    "notify",
+    "dm",
 ];
 
 fn status_index(s: Status) -> Option<usize> {
@@ -128,6 +139,20 @@ impl Metrics {
     pub fn limit_refused(&self, limit: &str) {
         if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
             self.limit_refusals[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The sweep fired an escalation step.
+    pub fn escalated(&self, a: StepAction) {
+        if let Some(i) = ESCALATIONS.iter().position(|k| *k == a) {
+            self.escalated[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// An escalation step reached a chat.
+    pub fn escalation_sent(&self, a: StepAction) {
+        if let Some(i) = ESCALATIONS.iter().position(|k| *k == a) {
+            self.escalations_sent[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -248,6 +273,30 @@ impl Metrics {
                 o,
                 "holdpoint_runner_limit_refusals_total{{limit=\"{l}\"}} {}",
                 self.limit_refusals[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_escalations_total Escalation steps fired by this process's sweep, by action.\n# TYPE holdpoint_escalations_total counter"
+        );
+        for (i, a) in ESCALATIONS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_escalations_total{{action=\"{}\"}} {}",
+                a.as_str(),
+                self.escalated[i].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_escalations_sent_total Escalation steps this process delivered to a chat, by action.\n# TYPE holdpoint_escalations_sent_total counter"
+        );
+        for (i, a) in ESCALATIONS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "holdpoint_escalations_sent_total{{action=\"{}\"}} {}",
+                a.as_str(),
+                self.escalations_sent[i].load(Relaxed)
             );
         }
         o

@@ -105,6 +105,11 @@ pub struct ReviewView {
     pub actions: Vec<Action>,
     /// The request on the web queue.
     pub link: String,
+    /// The approvals counted so far (reviewer text, as stored), when the
+    /// request needs more than one.
+    pub votes: Vec<String>,
+    /// Approvals it needs; 1 for most.
+    pub approvals_required: u32,
 }
 
 /// Cuts `s` to at most `max` characters, ending with `…` when cut.
@@ -348,6 +353,8 @@ impl ReviewView {
             outcome,
             actions,
             link: format!("{}/#{}", base_url.trim_end_matches('/'), r.request.id),
+            votes: r.votes.clone(),
+            approvals_required: r.approvals_required,
         }
     }
 

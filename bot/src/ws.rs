@@ -314,6 +314,11 @@ async fn handle(
                 request_id,
                 reason: "no such request".into(),
             },
+            // A cancellation is never a vote.
+            Ok(Decided::Voted { .. }) => BotMessage::Rejected {
+                request_id,
+                reason: "a runner cannot decide".into(),
+            },
             Err(e) => BotMessage::Rejected {
                 request_id,
                 reason: e.to_string(),
@@ -495,7 +500,9 @@ fn refusal(r: &Refusal) -> &'static str {
         Refusal::OtherRunner => "another runner submitted this request",
         Refusal::OwnRequest => "the requester cannot approve their own request",
         Refusal::CommandChanged => "the command hash does not match",
-        Refusal::NotAReviewer | Refusal::DirectoryUnavailable => "a runner cannot decide",
+        Refusal::NotAReviewer | Refusal::DirectoryUnavailable | Refusal::AlreadyVoted => {
+            "a runner cannot decide"
+        }
     }
 }
 

@@ -899,3 +899,444 @@ fn two_bots_post_once(py: &std::path::Path, database_url: &str) {
 
 /// The bot's reconcile period (`slack::RECONCILE_EVERY`), in seconds.
 const RECONCILE_SECS: f64 = 3.0;
+
+/// The pager channel of the escalation tests.
+const PAGER: &str = "C0PAGER01";
+
+/// A bot whose requests climb `steps` (TOML step tables) and expire after
+/// `expiry`, with [`PAGER`] as its pager channel and [`GROUP`] on call.
+fn escalating_bot(fake: &FakeSlack, steps: &str, expiry: &str) -> holdpoint_testkit::Bot {
+    escalating_bot_on(fake, steps, expiry, None)
+}
+
+/// [`escalating_bot`] on `database_url` (another replica's), or on its own
+/// SQLite database.
+fn escalating_bot_on(
+    fake: &FakeSlack,
+    steps: &str,
+    expiry: &str,
+    database_url: Option<&str>,
+) -> holdpoint_testkit::Bot {
+    let mut o = bot_options(fake, Mode::Http);
+    if let Some(url) = database_url {
+        o = o.database(holdpoint_testkit::Database::Shared(url.to_string()));
+    }
+    o.config(&format!(
+        "[[escalation.policies]]\nname = \"force-push\"\nsteps = [{steps}]\n"
+    ))
+    .envs(&[
+        ("HOLDPOINT_EXPIRY", expiry),
+        ("HOLDPOINT_SLACK_PAGER_CHANNEL", PAGER),
+        ("HOLDPOINT_SLACK_ONCALL", GROUP),
+    ])
+    .start()
+}
+
+/// The `ts` the fake server gave the first successful post that `f` picks.
+fn ts_of(fake: &FakeSlack, f: impl Fn(&Value) -> bool) -> Value {
+    let posts = fake.calls_of("chat.postMessage");
+    let n = posts.iter().position(f).expect("posted");
+    let ok_before = posts[..n]
+        .iter()
+        .filter(|c| c["injected"].is_null())
+        .count();
+    json!(format!("{}.000100", 1_700_000_001 + ok_before))
+}
+
+fn is_pager_post(c: &Value, id: &str) -> bool {
+    c["method"] == "chat.postMessage"
+        && c["body"]["channel"] == PAGER
+        && c["body"]["thread_ts"].is_null()
+        && c["body"].to_string().contains(id)
+}
+
+fn is_reminder(c: &Value, ts: &Value) -> bool {
+    c["method"] == "chat.postMessage"
+        && c["body"]["thread_ts"] == *ts
+        && c["body"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("still waiting for a reviewer"))
+}
+
+/// How often `f` matches the calls so far.
+fn count(fake: &FakeSlack, f: impl Fn(&Value) -> bool) -> usize {
+    fake.calls().iter().filter(|c| f(c)).count()
+}
+
+/// Nobody answers a force push: the reviewers are reminded in its thread,
+/// then it is posted, with its buttons, in the pager channel mentioning
+/// the on-call group, then it expires as a denial and both messages show
+/// it. Each step is sent once and is an audit event.
+#[test]
+fn unanswered_force_push_is_reminded_then_posted_to_the_pager_channel_then_denied() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = escalating_bot(
+        &fake,
+        "{ after = \"1s\", action = \"remind\" }, { after = \"2s\", action = \"notify\" }",
+        "4s",
+    );
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let ts = posted_ts(&fake, &req.id);
+
+    let reminder = fake.wait_for("the reminder in the thread", WAIT, |c| is_reminder(c, &ts));
+    assert_eq!(reminder["body"]["channel"], CHANNEL);
+    let text = reminder["body"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("<@{REVIEWER}>")) && text.contains(&format!("<!subteam^{GROUP}>")),
+        "the reminder mentions the reviewers: {text}"
+    );
+
+    let page = fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let body = page["body"].to_string();
+    assert!(body.contains(&format!("<!subteam^{GROUP}>")), "{body}");
+    assert!(body.contains("Escalated"), "{body}");
+    let (value, channel) = button(&page, "hp_approve");
+    assert_eq!(value, format!("{}:{}", req.id, req.command_hash));
+    assert_eq!(channel, PAGER);
+    let page_ts = ts_of(&fake, |c| is_pager_post(c, &req.id));
+
+    let d = runner.decision(WAIT).expect("the expiry");
+    assert_eq!(d.status, Status::Expired);
+    let updated = fake.wait_for("the pager message updated", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == page_ts
+    });
+    assert_eq!(updated["body"]["channel"], PAGER);
+    let body = updated["body"].to_string();
+    assert!(
+        body.contains("Expired") && !body.contains("hp_approve"),
+        "{body}"
+    );
+    fake.wait_for("the request message updated", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == ts
+    });
+
+    assert_eq!(count(&fake, |c| is_reminder(c, &ts)), 1, "one reminder");
+    assert_eq!(count(&fake, |c| is_pager_post(c, &req.id)), 1, "one page");
+    let steps: Vec<Value> = bot
+        .audit()
+        .into_iter()
+        .filter(|r| r["kind"] == "request.escalated" && r["request_id"] == req.id.as_str())
+        .map(|r| r["event"]["action"].clone())
+        .collect();
+    assert_eq!(steps, vec![json!("remind"), json!("notify")]);
+    let metrics = bot.metrics();
+    for line in [
+        "holdpoint_escalations_total{action=\"remind\"} 1",
+        "holdpoint_escalations_total{action=\"notify\"} 1",
+        "holdpoint_escalations_sent_total{action=\"remind\"} 1",
+        "holdpoint_escalations_sent_total{action=\"notify\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+/// The on-call reviewer approves from the pager channel: the runner gets
+/// the approval, and both the pager message and the request's own show
+/// who approved, without buttons.
+#[test]
+fn a_request_approved_from_the_pager_channel_updates_both_messages() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = escalating_bot(&fake, "{ after = \"1s\", action = \"notify\" }", "10m");
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let ts = posted_ts(&fake, &req.id);
+    let page = fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let page_ts = ts_of(&fake, |c| is_pager_post(c, &req.id));
+    let (value, channel) = button(&page, "hp_approve");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let d = runner.decision(WAIT).expect("the approval");
+    assert_eq!(d.status, Status::Approved);
+    assert_eq!(d.decided_by, format!("slack:{REVIEWER}"));
+    for (where_, at) in [("pager", &page_ts), ("request", &ts)] {
+        let updated = fake.wait_for(&format!("the {where_} message updated"), WAIT, |c| {
+            c["method"] == "chat.update" && c["body"]["ts"] == *at
+        });
+        let body = updated["body"].to_string();
+        assert!(
+            body.contains("Approved")
+                && body.contains(&format!("<@{REVIEWER}>"))
+                && !body.contains("hp_approve"),
+            "{where_}: {body}"
+        );
+    }
+}
+
+/// A bot killed after the reminder and before the page, then restarted,
+/// sends the reminder once and the page once.
+#[test]
+fn a_bot_killed_between_two_steps_sends_each_step_once_after_restart() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let mut bot = escalating_bot(
+        &fake,
+        "{ after = \"1s\", action = \"remind\" }, { after = \"3s\", action = \"notify\" }",
+        "6s",
+    );
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let ts = posted_ts(&fake, &req.id);
+    fake.wait_for("the reminder in the thread", WAIT, |c| is_reminder(c, &ts));
+    bot.wait_log(
+        &format!("request {}: escalation step 0 (remind) delivered", req.id),
+        WAIT,
+    );
+    drop(runner);
+    bot.restart();
+    let mut runner = Runner::connect(&bot);
+    runner.submit(&req);
+    fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let page_ts = ts_of(&fake, |c| is_pager_post(c, &req.id));
+    let d = runner.decision(WAIT).expect("the expiry");
+    assert_eq!(d.status, Status::Expired);
+    fake.wait_for("the pager message updated", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == page_ts
+    });
+    assert_eq!(count(&fake, |c| is_reminder(c, &ts)), 1, "one reminder");
+    assert_eq!(count(&fake, |c| is_pager_post(c, &req.id)), 1, "one page");
+}
+
+/// The requester (`slack:U…`) hears in a direct message that nobody
+/// answered and the request went to the on-call channel, then how it ended,
+/// who decided and why; a request without a Slack requester sends none.
+#[test]
+fn the_requester_hears_the_escalation_and_the_outcome_in_a_direct_message() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    let bot = escalating_bot(&fake, "{ after = \"1s\", action = \"notify\" }", "10m");
+    let mut runner = Runner::connect(&bot);
+    let requester = "U0AGENT01";
+    let req = force_push(Some(&format!("slack:{requester}")));
+    runner.submit(&req);
+    fake.posted(&req.id);
+    let dm = |c: &Value| c["method"] == "chat.postMessage" && c["body"]["channel"] == requester;
+    let escalated = fake.wait_for("the requester told of the escalation", WAIT, |c| {
+        dm(c)
+            && c["body"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("on-call reviewers"))
+    });
+    assert!(
+        escalated["body"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("git push")),
+        "{escalated}"
+    );
+    let page = fake.wait_for("the post in the pager channel", WAIT, |c| {
+        is_pager_post(c, &req.id)
+    });
+    let (value, channel) = button(&page, "hp_deny");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_deny", &value, &channel))
+            .0,
+        200
+    );
+    let opened = fake.wait_for("views.open", WAIT, |c| c["method"] == "views.open");
+    let reason = "main is frozen until the release";
+    assert_eq!(
+        bot.interact(&deny_submission(REVIEWER, &opened["body"]["view"], reason))
+            .0,
+        200
+    );
+    assert_eq!(
+        runner.decision(WAIT).expect("the denial").status,
+        Status::Denied
+    );
+    let outcome = fake.wait_for("the requester told the outcome", WAIT, |c| {
+        dm(c)
+            && c["body"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Denied"))
+    });
+    let text = outcome["body"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(&format!("<@{REVIEWER}>")),
+        "who decided: {text}"
+    );
+    assert!(text.contains(reason), "why: {text}");
+    assert_eq!(count(&fake, dm), 2, "one message for each");
+
+    // Without a Slack requester: no direct message at all.
+    let other = force_push(None);
+    runner.submit(&other);
+    fake.posted(&other.id);
+    let (value, channel) = button(&fake.posted(&other.id), "hp_approve");
+    bot.interact(&click(REVIEWER, "hp_approve", &value, &channel));
+    assert_eq!(
+        runner.decision(WAIT).expect("approval").status,
+        Status::Approved
+    );
+    fake.wait_for("the update", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"].to_string().contains(other.id.as_str())
+    });
+    assert_eq!(count(&fake, dm), 2);
+}
+
+/// Two replicas on one database: each step of each request is sent once,
+/// whichever replica's sweep fires it and whichever engine delivers it.
+#[test]
+fn two_replicas_send_each_escalation_step_exactly_once() {
+    let py = need_python!();
+    let dir = TempDir::new("slack");
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
+    two_replicas_escalate_once(&py, &sqlite);
+    drop(dir);
+    match PgDatabase::create() {
+        Some(pg) => two_replicas_escalate_once(&py, &pg.url()),
+        None => eprintln!(
+            "two_replicas_send_each_escalation_step_exactly_once: PostgreSQL variant skipped"
+        ),
+    }
+}
+
+fn two_replicas_escalate_once(py: &std::path::Path, database_url: &str) {
+    let fake = FakeSlack::start(py);
+    let steps = "{ after = \"1s\", action = \"remind\" }, { after = \"2s\", action = \"notify\" }";
+    let a = escalating_bot_on(&fake, steps, "4s", Some(database_url));
+    let b = escalating_bot_on(&fake, steps, "4s", Some(database_url));
+    let mut runner = Runner::connect(&a);
+    let reqs: Vec<_> = (0..3).map(|_| force_push(None)).collect();
+    for r in &reqs {
+        runner.submit(r);
+    }
+    let mut ended = 0;
+    while ended < reqs.len() {
+        let d = runner.decision(WAIT).expect("every request expires");
+        assert_eq!(d.status, Status::Expired);
+        ended += 1;
+    }
+    for r in &reqs {
+        fake.posted(&r.id);
+        let ts = posted_ts(&fake, &r.id);
+        fake.wait_for("the request message updated", WAIT, |c| {
+            c["method"] == "chat.update" && c["body"]["ts"] == ts
+        });
+        let page_ts = ts_of(&fake, |c| is_pager_post(c, &r.id));
+        fake.wait_for("the pager message updated", WAIT, |c| {
+            c["method"] == "chat.update" && c["body"]["ts"] == page_ts
+        });
+        assert_eq!(
+            count(&fake, |c| is_reminder(c, &ts)),
+            1,
+            "{database_url}: one reminder"
+        );
+        assert_eq!(
+            count(&fake, |c| is_pager_post(c, &r.id)),
+            1,
+            "{database_url}: one page"
+        );
+        let fired = a
+            .audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "request.escalated" && e["request_id"] == r.id.as_str())
+            .count();
+        assert_eq!(fired, 2, "{database_url}: each step fired once");
+    }
+    drop(b);
+}
+
+/// A high-risk request that needs two approvals: the message shows the
+/// count and is updated on each vote; the same person approving again
+/// from the web queue (their declared second identity) does not count;
+/// the runner hears only after the second distinct reviewer.
+#[test]
+fn a_two_approval_request_runs_only_after_the_second_distinct_reviewer() {
+    let py = need_python!();
+    let fake = FakeSlack::start(&py);
+    fake.control("/_groups", json!({GROUP: [GROUPIE]}));
+    // `web:local` is the web session of the login link the bot prints.
+    let bot = bot_options(&fake, Mode::Http)
+        .config(&format!(
+            "[quorum]\nhigh = 2\n\n[people.rita]\nids = [\"slack:{REVIEWER}\", \"web:local\"]\n"
+        ))
+        .start();
+    let mut runner = Runner::connect(&bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    let posted = fake.posted(&req.id);
+    assert!(
+        posted["body"].to_string().contains("0 of 2 approvals"),
+        "{posted}"
+    );
+    let ts = posted_ts(&fake, &req.id);
+    let (value, channel) = button(&posted, "hp_approve");
+    assert_eq!(
+        bot.interact(&click(REVIEWER, "hp_approve", &value, &channel))
+            .0,
+        200
+    );
+    let counted = fake.wait_for("the vote acknowledged", WAIT, |c| {
+        c["method"] == "chat.postEphemeral" && c["body"]["user"] == REVIEWER
+    });
+    assert!(
+        counted["body"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("1 of 2")),
+        "{counted}"
+    );
+    let updated = fake.wait_for("the message shows the vote", WAIT, |c| {
+        c["method"] == "chat.update" && c["body"]["ts"] == ts
+    });
+    let body = updated["body"].to_string();
+    assert!(
+        body.contains("1 of 2 approvals") && body.contains(&format!("<@{REVIEWER}>")),
+        "{body}"
+    );
+    assert!(body.contains("hp_approve"), "it still waits: {body}");
+    assert!(runner.decision(Duration::from_millis(300)).is_none());
+
+    // The same person from the web queue: refused, not counted.
+    let cookie = bot.web_session();
+    let path = format!("/api/requests/{}/approve", req.id);
+    let again = holdpoint_testkit::http(
+        bot.port,
+        "POST",
+        &path,
+        &[
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/json"),
+            ("X-Holdpoint", "1"),
+        ],
+        json!({ "command_hash": req.command_hash, "reason": null }).to_string(),
+    );
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert!(again.body.contains("counted already"), "{}", again.body);
+    let (_, list) = bot.web_get(&cookie, "/api/requests");
+    let entry = list["pending"]
+        .as_array()
+        .and_then(|p| p.iter().find(|r| r["id"] == req.id.as_str()).cloned())
+        .expect("still pending");
+    assert_eq!(entry["votes"], json!([format!("slack:{REVIEWER}")]));
+    assert_eq!(entry["approvals_required"], 2);
+    assert!(runner.decision(Duration::from_millis(300)).is_none());
+
+    // A second, distinct reviewer (a member of the reviewer group).
+    bot.interact(&click(GROUPIE, "hp_approve", &value, &channel));
+    let d = runner.decision(WAIT).expect("the approval");
+    assert_eq!(d.status, Status::Approved);
+    assert_eq!(d.decided_by, format!("slack:{GROUPIE}"));
+    assert!(
+        d.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("2 of 2 approvals")),
+        "{d:?}"
+    );
+}

@@ -62,6 +62,8 @@ fn stored(
         decided_at: None,
         decided_by: None,
         reason: None,
+        votes: Vec::new(),
+        approvals_required: 1,
     }
 }
 

@@ -13,6 +13,7 @@ mod m0002_slack;
 mod m0003_slack_claims;
 mod m0004_feed_and_deliveries;
 mod m0005_runner_identity;
+mod m0006_escalation;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_slack_claims::Migration),
             Box::new(m0004_feed_and_deliveries::Migration),
             Box::new(m0005_runner_identity::Migration),
+            Box::new(m0006_escalation::Migration),
         ]
     }
 }

@@ -7,11 +7,20 @@
 //! updates each message, retries failed calls with backoff, and reconciles
 //! after a restart, a failure or a replica that died holding a claim.
 //!
+//! Escalation steps reach the chats the same way: the core's sweep fires a
+//! step and announces it on the feed; the engine claims its delivery
+//! (once per chat across replicas), reminds in the request's thread or
+//! posts it in the pager channel, and, when the request ends, updates the
+//! pager channel's message to the outcome with the request's own.
+//!
 //! A chat is a window onto the core, never a source of truth: a message
 //! that cannot be posted leaves the request pending on the web queue
 //! (logged and counted), and no failure of a chat's ever approves anything.
 
-use crate::core::{Bot, Change, Claim, Delivery, DeliveryState, FeedError, StoredRequest};
+use crate::config::StepAction;
+use crate::core::{
+    Bot, Change, Claim, Delivery, DeliveryState, FeedError, StepPost, StoredRequest,
+};
 use crate::view::ReviewView;
 use std::collections::HashMap;
 use std::future::Future;
@@ -39,6 +48,15 @@ pub struct Posted {
     pub destination: String,
     /// The message's id there.
     pub handle: String,
+}
+
+/// What the requester of a request is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum News {
+    /// It ended: the outcome, who decided and why.
+    Ended,
+    /// Nobody answered it yet: it was posted to the on-call people.
+    Escalated,
 }
 
 /// One chat.
@@ -74,6 +92,45 @@ pub trait Adapter: Send + Sync + 'static {
         at: &Delivery,
         view: &ReviewView,
     ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Whether this chat carries escalation steps ([`Adapter::remind`],
+    /// [`Adapter::notify`]); one that does not leaves them to the others
+    /// and to the web queue.
+    const ESCALATES: bool = false;
+
+    /// An escalation step: reminds the reviewers in the thread of the
+    /// request's message, mentioning them.
+    fn remind(
+        &self,
+        _at: &Delivery,
+        _view: &ReviewView,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let e = format!("{} does not remind", Self::LABEL);
+        async move { Err(e) }
+    }
+
+    /// An escalation step: posts the request, with its actions, in the
+    /// pager channel or room, mentioning the on-call people. `None`: this
+    /// chat has no pager channel for it.
+    fn notify(
+        &self,
+        _req: &StoredRequest,
+        _view: &ReviewView,
+    ) -> impl Future<Output = Result<Option<Posted>, String>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Tells the request's requester `news` in a direct message, when the
+    /// requester is a person of this chat. `Ok(false)`: not one of this
+    /// chat's people (or no requester).
+    fn tell_requester(
+        &self,
+        _req: &StoredRequest,
+        _view: &ReviewView,
+        _news: News,
+    ) -> impl Future<Output = Result<bool, String>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// The delivery engine of one adapter.
@@ -115,9 +172,13 @@ impl<A: Adapter> Engine<A> {
         loop {
             tokio::select! {
                 c = feed.next(self.bot()) => match c {
-                    Ok(Change { request_id, status, .. }) => {
+                    Ok(Change { request_id, status, step, .. }) => {
                         let engine = self.clone();
-                        if status.is_final() {
+                        if let Some(n) = step {
+                            if A::ESCALATES {
+                                tokio::spawn(async move { engine.escalate(request_id, n).await });
+                            }
+                        } else if status.is_final() {
                             tokio::spawn(async move { engine.finish(request_id).await });
                         } else {
                             tokio::spawn(async move { engine.post(request_id).await });
@@ -199,6 +260,11 @@ impl<A: Adapter> Engine<A> {
         let lock = self.lock_for(&id);
         let held = lock.lock().await;
         match self.bot().delivery(A::NAME, &id).await {
+            Ok(Some(d)) if d.state == DeliveryState::Open => {
+                // Posted already: a vote changed what it shows.
+                self.refresh(&d).await;
+                return;
+            }
             Ok(Some(d)) if d.state != DeliveryState::Posting => return,
             Ok(_) => {}
             Err(e) => {
@@ -284,6 +350,27 @@ impl<A: Adapter> Engine<A> {
         }
     }
 
+    /// Updates the posted message of a pending request that counts votes,
+    /// so it shows the approvals so far. Any replica may: the text is the
+    /// same, and the outcome's update is claimed.
+    async fn refresh(&self, at: &Delivery) {
+        let id = &at.request_id;
+        let req = match self.bot().get(id).await {
+            Ok(Some(r)) if !r.status.is_final() && r.approvals_required > 1 => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!("{}: cannot read request {id}: {e}", A::LABEL);
+                return;
+            }
+        };
+        let view = self.view(&req);
+        let updated = tokio::time::timeout(CALL_DEADLINE, self.adapter.update(at, &view)).await;
+        if !matches!(updated, Ok(Ok(()))) {
+            self.bot().metrics().chat_failure(A::NAME, "update");
+            tracing::error!("{}: cannot show the votes on the message of {id}", A::LABEL);
+        }
+    }
+
     /// Updates the message of a decided request in place and answers in
     /// its thread, once across every replica.
     pub async fn finish(&self, id: String) {
@@ -360,6 +447,8 @@ impl<A: Adapter> Engine<A> {
             }
             Err(e) => tracing::error!("{label}: cannot record the update of {id}: {e}"),
         }
+        self.finish_pager_posts(&req, &view).await;
+        self.tell(&req, &view, News::Ended).await;
         let replied = tokio::time::timeout(CALL_DEADLINE, self.adapter.reply(&at, &view)).await;
         if !matches!(replied, Ok(Ok(()))) {
             self.bot().metrics().chat_failure(A::NAME, "thread");
@@ -368,6 +457,176 @@ impl<A: Adapter> Engine<A> {
                 _ => "it took too long".into(),
             };
             tracing::error!("{label}: cannot answer in the thread of {id}: {why}");
+        }
+    }
+
+    /// Updates the messages escalation posted in the pager channel to the
+    /// outcome. Only the holder of the finish claim gets here, so each is
+    /// updated once; one that fails keeps its buttons, and a click on them
+    /// is told who decided.
+    async fn finish_pager_posts(&self, req: &StoredRequest, view: &ReviewView) {
+        let label = A::LABEL;
+        let id = &req.request.id;
+        let posts = match self.bot().step_posts(A::NAME, id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("{label}: cannot list the pager messages of {id}: {e}");
+                return;
+            }
+        };
+        for StepPost {
+            destination,
+            handle,
+        } in posts
+        {
+            let at = Delivery {
+                request_id: id.clone(),
+                destination,
+                handle,
+                state: DeliveryState::Finishing,
+                final_status: Some(req.status),
+                lease_until: None,
+            };
+            let updated = tokio::time::timeout(CALL_DEADLINE, self.adapter.update(&at, view)).await;
+            if !matches!(updated, Ok(Ok(()))) {
+                self.bot().metrics().chat_failure(A::NAME, "update");
+                tracing::error!(
+                    "{label}: cannot update the pager message of {id} in {}",
+                    at.destination
+                );
+            }
+        }
+    }
+
+    /// Tells the requester, if they are a person of this chat. Only the
+    /// holder of a claim (the finish, a notify step) gets here, so it is
+    /// said once.
+    async fn tell(&self, req: &StoredRequest, view: &ReviewView, news: News) {
+        let told =
+            tokio::time::timeout(CALL_DEADLINE, self.adapter.tell_requester(req, view, news)).await;
+        match told {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                self.bot().metrics().chat_failure(A::NAME, "dm");
+                tracing::error!(
+                    "{}: cannot tell the requester of {}: {e}",
+                    A::LABEL,
+                    req.request.id
+                );
+            }
+            Err(_) => {
+                self.bot().metrics().chat_failure(A::NAME, "dm");
+                tracing::error!(
+                    "{}: telling the requester of {} took too long",
+                    A::LABEL,
+                    req.request.id
+                );
+            }
+        }
+    }
+
+    /// Delivers escalation step `n` of request `id` to this chat, once
+    /// across every replica; never for a request that is no longer
+    /// pending. A reminder waits until the request's message is posted.
+    pub async fn escalate(&self, id: String, n: u32) {
+        let label = A::LABEL;
+        let key = format!("{id}#{n}");
+        let lock = self.lock_for(&id);
+        let _held = lock.lock().await;
+        let step = match self.bot().escalation_of(&id).await {
+            Ok(steps) => steps.into_iter().find(|s| s.step == n),
+            Err(e) => {
+                tracing::error!("{label}: cannot read the escalation of {id}: {e}");
+                return;
+            }
+        };
+        let Some(step) = step.filter(|s| s.fired_at.is_some()) else {
+            return;
+        };
+        let req = match self.bot().get(&id).await {
+            Ok(Some(r)) if !r.status.is_final() => r,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!("{label}: cannot read request {id}: {e}");
+                return;
+            }
+        };
+        let at = match self.bot().delivery(A::NAME, &id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{label}: cannot read the message of {id}: {e}");
+                return;
+            }
+        };
+        let at = match (step.action, at) {
+            (StepAction::Remind, Some(d)) if d.state == DeliveryState::Open => Some(d),
+            // No thread to remind in yet: the reconcile pass comes back.
+            (StepAction::Remind, _) => return,
+            (StepAction::Notify, d) => d,
+        };
+        let claim = match self
+            .bot()
+            .claim_step(A::NAME, &self.replica, &id, n, lease_ms())
+            .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("{label}: cannot claim escalation step {n} of {id}: {e}");
+                return;
+            }
+        };
+        let view = self.view(&req);
+        let sent = match (step.action, &at) {
+            (StepAction::Remind, Some(at)) => {
+                tokio::time::timeout(CALL_DEADLINE, self.adapter.remind(at, &view))
+                    .await
+                    .map(|r| r.map(|()| None))
+            }
+            _ => tokio::time::timeout(CALL_DEADLINE, self.adapter.notify(&req, &view)).await,
+        };
+        let sent = sent.unwrap_or_else(|_| Err("it took too long".into()));
+        match sent {
+            Ok(posted) => {
+                self.succeeded(&key);
+                let post = posted.map(|p| StepPost {
+                    destination: p.destination,
+                    handle: p.handle,
+                });
+                match self.bot().step_sent(claim, post.as_ref()).await {
+                    Ok(true) => {
+                        self.bot().metrics().escalation_sent(step.action);
+                        if step.action == StepAction::Notify {
+                            self.tell(&req, &view, News::Escalated).await;
+                        }
+                        tracing::info!(
+                            "{label}: request {id}: escalation step {n} ({}) delivered {} ms after it was due",
+                            step.action.as_str(),
+                            self.bot().now_ms().saturating_sub(step.due_at)
+                        );
+                    }
+                    Ok(false) => tracing::warn!(
+                        "{label}: escalation step {n} of {id} took so long that another replica took it over; it may show twice"
+                    ),
+                    Err(e) => {
+                        tracing::error!("{label}: cannot record escalation step {n} of {id}: {e}")
+                    }
+                }
+            }
+            Err(e) => {
+                self.bot()
+                    .metrics()
+                    .chat_failure(A::NAME, step.action.as_str());
+                let wait = self.failed(&key);
+                tracing::error!(
+                    "{label}: cannot deliver escalation step {n} ({}) of {id}: {e}",
+                    step.action.as_str()
+                );
+                let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                if let Err(e) = self.bot().release_step(claim, wait_ms).await {
+                    tracing::error!("{label}: cannot release escalation step {n} of {id}: {e}");
+                }
+            }
         }
     }
 
@@ -432,6 +691,18 @@ impl<A: Adapter> Engine<A> {
                 }
             }
             Err(e) => tracing::error!("{label}: cannot list open messages: {e}"),
+        }
+        if A::ESCALATES {
+            match self.bot().steps_to_send(A::NAME, 100).await {
+                Ok(steps) => {
+                    for (id, n) in steps {
+                        if !self.backing_off(&format!("{id}#{n}")) {
+                            self.escalate(id, n).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("{label}: cannot list escalation steps to send: {e}"),
+            }
         }
     }
 }

@@ -31,12 +31,17 @@ const PAGE: u64 = 500;
 /// the audit log keeps every transition for good.
 pub const KEEP_MS: i64 = 24 * 3600 * 1000;
 
-/// A request moved to `status`; `seq` orders every change in the database.
+/// A request moved to `status`, or (with `step`) one of its escalation
+/// steps fired while it stays `pending`; `seq` orders every change in the
+/// database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub seq: i64,
     pub request_id: String,
     pub status: Status,
+    /// The escalation step that fired (its place in the policy); `None`
+    /// for a transition.
+    pub step: Option<u32>,
 }
 
 impl Change {
@@ -45,6 +50,7 @@ impl Change {
             seq: r.seq,
             status: Status::parse(&r.status)?,
             request_id: r.request_id,
+            step: r.step.and_then(|s| u32::try_from(s).ok()),
         })
     }
 }
@@ -86,6 +92,26 @@ pub(super) async fn record<C: ConnectionTrait>(
         request_id: Set(request_id.to_string()),
         status: Set(status.as_str().to_string()),
         at: Set(at),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
+}
+
+/// Writes the change row that announces a fired escalation step, inside
+/// the transaction that fired it.
+pub(super) async fn record_step<C: ConnectionTrait>(
+    txn: &C,
+    request_id: &str,
+    step: u32,
+    at: i64,
+) -> Result<(), DbErr> {
+    change::ActiveModel {
+        request_id: Set(request_id.to_string()),
+        status: Set(Status::Pending.as_str().to_string()),
+        at: Set(at),
+        step: Set(Some(i32::try_from(step).unwrap_or(i32::MAX))),
         ..Default::default()
     }
     .insert(txn)

@@ -15,7 +15,7 @@
 //!   row; only then is the decision relayed.
 
 use super::audit::{self, NewEvent};
-use super::entity::request;
+use super::entity::{request, vote};
 use super::reviewer::{Intent, Refusal, Reviewer};
 use super::{Bot, RunnerId, feed};
 use holdpoint_shared::Verdict;
@@ -82,6 +82,11 @@ pub struct StoredRequest {
     pub decided_at: Option<i64>,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
+    /// The approvals counted so far towards its quorum, oldest first
+    /// (stored reviewer text); filled by [`Bot::get`] and the web listing.
+    pub votes: Vec<String>,
+    /// Approvals it needs ([`crate::config::Quorum`]).
+    pub approvals_required: u32,
 }
 
 impl StoredRequest {
@@ -119,6 +124,8 @@ impl StoredRequest {
             decided_at: r.decided_at,
             decided_by: r.decided_by,
             reason: r.reason,
+            votes: Vec::new(),
+            approvals_required: 1,
         })
     }
 
@@ -156,6 +163,8 @@ pub enum Decided {
     Won(DecisionMessage),
     /// Someone (or the deadline) decided first.
     Already(DecisionMessage),
+    /// The approval was counted; the request waits for more.
+    Voted { approvals: u32, required: u32 },
     /// The reviewer may not decide this request; says why.
     Refused(Refusal),
     /// No such request.
@@ -238,13 +247,200 @@ fn clean_reason(r: Option<&str>) -> Option<String> {
 }
 
 impl Bot {
-    /// Reads one request.
+    /// Reads one request, with its votes.
     pub async fn get(&self, id: &str) -> Result<Option<StoredRequest>, LifecycleError> {
-        request::Entity::find_by_id(id.to_string())
+        let Some(mut r) = request::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
             .map(StoredRequest::from_row)
-            .transpose()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let mut votes = self.votes_of(std::slice::from_ref(&r.request.id)).await?;
+        r.votes = votes.remove(&r.request.id).unwrap_or_default();
+        r.approvals_required = self.config.quorum.for_risk(r.request.risk());
+        Ok(Some(r))
+    }
+
+    /// The approvals counted for these requests, oldest first, by request.
+    pub async fn votes_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, DbErr> {
+        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for chunk in ids.chunks(500) {
+            for v in vote::Entity::find()
+                .filter(vote::Column::RequestId.is_in(chunk.iter().cloned()))
+                .order_by_asc(vote::Column::At)
+                .all(&self.db)
+                .await?
+            {
+                out.entry(v.request_id).or_default().push(v.reviewer);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts `reviewer`'s approval towards the quorum of `current`, and
+    /// approves it when that makes the quorum. The vote, its audit row and
+    /// a change row (so every page and chat shows the count), and the
+    /// approval it completes, commit together, only while the request is
+    /// pending and before its deadline; one person counts once, whichever
+    /// identity they use.
+    async fn vote(
+        &self,
+        reviewer: &Reviewer,
+        current: &StoredRequest,
+        required: u32,
+        reason: Option<&str>,
+    ) -> Result<Decided, LifecycleError> {
+        let id = current.request.id.as_str();
+        let person = self.config.person_of(&reviewer.to_string());
+        let now = self.now_ms();
+        enum Counted {
+            Closed,
+            Twice,
+            Now(u32),
+            Approved(DecisionMessage),
+        }
+        let counted = {
+            let _w = self.write_lock.lock().await;
+            audit::retrying(|| async {
+                let txn = audit::begin_write(&self.db).await?;
+                let open = request::Entity::find_by_id(id.to_string())
+                    .filter(request::Column::Status.eq(Status::Pending.as_str()))
+                    .filter(request::Column::ExpiresAt.gt(now))
+                    .one(&txn)
+                    .await?
+                    .is_some();
+                if !open {
+                    txn.rollback().await?;
+                    return Ok(Counted::Closed);
+                }
+                let inserted = vote::Entity::insert(vote::ActiveModel {
+                    request_id: Set(id.to_string()),
+                    person: Set(person.clone()),
+                    reviewer: Set(reviewer.to_string()),
+                    at: Set(now),
+                })
+                .on_conflict_do_nothing()
+                .exec_without_returning(&txn)
+                .await?;
+                if !matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+                    txn.rollback().await?;
+                    return Ok(Counted::Twice);
+                }
+                let votes: Vec<String> = vote::Entity::find()
+                    .filter(vote::Column::RequestId.eq(id))
+                    .order_by_asc(vote::Column::At)
+                    .all(&txn)
+                    .await?
+                    .into_iter()
+                    .map(|v| v.reviewer)
+                    .collect();
+                let event = NewEvent::at(
+                    now,
+                    "request.voted",
+                    Some(&current.runner),
+                    Some(id),
+                    json!({
+                        "by": reviewer.to_string(),
+                        "person": person,
+                        "reason": reason,
+                        "approvals": votes.len(),
+                        "required": required,
+                    }),
+                );
+                let approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
+                if approvals < required {
+                    audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
+                    feed::record(&txn, id, Status::Pending, now).await?;
+                    txn.commit().await?;
+                    return Ok(Counted::Now(approvals));
+                }
+                // The quorum is met: the approval commits with this vote.
+                let d = DecisionMessage {
+                    request_id: id.to_string(),
+                    command_hash: current.request.command_hash.clone(),
+                    status: Status::Approved,
+                    decided_by: reviewer.to_string(),
+                    reason: Some(format!(
+                        "{approvals} of {required} approvals: {}",
+                        votes.join(", ")
+                    )),
+                    decided_at: now,
+                };
+                let moved = request::Entity::update_many()
+                    .col_expr(request::Column::Status, Expr::value(d.status.as_str()))
+                    .col_expr(request::Column::DecidedAt, Expr::value(now))
+                    .col_expr(
+                        request::Column::DecidedBy,
+                        Expr::value(d.decided_by.as_str()),
+                    )
+                    .col_expr(request::Column::Reason, Expr::value(d.reason.clone()))
+                    .filter(request::Column::Id.eq(id))
+                    .filter(request::Column::Status.eq(Status::Pending.as_str()))
+                    .filter(request::Column::ExpiresAt.gt(now))
+                    .exec(&txn)
+                    .await?
+                    .rows_affected;
+                if moved != 1 {
+                    txn.rollback().await?;
+                    return Ok(Counted::Closed);
+                }
+                let approved = NewEvent::at(
+                    now,
+                    kind(Status::Approved),
+                    Some(&current.runner),
+                    Some(id),
+                    json!({
+                        "decided_by": d.decided_by,
+                        "reason": d.reason,
+                        "command_hash": d.command_hash,
+                        "waited_ms": now.saturating_sub(current.created_at),
+                    }),
+                );
+                audit::append_in(&txn, &[event.clone(), approved], now).await?;
+                feed::record(&txn, id, Status::Approved, now).await?;
+                txn.commit().await?;
+                Ok(Counted::Approved(d))
+            })
+            .await?
+        };
+        match counted {
+            Counted::Closed => self.already_or_expired(id).await,
+            Counted::Twice => Ok(Decided::Refused(Refusal::AlreadyVoted)),
+            Counted::Now(approvals) => {
+                self.feed.wake();
+                Ok(Decided::Voted {
+                    approvals,
+                    required,
+                })
+            }
+            Counted::Approved(d) => {
+                // Relayed only after the commit, as every transition.
+                self.hub.deliver(&d);
+                self.feed.wake();
+                self.metrics
+                    .ended(Status::Approved, now.saturating_sub(current.created_at));
+                Ok(Decided::Won(d))
+            }
+        }
+    }
+
+    /// The answer when a decision found the request no longer open.
+    async fn already_or_expired(&self, id: &str) -> Result<Decided, LifecycleError> {
+        if let Some(d) = self.get(id).await?.and_then(|r| r.decision()) {
+            return Ok(Decided::Already(d));
+        }
+        // Still pending although it could not be decided: the deadline
+        // passed. Expire it now rather than wait for the sweep.
+        self.expire_due().await?;
+        match self.get(id).await?.and_then(|r| r.decision()) {
+            Some(d) => Ok(Decided::Already(d)),
+            None => Err(LifecycleError::Corrupt(id.into(), "undecidable".into())),
+        }
     }
 
     /// Stores a request from `runner`, or answers a re-submission with what
@@ -272,7 +468,23 @@ impl Bot {
             )));
         }
         let pending_cap = u64::from(self.config.limits.pending_per_runner);
-        let expires_at = now + self.config.expiry.for_risk(req.risk()).as_millis() as i64;
+        let expiry = self.config.expiry.for_risk(req.risk());
+        let expires_at = now + expiry.as_millis() as i64;
+        let (policy, steps) = self.config.escalation.steps_for(
+            &runner.name,
+            req.agent.as_deref(),
+            req.risk(),
+            expiry,
+        );
+        let planned: Vec<serde_json::Value> = steps
+            .iter()
+            .map(|s| {
+                json!({
+                    "action": s.action,
+                    "due_at": now.saturating_add(s.after.as_millis() as i64),
+                })
+            })
+            .collect();
         let verdict = serde_json::to_string(&req.verdict)
             .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("verdict: {e}")))?;
         let annotations = serde_json::to_string(&req.annotations)
@@ -316,6 +528,7 @@ impl Bot {
                 "agent": req.agent,
                 "requested_by": requested_by,
                 "expires_at": expires_at,
+                "escalation": {"policy": policy, "steps": planned},
             }),
         );
         let stored = {
@@ -343,6 +556,7 @@ impl Bot {
                     return Ok(Stored::Full);
                 }
                 model.clone().insert(&txn).await?;
+                super::escalation::plan(&txn, &req.id, now, &steps).await?;
                 audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
                 feed::record(&txn, &req.id, Status::Pending, now).await?;
                 txn.commit().await?;
@@ -468,7 +682,9 @@ impl Bot {
         intent: &Intent,
     ) -> Result<(), Refusal> {
         if intent.is_approval()
-            && req.request.requested_by.as_deref() == Some(reviewer.to_string().as_str())
+            && req.request.requested_by.as_deref().is_some_and(|by| {
+                self.config.person_of(by) == self.config.person_of(&reviewer.to_string())
+            })
         {
             return Err(Refusal::OwnRequest);
         }
@@ -505,6 +721,12 @@ impl Bot {
             Status::Denied
         };
         let reason = clean_reason(intent.reason());
+        let required = self.config.quorum.for_risk(current.request.risk());
+        if intent.is_approval() && required > 1 {
+            return self
+                .vote(reviewer, &current, required, reason.as_deref())
+                .await;
+        }
         let now = self.now_ms();
         if let Some(d) = self
             .commit_move(
@@ -889,13 +1111,19 @@ impl Bot {
         Ok(readable(rows))
     }
 
-    /// The sweep's work, once: expire what is due, close revoked runners'
+    /// The sweep's work, once: expire what is due, fire the escalation
+    /// steps that are due, close revoked runners'
     /// connections, forget old feed rows. Returns what failed, for the
     /// caller to log.
     pub async fn sweep_once(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if let Err(e) = self.expire_due().await {
             errors.push(format!("expiring requests: {e}"));
+        }
+        // After expiry: a request whose deadline passed is denied, not
+        // escalated.
+        if let Err(e) = self.escalate_due().await {
+            errors.push(format!("escalating requests: {e}"));
         }
         match self.revoked_but_connected().await {
             Ok(names) if !names.is_empty() => {

@@ -129,6 +129,10 @@ pub enum Refusal {
     /// A runner acted on a request another runner submitted.
     #[error("another runner submitted this request")]
     OtherRunner,
+    /// This person's approval of the request is counted already (perhaps
+    /// from another of their identities).
+    #[error("this person already approved the request")]
+    AlreadyVoted,
 }
 
 /// Whether someone in a realm is a reviewer: a chat adapter's user and

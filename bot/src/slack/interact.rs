@@ -506,6 +506,21 @@ async fn decide(
                     .await
             }
         },
+        Ok(Decided::Voted {
+            approvals,
+            required,
+        }) => {
+            slack
+                .tell(
+                    channel,
+                    user,
+                    &format!(
+                        "Your approval is counted: {approvals} of {required}. The command runs once {} more reviewers approve.",
+                        required.saturating_sub(approvals)
+                    ),
+                )
+                .await
+        }
         Ok(Decided::Refused(why)) => slack.tell(channel, user, &render::refusal(&why)).await,
         Ok(Decided::NotFound) => {
             slack

@@ -17,7 +17,7 @@ pub mod socket;
 
 use crate::chat::{self, Posted};
 use crate::config::SlackConfig;
-use crate::core::{Bot, Delivery, Directory, Realm, Refusal, StoredRequest};
+use crate::core::{Bot, Delivery, Directory, Realm, Refusal, Reviewer, StoredRequest};
 use crate::view::ReviewView;
 use api::{Api, ApiError};
 use axum::Router;
@@ -241,5 +241,83 @@ impl chat::Adapter for Slack {
             "unfurl_media": false,
         });
         self.call("chat.postMessage", &reply).await.map(drop)
+    }
+
+    const ESCALATES: bool = true;
+
+    async fn remind(&self, at: &Delivery, view: &ReviewView) -> Result<(), String> {
+        let reply = json!({
+            "channel": at.destination,
+            "thread_ts": at.handle,
+            "text": render::reminder(view, &self.cfg.reviewers),
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        self.call("chat.postMessage", &reply).await.map(drop)
+    }
+
+    async fn tell_requester(
+        &self,
+        req: &StoredRequest,
+        view: &ReviewView,
+        news: chat::News,
+    ) -> Result<bool, String> {
+        let Some(user) = req
+            .request
+            .requested_by
+            .as_deref()
+            .and_then(Reviewer::parse)
+            .filter(|r| r.realm == Realm::Slack && render::is_slack_id(&r.id))
+        else {
+            return Ok(false);
+        };
+        let text = match news {
+            chat::News::Ended => render::requester_outcome(view),
+            chat::News::Escalated => render::requester_escalated(view),
+        };
+        // A user id as the channel: the app's direct messages with them.
+        let body = json!({
+            "channel": user.id,
+            "text": text,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        self.call("chat.postMessage", &body).await.map(|_| true)
+    }
+
+    async fn notify(
+        &self,
+        _req: &StoredRequest,
+        view: &ReviewView,
+    ) -> Result<Option<Posted>, String> {
+        let Some(channel) = self.cfg.pager_channel.as_deref() else {
+            return Ok(None);
+        };
+        let oncall = if self.cfg.oncall.is_empty() {
+            &self.cfg.reviewers
+        } else {
+            &self.cfg.oncall
+        };
+        let msg = render::pager_message(view, oncall);
+        let body = json!({
+            "channel": channel,
+            "text": msg.text,
+            "blocks": msg.blocks,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        let answer = self.call("chat.postMessage", &body).await?;
+        let ts = answer
+            .get("ts")
+            .and_then(Value::as_str)
+            .ok_or("chat.postMessage returned no timestamp")?;
+        let channel = answer
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or(channel);
+        Ok(Some(Posted {
+            destination: channel.to_string(),
+            handle: ts.to_string(),
+        }))
     }
 }

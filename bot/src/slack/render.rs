@@ -191,6 +191,26 @@ pub fn request_message(v: &ReviewView) -> Message {
         }
     }
 
+    // A request that needs several approvals says how many it has.
+    if pending && v.approvals_required > 1 {
+        let who_voted: Vec<String> = v.votes.iter().map(|r| who(r)).collect();
+        let line = format!(
+            "👥 {} of {} approvals{}",
+            v.votes.len(),
+            v.approvals_required,
+            if who_voted.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", who_voted.join(", "))
+            }
+        );
+        blocks.push(json!({
+            "type": "section",
+            "block_id": "hp_votes",
+            "text": mrkdwn(&cut(&line, SECTION_MAX)),
+        }));
+    }
+
     // The command, in a preformatted block that no character in it can
     // close.
     blocks.push(rich_preformatted("hp_command", &v.command));
@@ -336,6 +356,100 @@ pub fn request_message(v: &ReviewView) -> Message {
     }
 }
 
+/// Slack ids as mentions: users `<@U…>`, user groups `<!subteam^S…>`.
+/// Anything that is not a Slack id is left out (the config checks them).
+pub fn mentions(ids: &[String]) -> String {
+    ids.iter()
+        .filter(|id| is_slack_id(id))
+        .map(|id| {
+            if id.starts_with('S') {
+                format!("<!subteam^{id}>")
+            } else {
+                format!("<@{id}>")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The reminder an escalation step posts in the request's thread.
+pub fn reminder(v: &ReviewView, reviewers: &[String]) -> String {
+    let who = mentions(reviewers);
+    let lead = if who.is_empty() {
+        "⏰ Still waiting for a reviewer".to_string()
+    } else {
+        format!("⏰ {who}: still waiting for a reviewer")
+    };
+    cut(
+        &format!(
+            "{lead} · expires {} (no answer is a denial) · <{}|web queue>",
+            slack_date(v.expires_at),
+            escape(&link(&v.link))
+        ),
+        SECTION_MAX,
+    )
+}
+
+/// The message an escalation step posts in the pager channel: the review
+/// message, with its buttons, under a line that mentions the on-call
+/// people.
+pub fn pager_message(v: &ReviewView, oncall: &[String]) -> Message {
+    let mut msg = request_message(v);
+    let who = mentions(oncall);
+    let since = slack_date(v.created_at);
+    let line = if who.is_empty() {
+        format!("🚨 *Escalated:* nobody has answered this request since {since}")
+    } else {
+        format!("🚨 {who} *Escalated:* nobody has answered this request since {since}")
+    };
+    let banner = json!({
+        "type": "section",
+        "block_id": "hp_escalated",
+        "text": mrkdwn(&cut(&line, SECTION_MAX)),
+    });
+    let at = usize::from(!msg.blocks.is_empty());
+    msg.blocks.insert(at, banner);
+    while msg.blocks.len() > MAX_BLOCKS {
+        // Keep the actions (last): drop what comes before them.
+        let before_last = msg.blocks.len() - 2;
+        msg.blocks.remove(before_last);
+    }
+    msg.text = cut(&format!("🚨 {who} {}", msg.text), SECTION_MAX);
+    msg
+}
+
+/// The direct message that tells a requester how their request ended.
+pub fn requester_outcome(v: &ReviewView) -> String {
+    let mut s = format!(
+        "Your agent's request: {}\n{}",
+        escape(&cut(&v.summary, 300)),
+        outcome_line(v.outcome.as_ref())
+    );
+    if let Some(reason) = v
+        .outcome
+        .as_ref()
+        .and_then(|o| o.reason.as_deref())
+        .filter(|s| !s.trim().is_empty())
+    {
+        s.push_str(&format!("\n>{}", escape(&cut(reason, 2000))));
+    }
+    s.push_str(&format!("\n<{}|web queue>", escape(&link(&v.link))));
+    cut(&s, SECTION_MAX)
+}
+
+/// The direct message that tells a requester their request was escalated.
+pub fn requester_escalated(v: &ReviewView) -> String {
+    cut(
+        &format!(
+            "⏫ Nobody has answered your agent's request yet, so it was posted to the on-call reviewers: {}\nIt expires {} (no answer is a denial) · <{}|web queue>",
+            escape(&cut(&v.summary, 300)),
+            slack_date(v.expires_at),
+            escape(&link(&v.link))
+        ),
+        SECTION_MAX,
+    )
+}
+
 /// The reply posted in the message's thread once a request is decided.
 pub fn thread_reply(v: &ReviewView) -> String {
     let mut s = outcome_line(v.outcome.as_ref());
@@ -390,6 +504,7 @@ pub fn refusal(r: &Refusal) -> String {
         Refusal::OwnRequest => "Refused: you asked for this command to run, so someone else must approve it.".into(),
         Refusal::CommandChanged => "Refused: the command changed since you saw it; look at it again.".into(),
         Refusal::OtherRunner => "Refused: another runner submitted this request.".into(),
+        Refusal::AlreadyVoted => "Your approval is counted already (perhaps from another of your accounts); it waits for another reviewer.".into(),
     }
 }
 

@@ -135,6 +135,41 @@ fn listed(r: &crate::core::StoredRequest, max: usize) -> Value {
     v
 }
 
+/// Adds each pending request's escalation steps (action, due time, when
+/// it fired) to its entry, as `escalation`.
+async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Response> {
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let steps = bot.escalations_of(&ids).await.map_err(database)?;
+    let votes = bot.votes_of(&ids).await.map_err(database)?;
+    for e in entries.iter_mut() {
+        let id = e
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let these = steps.get(&id).cloned().unwrap_or_default();
+        let risk: holdpoint_shared::Risk = e
+            .pointer("/verdict/risk")
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or(holdpoint_shared::Risk::Critical);
+        if let Some(obj) = e.as_object_mut() {
+            obj.insert("escalation".into(), json!(these));
+            obj.insert(
+                "votes".into(),
+                json!(votes.get(&id).cloned().unwrap_or_default()),
+            );
+            obj.insert(
+                "approvals_required".into(),
+                json!(bot.config().quorum.for_risk(risk)),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The query of `GET /api/requests`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,10 +231,13 @@ pub async fn list(
         let next = (page.len() as u64 == PER_RUNNER)
             .then(|| page.last().map(cursor))
             .flatten();
-        let pending: Vec<Value> = page
+        let mut pending: Vec<Value> = page
             .iter()
             .map(|r| listed(r, PENDING_COMMAND_CHARS))
             .collect();
+        if let Err(res) = with_escalation(&bot, &mut pending).await {
+            return res;
+        }
         return Json(json!({
             "runner": runner,
             "pending": pending,
@@ -216,11 +254,14 @@ pub async fn list(
         Ok(r) => r,
         Err(e) => return database(e),
     };
-    let pending: Vec<Value> = queue
+    let mut pending: Vec<Value> = queue
         .requests
         .iter()
         .map(|r| listed(r, PENDING_COMMAND_CHARS))
         .collect();
+    if let Err(res) = with_escalation(&bot, &mut pending).await {
+        return res;
+    }
     let recent: Vec<Value> = recent
         .iter()
         .map(|r| listed(r, RECENT_COMMAND_CHARS))
@@ -249,7 +290,14 @@ pub async fn one(
         return error(StatusCode::NOT_FOUND, "no such request");
     }
     match bot.get(&id).await {
-        Ok(Some(r)) => Json(listed(&r, usize::MAX)).into_response(),
+        Ok(Some(r)) => {
+            let mut entry = [listed(&r, usize::MAX)];
+            if let Err(res) = with_escalation(&bot, &mut entry).await {
+                return res;
+            }
+            let [entry] = entry;
+            Json(entry).into_response()
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, "no such request"),
         Err(e) => database(e),
     }
@@ -331,6 +379,14 @@ async fn decide(
             }
             (StatusCode::CONFLICT, Json(v)).into_response()
         }
+        Ok(Decided::Voted {
+            approvals,
+            required,
+        }) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "voted": { "approvals": approvals, "required": required } })),
+        )
+            .into_response(),
         Ok(Decided::Refused(why)) => (
             StatusCode::FORBIDDEN,
             Json(json!({ "refused": refusal(&why) })),
@@ -355,6 +411,7 @@ pub fn refusal(r: &Refusal) -> &'static str {
             "the reviewer list could not be checked just now; nothing was decided"
         }
         Refusal::OtherRunner => "another runner submitted this request",
+        Refusal::AlreadyVoted => "your approval is counted already; it waits for another reviewer",
     }
 }
 

@@ -11,6 +11,8 @@ pub struct Model {
     /// The state the request moved to.
     pub status: String,
     pub at: i64,
+    /// The escalation step this row announces; none for a transition.
+    pub step: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,9 @@
 pub(super) mod audit_log;
 pub(super) mod change;
 pub(super) mod delivery;
+pub(super) mod escalation_send;
+pub(super) mod escalation_step;
 pub(super) mod request;
 pub(super) mod runner;
+pub(super) mod vote;
 pub(super) mod web_token;
