@@ -109,7 +109,7 @@ async def settle(c, room=None):
         await c.keys_upload()
     if c.should_query_keys:
         await c.keys_query()
-    if room is not None and c.olm:
+    if room is not None and c.olm and room in c.rooms and c.rooms[room].encrypted:
         missing = c.get_missing_sessions(room)
         if missing:
             await c.keys_claim(missing)
