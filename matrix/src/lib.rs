@@ -46,16 +46,35 @@ pub enum MatrixError {
     Session { path: PathBuf, message: String },
     #[error("{0} is not a valid Matrix id")]
     BadId(String),
+    // Boxed: matrix-sdk's errors are large.
     #[error("the homeserver refused: {0}")]
-    Sdk(#[from] matrix_sdk::Error),
+    Sdk(Box<matrix_sdk::Error>),
     #[error("the homeserver refused: {0}")]
-    Http(#[from] matrix_sdk::HttpError),
+    Http(Box<matrix_sdk::HttpError>),
     #[error("cannot reach the homeserver: {0}")]
-    Build(#[from] matrix_sdk::ClientBuildError),
+    Build(Box<matrix_sdk::ClientBuildError>),
     #[error("the bot is not in room {0}")]
     NotInRoom(String),
     #[error("the homeserver answered without an event id")]
     NoEventId,
+}
+
+impl From<matrix_sdk::Error> for MatrixError {
+    fn from(e: matrix_sdk::Error) -> MatrixError {
+        MatrixError::Sdk(Box::new(e))
+    }
+}
+
+impl From<matrix_sdk::HttpError> for MatrixError {
+    fn from(e: matrix_sdk::HttpError) -> MatrixError {
+        MatrixError::Http(Box::new(e))
+    }
+}
+
+impl From<matrix_sdk::ClientBuildError> for MatrixError {
+    fn from(e: matrix_sdk::ClientBuildError) -> MatrixError {
+        MatrixError::Build(Box::new(e))
+    }
 }
 
 /// How the bot logs in.
