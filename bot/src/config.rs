@@ -41,6 +41,8 @@ struct File {
     #[serde(default)]
     slack: SlackFile,
     #[serde(default)]
+    matrix: MatrixFile,
+    #[serde(default)]
     runners: std::collections::BTreeMap<String, RunnerFile>,
     #[serde(default)]
     limits: LimitsFile,
@@ -443,11 +445,104 @@ pub struct SlackRoute {
 impl SlackRoute {
     /// Whether a request from `runner` with `risk` takes this route.
     pub fn matches(&self, runner: &str, risk: Risk) -> bool {
-        let runner_ok = self
-            .runner
-            .as_deref()
-            .is_none_or(|p| name_matches(p, runner));
-        runner_ok && self.min_risk.is_none_or(|m| risk >= m)
+        route_matches(self.runner.as_deref(), self.min_risk, runner, risk)
+    }
+}
+
+/// Whether a route for `pattern` (a runner name; a trailing `*` matches
+/// any suffix) and `min_risk` takes a request from `runner` with `risk`.
+fn route_matches(pattern: Option<&str>, min_risk: Option<Risk>, runner: &str, risk: Risk) -> bool {
+    let runner_ok = pattern.is_none_or(|p| name_matches(p, runner));
+    runner_ok && min_risk.is_none_or(|m| risk >= m)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatrixFile {
+    homeserver: Option<String>,
+    user_id: Option<String>,
+    password: Option<String>,
+    access_token: Option<String>,
+    device_id: Option<String>,
+    room: Option<String>,
+    reviewers: Option<Vec<String>>,
+    min_power_level: Option<i64>,
+    data_dir: Option<PathBuf>,
+    verified_devices_only: Option<bool>,
+    #[serde(default)]
+    routes: Vec<MatrixRoute>,
+}
+
+/// Sends requests that match to another Matrix room, like [`SlackRoute`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixRoute {
+    #[serde(default)]
+    pub runner: Option<String>,
+    #[serde(default)]
+    pub min_risk: Option<Risk>,
+    /// The room id (`!abc:example.org`) or alias (`#ops:example.org`).
+    pub room: String,
+}
+
+impl MatrixRoute {
+    /// Whether a request from `runner` with `risk` takes this route.
+    pub fn matches(&self, runner: &str, risk: Risk) -> bool {
+        route_matches(self.runner.as_deref(), self.min_risk, runner, risk)
+    }
+}
+
+/// Matrix settings. Present only when some `[matrix]` setting is given;
+/// then everything needed to log in, post and decide must be there.
+#[derive(Clone)]
+pub struct MatrixConfig {
+    /// The homeserver's client API, e.g. `https://matrix.example.org`.
+    pub homeserver: String,
+    /// The bot's user id, `@holdpoint:example.org`.
+    pub user_id: String,
+    /// For the first login (and cross-signing's bootstrap).
+    pub password: Option<Secret>,
+    /// An existing session instead of a password: both or neither.
+    pub access_token: Option<Secret>,
+    pub device_id: Option<String>,
+    /// The review room (id or alias), unless a route says otherwise.
+    pub room: String,
+    /// Matrix user ids that may decide.
+    pub reviewers: Vec<String>,
+    /// Anyone with at least this power level in the review room may decide.
+    pub min_power_level: Option<i64>,
+    /// The session and the crypto store.
+    pub data_dir: PathBuf,
+    /// In encrypted rooms, count only decisions sent from devices their
+    /// owner cross-signed and the bot trusts (reactions, whose relation is
+    /// never encrypted, then count for nothing: reply instead).
+    pub verified_devices_only: bool,
+    pub routes: Vec<MatrixRoute>,
+}
+
+impl MatrixConfig {
+    /// The room for a request from `runner` with `risk`.
+    pub fn room_for(&self, runner: &str, risk: Risk) -> &str {
+        self.routes
+            .iter()
+            .find(|r| r.matches(runner, risk))
+            .map_or(self.room.as_str(), |r| r.room.as_str())
+    }
+}
+
+impl std::fmt::Debug for MatrixConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixConfig")
+            .field("homeserver", &self.homeserver)
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field("room", &self.room)
+            .field("reviewers", &self.reviewers)
+            .field("min_power_level", &self.min_power_level)
+            .field("data_dir", &self.data_dir)
+            .field("verified_devices_only", &self.verified_devices_only)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -572,6 +667,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Slack, when configured.
     pub slack: Option<SlackConfig>,
+    /// Matrix, when configured.
+    pub matrix: Option<MatrixConfig>,
     /// `[runners.NAME]`: per-runner settings.
     pub runners: std::collections::BTreeMap<String, RunnerSettings>,
     /// `[limits]`: what one runner may hold at once.
@@ -760,6 +857,7 @@ impl Config {
                     .into(),
             ));
         }
+        let matrix = load_matrix(file.matrix, &data_dir, &bad_file)?;
         let mut limits = Limits::default();
         for (slot, var, value) in [
             (
@@ -871,6 +969,7 @@ impl Config {
             expiry,
             log_format,
             slack,
+            matrix,
             runners,
             limits,
             escalation,
@@ -1051,6 +1150,175 @@ fn is_slack_id(s: &str) -> bool {
         && s.len() <= 32
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// `[matrix]` and `HOLDPOINT_MATRIX_*`: off unless one of them is set;
+/// once one is, the bot refuses to start until everything needed to log in,
+/// post and decide is there, and says what is missing.
+fn load_matrix(
+    file: MatrixFile,
+    data_dir: &Path,
+    bad_file: &dyn Fn(String) -> ConfigError,
+) -> Result<Option<MatrixConfig>, ConfigError> {
+    let homeserver = env("HOLDPOINT_MATRIX_HOMESERVER").or(file.homeserver);
+    let user_id = env("HOLDPOINT_MATRIX_USER_ID").or(file.user_id);
+    let password = env("HOLDPOINT_MATRIX_PASSWORD").or(file.password);
+    let access_token = env("HOLDPOINT_MATRIX_ACCESS_TOKEN").or(file.access_token);
+    let device_id = env("HOLDPOINT_MATRIX_DEVICE_ID").or(file.device_id);
+    let room = env("HOLDPOINT_MATRIX_ROOM").or(file.room);
+    let reviewers: Option<Vec<String>> = match env("HOLDPOINT_MATRIX_REVIEWERS") {
+        Some(v) => Some(v.split([',', ' ']).map(str::to_string).collect()),
+        None => file.reviewers,
+    };
+    let min_power_level = match env("HOLDPOINT_MATRIX_MIN_POWER_LEVEL") {
+        Some(v) => Some(v.trim().parse::<i64>().map_err(|_| ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_MIN_POWER_LEVEL",
+            value: v.clone(),
+            message: "expected a whole number, e.g. 50".into(),
+        })?),
+        None => file.min_power_level,
+    };
+    let own_dir = env("HOLDPOINT_MATRIX_DATA_DIR")
+        .map(PathBuf::from)
+        .or(file.data_dir);
+    let verified = match env("HOLDPOINT_MATRIX_VERIFIED_DEVICES_ONLY") {
+        Some(v) => Some(match v.trim() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => {
+                return Err(ConfigError::Env {
+                    var: "HOLDPOINT_MATRIX_VERIFIED_DEVICES_ONLY",
+                    value: v,
+                    message: "expected true or false".into(),
+                });
+            }
+        }),
+        None => file.verified_devices_only,
+    };
+    let anything = homeserver.is_some()
+        || user_id.is_some()
+        || password.is_some()
+        || access_token.is_some()
+        || device_id.is_some()
+        || room.is_some()
+        || reviewers.is_some()
+        || min_power_level.is_some()
+        || own_dir.is_some()
+        || verified.is_some()
+        || !file.routes.is_empty();
+    if !anything {
+        return Ok(None);
+    }
+    let mut missing: Vec<&str> = Vec::new();
+    if homeserver.is_none() {
+        missing.push("the homeserver URL (matrix.homeserver, HOLDPOINT_MATRIX_HOMESERVER)");
+    }
+    if user_id.is_none() {
+        missing.push("the bot's user id (matrix.user_id, HOLDPOINT_MATRIX_USER_ID)");
+    }
+    match (&access_token, &device_id) {
+        (Some(_), None) => missing.push(
+            "the device id that goes with the access token (matrix.device_id, HOLDPOINT_MATRIX_DEVICE_ID)",
+        ),
+        (None, Some(_)) => missing.push(
+            "the access token that goes with the device id (matrix.access_token, HOLDPOINT_MATRIX_ACCESS_TOKEN)",
+        ),
+        _ => {}
+    }
+    if password.is_none() && access_token.is_none() && device_id.is_none() {
+        missing.push(
+            "a way to log in: a password (matrix.password, HOLDPOINT_MATRIX_PASSWORD) or an access token and device id",
+        );
+    }
+    if room.is_none() {
+        missing.push(
+            "the review room (matrix.room, HOLDPOINT_MATRIX_ROOM: !id:server or #alias:server)",
+        );
+    }
+    let reviewers: Vec<String> = reviewers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    if reviewers.is_empty() && min_power_level.is_none() {
+        missing.push(
+            "who may decide: reviewers (matrix.reviewers, HOLDPOINT_MATRIX_REVIEWERS: @user:server) or a power level (matrix.min_power_level)",
+        );
+    }
+    if !missing.is_empty() {
+        return Err(bad_file(format!(
+            "Matrix is configured but {} {} missing",
+            missing.join("; "),
+            if missing.len() == 1 { "is" } else { "are" }
+        )));
+    }
+    let (Some(homeserver), Some(user_id), Some(room)) = (homeserver, user_id, room) else {
+        return Err(bad_file("Matrix is configured but incomplete".into()));
+    };
+    let homeserver = homeserver.trim().trim_end_matches('/').to_string();
+    if !(homeserver.starts_with("https://") || homeserver.starts_with("http://")) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_HOMESERVER",
+            value: homeserver,
+            message: "expected an http(s) URL like https://matrix.example.org".into(),
+        });
+    }
+    let is_user = |s: &str| s.starts_with('@') && s.len() > 3 && s[1..].contains(':');
+    let user_id = user_id.trim().to_string();
+    if !is_user(&user_id) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_USER_ID",
+            value: user_id,
+            message: "expected a full Matrix user id like @holdpoint:example.org".into(),
+        });
+    }
+    if let Some(bad) = reviewers.iter().find(|r| !is_user(r)) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_REVIEWERS",
+            value: bad.clone(),
+            message: "expected full Matrix user ids like @alice:example.org".into(),
+        });
+    }
+    // Room ids from room version 12 on have no server part.
+    let is_room = |s: &str| {
+        (s.starts_with('!') && s.len() > 1 && !s.contains(char::is_whitespace))
+            || (s.starts_with('#') && s[1..].contains(':'))
+    };
+    let room = room.trim().to_string();
+    if !is_room(&room) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_ROOM",
+            value: room,
+            message: "expected a room id (!abc:example.org) or alias (#ops:example.org)".into(),
+        });
+    }
+    if let Some(r) = file.routes.iter().find(|r| !is_room(r.room.trim())) {
+        return Err(bad_file(format!(
+            "a [[matrix.routes]] entry has no room id or alias: {r:?}"
+        )));
+    }
+    let routes = file
+        .routes
+        .into_iter()
+        .map(|mut r| {
+            r.room = r.room.trim().to_string();
+            r
+        })
+        .collect();
+    Ok(Some(MatrixConfig {
+        homeserver,
+        user_id,
+        password: password.map(Secret::new),
+        access_token: access_token.map(Secret::new),
+        device_id: device_id.map(|d| d.trim().to_string()),
+        room,
+        reviewers,
+        min_power_level,
+        data_dir: own_dir.unwrap_or_else(|| data_dir.join("matrix")),
+        verified_devices_only: verified.unwrap_or(false),
+        routes,
+    }))
 }
 
 #[cfg(test)]

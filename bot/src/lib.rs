@@ -38,6 +38,7 @@ pub mod chat;
 pub mod config;
 pub mod core;
 pub mod listener;
+pub mod matrix;
 pub mod metrics;
 pub mod server;
 pub mod slack;

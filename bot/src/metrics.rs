@@ -50,10 +50,10 @@ const LIMITS: [&str; 3] = ["pending", "connections", "submissions"];
 
 /// The chat adapters whose failures are counted, each as
 /// `holdpoint_<adapter>_failures_total{kind=…}`.
-pub const CHAT_ADAPTERS: [&str; 1] = ["slack"];
+pub const CHAT_ADAPTERS: [&str; 2] = ["slack", "matrix"];
 
 /// The kinds of chat failure counted.
-const CHAT_FAILURES: [&str; 10] = [
+const CHAT_FAILURES: [&str; 13] = [
     "post",
     "update",
     "thread",
@@ -64,6 +64,9 @@ const CHAT_FAILURES: [&str; 10] = [
     "remind",
     "notify",
     "dm",
+    "login",
+    "sync",
+    "power_levels",
 ];
 
 fn status_index(s: Status) -> Option<usize> {

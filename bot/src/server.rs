@@ -121,6 +121,8 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
     if let Some(slack) = crate::slack::start(&bot).context("cannot start Slack")? {
         app = app.merge(crate::slack::router(slack));
     }
+    // Matrix has no HTTP endpoint: it follows the homeserver's sync stream.
+    let _matrix = crate::matrix::start(&bot);
     let shutdown_bot = bot.clone();
     let timeout = bot.config().limits.client_timeout;
     let proxies = Arc::new(bot.config().trusted_proxies.clone());

@@ -1,8 +1,9 @@
-//! Snapshots of the Slack message for each of the five incidents in
-//! INCIDENTS.md, so a reviewer can read in the repository exactly what they
-//! would see. `UPDATE_SNAPSHOTS=1 cargo test -p holdpoint-bot --test
-//! slack_snapshots` rewrites them; otherwise a difference fails. Each
-//! snapshot is also validated with slack_sdk when the test venv exists.
+//! Snapshots of the Slack message, and of the Matrix message's HTML, for
+//! each of the five incidents in INCIDENTS.md, so a reviewer can read in the
+//! repository exactly what they would see. `UPDATE_SNAPSHOTS=1 cargo test
+//! -p holdpoint-bot --test slack_snapshots` rewrites them; otherwise a
+//! difference fails. Each Slack snapshot is also validated with slack_sdk
+//! when the test venv exists.
 
 use holdpoint_bot::StoredRequest;
 use holdpoint_bot::slack::render::request_message;
@@ -285,6 +286,49 @@ fn incident_messages_match_their_snapshots() {
                 Err(_) => failures.push(format!("{} is missing", path.display())),
             }
             validate_with_slack_sdk(&path, &text);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nrun with UPDATE_SNAPSHOTS=1 to accept the new rendering",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn matrix_incident_messages_match_their_snapshots() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut failures = Vec::new();
+    for (name, mut r) in incidents() {
+        r.request.requested_by = Some("matrix:@agent-owner:example.org".into());
+        for (suffix, decided) in [("pending", false), ("approved", true)] {
+            if decided {
+                r.status = Status::Approved;
+                r.decided_at = Some(CREATED + 8_400);
+                r.decided_by = Some("matrix:@alice:example.org".into());
+                r.reason = Some("checked with the owners".into());
+            }
+            let t = holdpoint_bot::matrix::render::request_text(&ReviewView::of(
+                &r,
+                "https://holdpoint.example.com",
+            ));
+            let text = format!(
+                "<!-- formatted_body of the m.room.message; its plain body follows -->\n{}\n<!--\n{}\n-->\n",
+                t.html.replace("</li>", "</li>\n").replace("</p>", "</p>\n"),
+                t.body.replace("--", "- -")
+            );
+            let path = dir.join(format!("matrix_incident_{name}_{suffix}.html"));
+            if update {
+                std::fs::create_dir_all(&dir).expect("snapshot dir");
+                std::fs::write(&path, &text).expect("write snapshot");
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(old) if old == text => {}
+                Ok(_) => failures.push(format!("{} differs", path.display())),
+                Err(_) => failures.push(format!("{} is missing", path.display())),
+            }
         }
     }
     assert!(

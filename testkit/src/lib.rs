@@ -35,6 +35,7 @@ pub mod fixtures;
 mod http;
 #[cfg(feature = "load")]
 pub mod load;
+pub mod matrix;
 mod pg;
 mod proxy;
 pub mod raw;

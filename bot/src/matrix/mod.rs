@@ -1,0 +1,434 @@
+//! Matrix: every request that waits for a human is posted to a review room
+//! as an `m.room.message` (HTML and plain text, notifying nobody); a
+//! reviewer reacts ✅ or ❌ or replies in its thread with `approve` or
+//! `deny <reason>`, and that becomes an intent that goes through the request
+//! lifecycle like any other decision. When the request ends the message is
+//! edited (`m.replace`) to the outcome and the outcome is posted in its
+//! thread. Encrypted rooms work the same: the client encrypts and decrypts.
+//!
+//! Matrix is one [`chat::Adapter`]: it encodes the review view as Matrix
+//! events ([`render`]), knows the room routes, and turns reactions and
+//! replies into intents. Claims, leases, retries and reconcile are the
+//! shared delivery engine's; who may decide is the core's, asked through
+//! this adapter's [`Directory`] (user ids and a power level). The Matrix
+//! client itself (login, session and crypto store, sync) is the
+//! `holdpoint-matrix` crate.
+
+pub mod render;
+
+use crate::chat::{self, Posted};
+use crate::config::MatrixConfig;
+use crate::core::{
+    Bot, Decided, Delivery, Directory, Intent, Realm, Refusal, Reviewer, StoredRequest,
+};
+use crate::view::ReviewView;
+use holdpoint_matrix::{Incoming, Kind, Login, Matrix as Client};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The file in the data directory that one process holds locked while it
+/// uses the device: a device must never be used by two processes at once.
+pub const LOCK_FILE: &str = "device.lock";
+
+/// The Matrix adapter.
+pub struct Matrix {
+    pub bot: Arc<Bot>,
+    pub cfg: MatrixConfig,
+    client: OnceLock<Client>,
+    /// Configured room (id or alias) → room id, once joined.
+    rooms: Mutex<HashMap<String, String>>,
+    /// Event id of a review message → its request id.
+    messages: Mutex<HashMap<String, String>>,
+}
+
+/// Starts Matrix if it is configured: spawns the tasks that log in (with
+/// backoff while the homeserver cannot be reached), follow the rooms and
+/// post messages. Requests wait on the web queue until it is up.
+pub fn start(bot: &Arc<Bot>) -> Option<Arc<Matrix>> {
+    let cfg = bot.config().matrix.clone()?;
+    crate::slack::install_crypto_provider();
+    let matrix = Arc::new(Matrix {
+        bot: bot.clone(),
+        cfg,
+        client: OnceLock::new(),
+        rooms: Mutex::new(HashMap::new()),
+        messages: Mutex::new(HashMap::new()),
+    });
+    bot.set_directory(Realm::Matrix, matrix.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(matrix.clone().connect(tx));
+    tokio::spawn(matrix.clone().handle(rx));
+    chat::Engine::start(matrix.clone());
+    Some(matrix)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Matrix {
+    fn client(&self) -> Result<&Client, String> {
+        self.client
+            .get()
+            .ok_or_else(|| "not logged in to the homeserver yet".to_string())
+    }
+
+    /// Takes the device, logs in, joins the rooms, then follows the sync
+    /// stream for as long as the process lives.
+    async fn connect(self: Arc<Self>, tx: tokio::sync::mpsc::Sender<Incoming>) {
+        let dir = self.cfg.data_dir.clone();
+        // Held for the life of the process.
+        let _device = loop {
+            match take_device(&dir) {
+                Ok(f) => break f,
+                Err(e) => {
+                    tracing::warn!(
+                        "Matrix: {e}; another process uses the device, waiting to take over"
+                    );
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        };
+        let login = Login {
+            homeserver: self.cfg.homeserver.clone(),
+            user_id: self.cfg.user_id.clone(),
+            password: self.cfg.password.as_ref().map(|p| p.expose().to_string()),
+            access_token: self
+                .cfg
+                .access_token
+                .as_ref()
+                .map(|p| p.expose().to_string()),
+            device_id: self.cfg.device_id.clone(),
+            data_dir: dir,
+            device_name: "holdpoint".into(),
+        };
+        let mut wait = Duration::from_secs(1);
+        let client = loop {
+            match self.log_in(&login).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    self.bot.metrics().chat_failure("matrix", "login");
+                    tracing::error!(
+                        "Matrix: cannot log in to {} (trying again in {} s): {e}",
+                        self.cfg.homeserver,
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+        };
+        let _ = self.client.set(client.clone());
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match client.run(tx.clone()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.bot.metrics().chat_failure("matrix", "sync");
+                    tracing::error!(
+                        "Matrix: the sync with {} failed (trying again in {} s): {e}",
+                        self.cfg.homeserver,
+                        wait.as_secs()
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    async fn log_in(&self, login: &Login) -> Result<Client, String> {
+        let client = Client::connect(login).await.map_err(|e| e.to_string())?;
+        if let Err(e) = client
+            .bootstrap_cross_signing(self.cfg.password.as_ref().map(|p| p.expose()))
+            .await
+        {
+            tracing::warn!(
+                "Matrix: cannot set up cross-signing for the bot's device; clients that send room keys only to cross-signed devices will leave it out: {e}"
+            );
+        }
+        let mut wanted = vec![self.cfg.room.clone()];
+        wanted.extend(self.cfg.routes.iter().map(|r| r.room.clone()));
+        for room in wanted {
+            let id = client.join(&room).await.map_err(|e| {
+                format!("cannot join {room} (invite the bot, or check the alias): {e}")
+            })?;
+            lock(&self.rooms).insert(room, id);
+        }
+        // No sync here: the first sync runs with the event handlers in
+        // place, so what reviewers did while the bot was down still counts.
+        tracing::info!(
+            "Matrix: ready as {} (device {}, key {}), review room {}",
+            client.user_id(),
+            client.device_id().unwrap_or_default(),
+            client.fingerprint().await.unwrap_or_default(),
+            self.cfg.room
+        );
+        Ok(client)
+    }
+
+    fn room_id(&self, room: &str) -> Result<String, String> {
+        lock(&self.rooms)
+            .get(room)
+            .cloned()
+            .ok_or_else(|| format!("the bot has not joined {room} yet"))
+    }
+
+    /// The request whose review message is `event_id`, with the room the
+    /// message is in. Only pending requests can be decided, so on a miss
+    /// the pending ones are looked up.
+    async fn request_of(&self, event_id: &str) -> Option<(String, String)> {
+        let known = lock(&self.messages).get(event_id).cloned();
+        let ids = match known {
+            Some(id) => vec![id],
+            None => match self.bot.pending_ids().await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!("Matrix: cannot list pending requests: {e}");
+                    return None;
+                }
+            },
+        };
+        let rows = match self
+            .bot
+            .deliveries_of(<Self as chat::Adapter>::NAME, &ids)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("Matrix: cannot list posted messages: {e}");
+                return None;
+            }
+        };
+        let d = rows.into_values().find(|d| d.handle == event_id)?;
+        lock(&self.messages).insert(event_id.to_string(), d.request_id.clone());
+        Some((d.request_id, d.destination))
+    }
+
+    /// Answers in the thread of `root`.
+    async fn answer(&self, room_id: &str, root: &str, text: &str) {
+        let Ok(client) = self.client() else {
+            return;
+        };
+        let content = render::thread_content(root, &render::plain(text));
+        if let Err(e) = client.send(room_id, "m.room.message", &content).await {
+            self.bot.metrics().chat_failure("matrix", "thread");
+            tracing::error!("Matrix: cannot answer in the thread of {root}: {e}");
+        }
+    }
+
+    /// Turns reactions and replies into intents, one at a time.
+    async fn handle(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Incoming>) {
+        while let Some(inc) = rx.recv().await {
+            self.incoming(inc).await;
+        }
+    }
+
+    async fn incoming(&self, inc: Incoming) {
+        let (root, reaction) = match &inc.kind {
+            Kind::Reaction { target, .. } => (target.clone(), true),
+            Kind::Reply { root, .. } => (root.clone(), false),
+        };
+        // Only what relates to a review message, in the room it is in.
+        let Some((id, room_id)) = self.request_of(&root).await else {
+            return;
+        };
+        if inc.room_id != room_id {
+            return;
+        }
+        let req = match self.bot.get(&id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("Matrix: cannot read request {id}: {e}");
+                return;
+            }
+        };
+        let intent = match &inc.kind {
+            Kind::Reaction { key, .. } => match render::reaction_decision(key) {
+                Some(true) => Intent::Approve { reason: None },
+                Some(false) => Intent::Deny { reason: None },
+                None => return,
+            },
+            Kind::Reply { body, .. } => match render::reply_decision(body) {
+                Some((true, _)) => Intent::Approve { reason: None },
+                Some((false, reason)) => Intent::Deny { reason },
+                None => return,
+            },
+        };
+        if req.status.is_final() {
+            tracing::debug!("Matrix: {} acted on {id}, already decided", inc.sender);
+            return;
+        }
+        let encrypted = match self.client() {
+            Ok(c) => c.is_encrypted(&room_id).await.unwrap_or(true),
+            Err(_) => true,
+        };
+        if self.cfg.verified_devices_only && encrypted && inc.verified != Some(true) {
+            self.answer(&room_id, &root, &render::unverified(reaction))
+                .await;
+            return;
+        }
+        let view = ReviewView::of(&req, &self.bot.config().base_url());
+        if reaction && intent.is_approval() && render::needs_reply(req.request.risk()) {
+            self.answer(&room_id, &root, &render::confirm_needed(&view))
+                .await;
+            return;
+        }
+        let reviewer = Reviewer {
+            realm: Realm::Matrix,
+            id: inc.sender.clone(),
+        };
+        match self
+            .bot
+            .decide(&reviewer, &id, Some(&req.request.command_hash), intent)
+            .await
+        {
+            Ok(Decided::Won(_)) => {
+                tracing::info!("Matrix: {} decided {id}", inc.sender);
+            }
+            Ok(Decided::Refused(why)) => {
+                tracing::info!("Matrix: refused {} on {id}: {why}", inc.sender);
+                self.answer(
+                    &room_id,
+                    &root,
+                    &format!("{}: {}", inc.sender, render::refusal(&why)),
+                )
+                .await;
+            }
+            Ok(Decided::Voted {
+                approvals,
+                required,
+            }) => {
+                self.answer(
+                    &room_id,
+                    &root,
+                    &format!(
+                        "{}: approval counted, {approvals} of {required}; it waits for another reviewer.",
+                        inc.sender
+                    ),
+                )
+                .await;
+            }
+            Ok(Decided::Already(_) | Decided::NotFound) => {}
+            Err(e) => {
+                tracing::error!(
+                    "Matrix: cannot record the decision of {} on {id}: {e}",
+                    inc.sender
+                );
+                self.answer(
+                    &room_id,
+                    &root,
+                    "holdpoint could not record this decision; nothing was decided. Try again in a moment.",
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Whether `user` may decide: listed, or with the power level asked for
+    /// in the review room.
+    async fn is_reviewer(&self, user: &str) -> Result<bool, Refusal> {
+        if self.cfg.reviewers.iter().any(|r| r == user) {
+            return Ok(true);
+        }
+        let Some(min) = self.cfg.min_power_level else {
+            return Ok(false);
+        };
+        let client = self.client().map_err(|_| Refusal::DirectoryUnavailable)?;
+        let room = self
+            .room_id(&self.cfg.room)
+            .map_err(|_| Refusal::DirectoryUnavailable)?;
+        match client.power_level(&room, user).await {
+            Ok(None) => Ok(true),
+            Ok(Some(n)) => Ok(n >= min),
+            Err(e) => {
+                self.bot.metrics().chat_failure("matrix", "power_levels");
+                tracing::error!("Matrix: cannot read the power level of {user}: {e}");
+                Err(Refusal::DirectoryUnavailable)
+            }
+        }
+    }
+}
+
+/// Locks the device file in `dir`, or says who cannot.
+fn take_device(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    f.try_lock()
+        .map_err(|e| format!("{} is locked ({e})", path.display()))?;
+    Ok(f)
+}
+
+impl Directory for Matrix {
+    fn admits<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Refusal>> + Send + 'a>> {
+        Box::pin(self.is_reviewer(id))
+    }
+}
+
+impl chat::Adapter for Matrix {
+    const NAME: &'static str = "matrix";
+    const LABEL: &'static str = "Matrix";
+
+    fn bot(&self) -> &Arc<Bot> {
+        &self.bot
+    }
+
+    fn destination(&self, req: &StoredRequest) -> String {
+        self.cfg
+            .room_for(&req.runner, req.request.risk())
+            .to_string()
+    }
+
+    async fn post(&self, destination: &str, view: &ReviewView) -> Result<Posted, String> {
+        let client = self.client()?;
+        let room_id = self.room_id(destination)?;
+        let event = client
+            .send(&room_id, "m.room.message", &render::request_content(view))
+            .await
+            .map_err(|e| e.to_string())?;
+        lock(&self.messages).insert(event.clone(), view.id.clone());
+        Ok(Posted {
+            destination: room_id,
+            handle: event,
+        })
+    }
+
+    async fn update(&self, at: &Delivery, view: &ReviewView) -> Result<(), String> {
+        let client = self.client()?;
+        client
+            .send(
+                &at.destination,
+                "m.room.message",
+                &render::edit_content(&at.handle, view),
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn reply(&self, at: &Delivery, view: &ReviewView) -> Result<(), String> {
+        let client = self.client()?;
+        let content = render::thread_content(&at.handle, &render::outcome_reply(view));
+        client
+            .send(&at.destination, "m.room.message", &content)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
