@@ -6,7 +6,9 @@
 //! a reason (see [`holdpoint_shared::protocol::close`]); it never takes the
 //! bot down and never changes a request.
 
-use crate::core::{Auth, Bot, ConnId, Decided, NewEvent, Outbound, Refusal, RunnerId, Submitted};
+use crate::core::{
+    Auth, Bot, ConnId, Decided, LifecycleError, NewEvent, Outbound, Refusal, RunnerId, Submitted,
+};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -270,21 +272,8 @@ async fn handle(
         RunnerMessage::Ping { nonce } => BotMessage::Pong { nonce },
         RunnerMessage::Pong { .. } => return Step::Continue,
         RunnerMessage::Submit { request } => {
-            match bot.runner_active(runner).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Step::Close(close::REVOKED, "this runner's token was revoked".into());
-                }
-                Err(e) => {
-                    return Step::Continue
-                        .tap_reject(
-                            socket,
-                            &request.id,
-                            &format!("the bot cannot reach its database: {e}"),
-                        )
-                        .await;
-                }
-            }
+            // Whether the runner is still active is checked in the
+            // submission's own transaction (`LifecycleError::Revoked`).
             match bot.submit_on(conn, runner, &request).await {
                 Ok(Submitted::Pending { expires_at }) => BotMessage::Pending {
                     request_id: request.id.clone(),
@@ -293,6 +282,9 @@ async fn handle(
                     review_url: Some(format!("{}/#{}", bot.config().base_url(), request.id)),
                 },
                 Ok(Submitted::Decided(d)) => BotMessage::Decision(d),
+                Err(LifecycleError::Revoked) => {
+                    return Step::Close(close::REVOKED, "this runner's token was revoked".into());
+                }
                 Err(e) => {
                     if refusal_logged(&runner.name) {
                         tracing::warn!(runner = %runner, request = request.id, "refused a submission: {e}");
@@ -502,21 +494,6 @@ fn refusal(r: &Refusal) -> &'static str {
         Refusal::CommandChanged => "the command hash does not match",
         Refusal::NotAReviewer | Refusal::DirectoryUnavailable | Refusal::AlreadyVoted => {
             "a runner cannot decide"
-        }
-    }
-}
-
-impl Step {
-    /// Sends a rejection for `id` and carries on.
-    async fn tap_reject(self, socket: &mut WebSocket, id: &str, why: &str) -> Step {
-        let m = BotMessage::Rejected {
-            request_id: id.to_string(),
-            reason: why.to_string(),
-        };
-        if send(socket, &m).await {
-            self
-        } else {
-            Step::Close(close::GOING_AWAY, "write failed".into())
         }
     }
 }

@@ -606,6 +606,16 @@ async fn revoking_a_runner_cancels_its_pending_requests_so_none_can_be_approved(
     let still = bot.get(&other.id).await.expect("get").expect("row");
     assert_eq!(still.status, Status::Pending);
     assert!(!bot.runner_active(&ci7).await.expect("check"));
+    // And the revoked identity cannot submit again.
+    let late = request(None);
+    assert!(
+        matches!(
+            bot.submit(&ci7, &late).await,
+            Err(holdpoint_bot::core::LifecycleError::Revoked)
+        ),
+        "a revoked runner's submission is refused in its own transaction"
+    );
+    assert!(bot.get(&late.id).await.expect("get").is_none());
 
     // The name given again is a new identity: it owns nothing of the old
     // one's, and the old one stays revoked.

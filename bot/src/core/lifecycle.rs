@@ -44,6 +44,8 @@ pub enum LifecycleError {
     Limit(String),
     #[error("this runner works for {bound}; a request on behalf of {claimed} is refused")]
     Requester { bound: String, claimed: String },
+    #[error("this runner's token was revoked")]
+    Revoked,
 }
 
 /// The pending queue as [`Bot::pending_fair`] cuts it.
@@ -188,6 +190,8 @@ enum Stored {
     Again,
     /// The runner is at its pending limit.
     Full,
+    /// The runner's identity was revoked.
+    Revoked,
 }
 
 /// Submissions per runner, as token buckets on the core's clock.
@@ -545,6 +549,17 @@ impl Bot {
                     txn.rollback().await?;
                     return Ok(Stored::Again);
                 }
+                // Checked in the transaction of the insert: a revocation
+                // that committed first is seen here, and one that commits
+                // after cancels this request with the runner's others.
+                let revoked = super::entity::runner::Entity::find_by_id(runner.id)
+                    .filter(super::entity::runner::Column::RevokedAt.is_not_null())
+                    .count(&txn)
+                    .await?;
+                if revoked > 0 {
+                    txn.rollback().await?;
+                    return Ok(Stored::Revoked);
+                }
                 // Counted under the write lock: the cap holds exactly.
                 let pending = request::Entity::find()
                     .filter(request::Column::RunnerId.eq(runner.id))
@@ -572,6 +587,7 @@ impl Bot {
                     None => Err(LifecycleError::Corrupt(req.id.clone(), "vanished".into())),
                 };
             }
+            Stored::Revoked => return Err(LifecycleError::Revoked),
             Stored::Full => {
                 self.metrics.limit_refused("pending");
                 return Err(LifecycleError::Limit(format!(

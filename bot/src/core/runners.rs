@@ -218,8 +218,9 @@ impl Bot {
     }
 
     /// Whether this runner identity is still allowed in (checked on every
-    /// submission and audit batch, so a revocation made by another process
-    /// counts at once; a new runner with the same name does not revive it).
+    /// audit batch, so a revocation made by another process counts at once;
+    /// a new runner with the same name does not revive it). A submission
+    /// checks the same inside its own transaction.
     pub async fn runner_active(&self, runner: &RunnerId) -> Result<bool, DbErr> {
         Ok(runner::Entity::find()
             .filter(runner::Column::Id.eq(runner.id))
