@@ -761,15 +761,23 @@ fn decision_after_restart_updates_the_original_message() {
 #[test]
 fn two_bots_on_one_database_post_once() {
     let py = need_python!();
-    // One SQLite file, always; one PostgreSQL database when reachable.
+    on_one_shared_database_each("two_bots_on_one_database_post_once", |url| {
+        two_bots_post_once(&py, url)
+    });
+}
+
+/// Runs `scenario` on one SQLite file, always, and on one PostgreSQL
+/// database when reachable (a failure with `HOLDPOINT_E2E_POSTGRES=required`),
+/// each given as the URL every replica is to open.
+fn on_one_shared_database_each(name: &str, scenario: impl Fn(&str)) {
     let dir = TempDir::new("slack");
     let sqlite = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
-    two_bots_post_once(&py, &sqlite);
+    scenario(&sqlite);
     drop(dir);
     match PgDatabase::create() {
-        Some(pg) => two_bots_post_once(&py, &pg.url()),
+        Some(pg) => scenario(&pg.url()),
         None => eprintln!(
-            "two_bots_on_one_database_post_once: PostgreSQL variant skipped (set HOLDPOINT_E2E_POSTGRES=required to fail instead)"
+            "{name}: PostgreSQL variant skipped (set HOLDPOINT_E2E_POSTGRES=required to fail instead)"
         ),
     }
 }
@@ -1195,16 +1203,10 @@ fn the_requester_hears_the_escalation_and_the_outcome_in_a_direct_message() {
 #[test]
 fn two_replicas_send_each_escalation_step_exactly_once() {
     let py = need_python!();
-    let dir = TempDir::new("slack");
-    let sqlite = format!("sqlite://{}?mode=rwc", dir.join("shared.db").display());
-    two_replicas_escalate_once(&py, &sqlite);
-    drop(dir);
-    match PgDatabase::create() {
-        Some(pg) => two_replicas_escalate_once(&py, &pg.url()),
-        None => eprintln!(
-            "two_replicas_send_each_escalation_step_exactly_once: PostgreSQL variant skipped"
-        ),
-    }
+    on_one_shared_database_each(
+        "two_replicas_send_each_escalation_step_exactly_once",
+        |url| two_replicas_escalate_once(&py, url),
+    );
 }
 
 fn two_replicas_escalate_once(py: &std::path::Path, database_url: &str) {

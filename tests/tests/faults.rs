@@ -56,6 +56,35 @@ fn seed(scenario: &str) -> u64 {
     seed
 }
 
+/// What every scenario starts from: a git workspace to run in, the test
+/// kit's recorder as the runner's real shell (and the log it writes), and
+/// one audit spool.
+struct Scene {
+    _ws: Workspace,
+    cwd: PathBuf,
+    _dir: TempDir,
+    shell: PathBuf,
+    log: PathBuf,
+    spool: TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let ws = Workspace::new();
+        let cwd = ws.repo();
+        let dir = TempDir::new("faults");
+        let (shell, log) = recorder(dir.path());
+        Scene {
+            _ws: ws,
+            cwd,
+            _dir: dir,
+            shell,
+            log,
+            spool: TempDir::new("spool"),
+        }
+    }
+}
+
 /// The agent's runner, with the recorder as its real shell, running `line`
 /// through the `sh -c` front end.
 fn agent_running(bot: &Bot, cwd: &Path, spool: &Path, shell: &Path, line: &str) -> Agent {
@@ -227,13 +256,16 @@ fn sigkill_at_random_points_runs_nothing_unapproved_and_loses_no_event(backend: 
     let seed = seed("sigkill");
     let mut rng = Rng::new(seed);
     let iterations = env_u64("HOLDPOINT_FAULT_ITERATIONS").unwrap_or(3);
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
     // One spool for every runner: appends race, and so do the flushers the
     // commands start.
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let mut held = BTreeSet::new();
     let mut allowed = BTreeSet::new();
     // What the test decided, by command.
@@ -359,11 +391,14 @@ fn a_runner_killed_while_it_waits_never_runs_the_command(backend: Backend) {
     let Some(bot) = Bot::on(backend, &[("HOLDPOINT_EXPIRY", "3s")]) else {
         return;
     };
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let line = "git push --force origin killed-runner";
     let agent = agent_running(&bot, &cwd, spool.path(), &shell, line);
     let id = eventually(Duration::from_secs(30), "the request pending", || {
@@ -427,11 +462,14 @@ fn a_runner_whose_clock_is_hours_off_keeps_the_bots_deadline(backend: Backend) {
     let Some(bot) = Bot::on(backend, &[("HOLDPOINT_EXPIRY", "3s")]) else {
         return;
     };
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let mut held = BTreeSet::new();
     let mut allowed = BTreeSet::new();
     for (skew, tag) in [("+5h", "ahead"), ("-5h", "behind")] {
@@ -542,11 +580,14 @@ fn postgres_stopped_and_started_under_load_runs_nothing_unapproved_and_loses_no_
         .database(Database::Shared(cluster.url()))
         .env("HOLDPOINT_EXPIRY", "2m")
         .start();
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let mut held = BTreeSet::new();
     let mut allowed = BTreeSet::new();
     let mut approved = BTreeSet::new();
@@ -669,11 +710,14 @@ fn the_network_cut_held_and_slowed_runs_nothing_unapproved_and_loses_no_event(ba
     };
     let proxy = Proxy::start(bot.port);
     let url = format!("http://127.0.0.1:{}", proxy.port);
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let via_proxy = |line: &str| {
         let mut c = runner(&url, &bot.token, &cwd, spool.path());
         c.env("HOLDPOINT_REAL_SHELL", &shell)
@@ -801,11 +845,14 @@ fn a_sqlite_database_that_stops_taking_writes_refuses_what_it_cannot_record_and_
     let Some(bot) = Bot::on(Backend::Sqlite, &[("HOLDPOINT_EXPIRY", "2m")]) else {
         return;
     };
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let waiting = "git push --force origin ro-waiting";
     let first = agent_running(&bot, &cwd, spool.path(), &shell, waiting);
     let id = eventually(Duration::from_secs(30), "the request pending", || {
@@ -879,11 +926,14 @@ fn the_link_to_a_runner_on_another_address_goes_down_and_up_and_nothing_runs_una
         .env("HOLDPOINT_EXPIRY", "2m")
         .start();
     let url = format!("http://{}:{}", ns.host_ip, bot.port);
-    let ws = Workspace::new();
-    let cwd = ws.repo();
-    let dir = TempDir::new("faults");
-    let (shell, log) = recorder(dir.path());
-    let spool = TempDir::new("spool");
+    let Scene {
+        _ws,
+        cwd,
+        _dir,
+        shell,
+        log,
+        spool,
+    } = Scene::new();
     let remote = |line: &str| {
         let mut c = runner(&url, &bot.token, &cwd, spool.path());
         c.env("HOLDPOINT_REAL_SHELL", &shell)
