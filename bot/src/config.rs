@@ -56,6 +56,27 @@ struct File {
     #[serde(default)]
     people: std::collections::BTreeMap<String, PersonFile>,
     trusted_proxies: Option<Vec<String>>,
+    #[serde(default)]
+    pagerduty: PagerDutyFile,
+    #[serde(default)]
+    opsgenie: OpsgenieFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PagerDutyFile {
+    routing_key: Option<String>,
+    routing_key_file: Option<PathBuf>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpsgenieFile {
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    url: Option<String>,
+    responders: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +162,9 @@ pub enum StepAction {
     /// The request, with its buttons, posted in the pager channel,
     /// mentioning the on-call people.
     Notify,
+    /// An incident on PagerDuty, an alert on Opsgenie (or Jira Service
+    /// Management Operations): whichever are configured.
+    Page,
 }
 
 impl StepAction {
@@ -149,6 +173,7 @@ impl StepAction {
         match self {
             StepAction::Remind => "remind",
             StepAction::Notify => "notify",
+            StepAction::Page => "page",
         }
     }
 
@@ -156,6 +181,7 @@ impl StepAction {
         match s {
             "remind" => Some(StepAction::Remind),
             "notify" => Some(StepAction::Notify),
+            "page" => Some(StepAction::Page),
             _ => None,
         }
     }
@@ -236,9 +262,14 @@ impl Escalation {
 
     /// Whether any policy posts to a pager channel.
     pub fn notifies(&self) -> bool {
+        self.has(StepAction::Notify)
+    }
+
+    /// Whether any policy has a step with `action`.
+    pub fn has(&self, action: StepAction) -> bool {
         self.policies
             .iter()
-            .any(|p| p.steps.iter().any(|s| s.action == StepAction::Notify))
+            .any(|p| p.steps.iter().any(|s| s.action == action))
     }
 }
 
@@ -285,9 +316,9 @@ fn load_escalation(file: EscalationFile) -> Result<Escalation, String> {
             let action = s
                 .action
                 .as_deref()
-                .ok_or_else(|| format!("{at}.action is missing: remind or notify"))?;
+                .ok_or_else(|| format!("{at}.action is missing: remind, notify or page"))?;
             let action = StepAction::parse(action).ok_or_else(|| {
-                format!("{at}.action = {action:?} is not an action: use remind or notify")
+                format!("{at}.action = {action:?} is not an action: use remind, notify or page")
             })?;
             if let Some(prev) = steps.last()
                 && after <= prev.after
@@ -689,6 +720,193 @@ pub struct Config {
     /// `trusted_proxies`: reverse proxies whose `X-Forwarded-For` names the
     /// client (for throttling failed logins and runner tokens per client).
     pub trusted_proxies: crate::listener::TrustedProxies,
+    /// `[pagerduty]` and `[opsgenie]`: where a `page` step goes.
+    pub pagers: Pagers,
+}
+
+/// `[pagerduty]`: the Events API v2 integration a `page` step triggers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PagerDutyConfig {
+    /// The integration (routing) key of an Events API v2 integration.
+    pub routing_key: Secret,
+    /// The enqueue endpoint (`https://events.pagerduty.com/v2/enqueue`;
+    /// `https://events.eu.pagerduty.com/v2/enqueue` for EU accounts).
+    pub url: String,
+}
+
+impl std::fmt::Debug for PagerDutyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagerDutyConfig")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[opsgenie]`: the alert API a `page` step creates an alert on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpsgenieConfig {
+    /// An API integration's key (sent as `GenieKey …`).
+    pub api_key: Secret,
+    /// The API's base (`https://api.opsgenie.com`, `https://api.eu.opsgenie.com`,
+    /// or Jira Service Management's `https://api.atlassian.com/jsm/ops/integration`).
+    pub url: String,
+    /// Teams the alert is for (by name); the integration's own when empty.
+    pub responders: Vec<String>,
+}
+
+impl std::fmt::Debug for OpsgenieConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsgenieConfig")
+            .field("url", &self.url)
+            .field("responders", &self.responders)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The pagers a `page` step uses: every one configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pagers {
+    pub pagerduty: Option<PagerDutyConfig>,
+    pub opsgenie: Option<OpsgenieConfig>,
+}
+
+impl Pagers {
+    pub fn any(&self) -> bool {
+        self.pagerduty.is_some() || self.opsgenie.is_some()
+    }
+}
+
+/// A key given inline (`key`), in a file (`key_file`, trimmed), or by the
+/// environment (`VAR`, `VAR_FILE`); the environment wins. Never logged.
+fn secret_of(
+    var: &'static str,
+    var_file: &'static str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    key: &str,
+    bad_file: &dyn Fn(String) -> ConfigError,
+) -> Result<Option<Secret>, ConfigError> {
+    let from_file = |path: PathBuf, from: &str| -> Result<Secret, ConfigError> {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad_file(format!("{from}: cannot read {}: {e}", path.display())))?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(bad_file(format!("{from}: {} is empty", path.display())));
+        }
+        Ok(Secret::new(text))
+    };
+    if let Some(v) = env(var) {
+        return Ok(Some(Secret::new(v.trim())));
+    }
+    if let Some(p) = env(var_file) {
+        return from_file(PathBuf::from(p), var_file).map(Some);
+    }
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(bad_file(format!(
+            "{key} and {key}_file are both set: give one"
+        ))),
+        (Some(v), None) if !v.trim().is_empty() => Ok(Some(Secret::new(v.trim()))),
+        (Some(_), None) => Err(bad_file(format!("{key} is empty"))),
+        (None, Some(p)) => from_file(p, &format!("{key}_file")).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn load_pagers(
+    pd: PagerDutyFile,
+    og: OpsgenieFile,
+    bad_file: &dyn Fn(String) -> ConfigError,
+) -> Result<Pagers, ConfigError> {
+    let url_of = |key: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let u = v.unwrap_or_else(|| default.to_string());
+        let u = u.trim().trim_end_matches('/').to_string();
+        if !(u.starts_with("https://") || u.starts_with("http://")) {
+            return Err(bad_file(format!("{key} = {u:?} is not an http(s) URL")));
+        }
+        Ok(u)
+    };
+    let pagerduty = match secret_of(
+        "HOLDPOINT_PAGERDUTY_ROUTING_KEY",
+        "HOLDPOINT_PAGERDUTY_ROUTING_KEY_FILE",
+        pd.routing_key,
+        pd.routing_key_file,
+        "pagerduty.routing_key",
+        bad_file,
+    )? {
+        None => {
+            if pd.url.is_some() {
+                return Err(bad_file(
+                    "pagerduty.url is set but pagerduty.routing_key is not".into(),
+                ));
+            }
+            None
+        }
+        Some(routing_key) => {
+            // Events API v2 integration keys are 32 characters.
+            if routing_key.expose().len() != 32
+                || !routing_key
+                    .expose()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(bad_file(
+                    "pagerduty.routing_key is not an Events API v2 integration key (32 letters and digits)"
+                        .into(),
+                ));
+            }
+            Some(PagerDutyConfig {
+                routing_key,
+                url: url_of(
+                    "pagerduty.url",
+                    env("HOLDPOINT_PAGERDUTY_URL").or(pd.url),
+                    "https://events.pagerduty.com/v2/enqueue",
+                )?,
+            })
+        }
+    };
+    let opsgenie = match secret_of(
+        "HOLDPOINT_OPSGENIE_API_KEY",
+        "HOLDPOINT_OPSGENIE_API_KEY_FILE",
+        og.api_key,
+        og.api_key_file,
+        "opsgenie.api_key",
+        bad_file,
+    )? {
+        None => {
+            if og.url.is_some() || og.responders.is_some() {
+                return Err(bad_file(
+                    "opsgenie is configured but opsgenie.api_key is not".into(),
+                ));
+            }
+            None
+        }
+        Some(api_key) => {
+            let responders: Vec<String> = og
+                .responders
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.trim().to_string())
+                .collect();
+            if responders.iter().any(String::is_empty) {
+                return Err(bad_file(
+                    "opsgenie.responders has an empty team name".into(),
+                ));
+            }
+            Some(OpsgenieConfig {
+                api_key,
+                url: url_of(
+                    "opsgenie.url",
+                    env("HOLDPOINT_OPSGENIE_URL").or(og.url),
+                    "https://api.opsgenie.com",
+                )?,
+                responders,
+            })
+        }
+    };
+    Ok(Pagers {
+        pagerduty,
+        opsgenie,
+    })
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -858,6 +1076,15 @@ impl Config {
             ));
         }
         let matrix = load_matrix(file.matrix, &data_dir, &bad_file)?;
+        let pagers = load_pagers(file.pagerduty, file.opsgenie, &bad_file)?;
+        if escalation.has(StepAction::Page) && !pagers.any() {
+            return Err(bad_file(
+                "an escalation policy has a page step but neither [pagerduty] \
+                 (HOLDPOINT_PAGERDUTY_ROUTING_KEY) nor [opsgenie] (HOLDPOINT_OPSGENIE_API_KEY) \
+                 is configured: say where to page"
+                    .into(),
+            ));
+        }
         let mut limits = Limits::default();
         for (slot, var, value) in [
             (
@@ -976,6 +1203,7 @@ impl Config {
             quorum,
             people,
             trusted_proxies,
+            pagers,
             tls: match (
                 env("HOLDPOINT_TLS_CERT")
                     .map(PathBuf::from)

@@ -40,6 +40,7 @@ pub mod core;
 pub mod listener;
 pub mod matrix;
 pub mod metrics;
+pub mod pager;
 pub mod server;
 pub mod slack;
 pub mod time;

@@ -40,10 +40,20 @@ pub struct Metrics {
     escalated: [AtomicU64; ESCALATIONS.len()],
     /// Escalation steps delivered to a chat by this process, by action.
     escalations_sent: [AtomicU64; ESCALATIONS.len()],
+    /// Pages by pager and outcome.
+    pages: [[AtomicU64; PAGE_OUTCOMES.len()]; PAGERS.len()],
 }
 
 /// The escalation actions counted.
-const ESCALATIONS: [StepAction; 2] = [StepAction::Remind, StepAction::Notify];
+const ESCALATIONS: [StepAction; 3] = [StepAction::Remind, StepAction::Notify, StepAction::Page];
+
+/// The pagers whose pages are counted.
+pub const PAGERS: [&str; 2] = ["pagerduty", "opsgenie"];
+
+/// What happened to a page: `sent` (an incident or alert opened),
+/// `resolved` (closed when its request ended), `retried` (429, 5xx or no
+/// answer: tried again later), `failed` (refused as invalid: never retried).
+pub const PAGE_OUTCOMES: [&str; 4] = ["sent", "resolved", "retried", "failed"];
 
 /// The per-runner limits whose refusals are counted.
 const LIMITS: [&str; 3] = ["pending", "connections", "submissions"];
@@ -156,6 +166,27 @@ impl Metrics {
     pub fn escalation_sent(&self, a: StepAction) {
         if let Some(i) = ESCALATIONS.iter().position(|k| *k == a) {
             self.escalations_sent[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A page to `pager` had `outcome` (one of [`PAGE_OUTCOMES`]).
+    pub fn page(&self, pager: &str, outcome: &str) {
+        if let (Some(p), Some(o)) = (
+            PAGERS.iter().position(|x| *x == pager),
+            PAGE_OUTCOMES.iter().position(|x| *x == outcome),
+        ) {
+            self.pages[p][o].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// How many pages to `pager` had `outcome`.
+    pub fn pages(&self, pager: &str, outcome: &str) -> u64 {
+        match (
+            PAGERS.iter().position(|x| *x == pager),
+            PAGE_OUTCOMES.iter().position(|x| *x == outcome),
+        ) {
+            (Some(p), Some(o)) => self.pages[p][o].load(Relaxed),
+            _ => 0,
         }
     }
 
@@ -301,6 +332,19 @@ impl Metrics {
                 a.as_str(),
                 self.escalations_sent[i].load(Relaxed)
             );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP holdpoint_pages_total Pages (PagerDuty incidents, Opsgenie alerts) by pager and outcome: sent, resolved, retried, failed (refused as invalid, never retried).\n# TYPE holdpoint_pages_total counter"
+        );
+        for (p, pager) in PAGERS.iter().enumerate() {
+            for (k, outcome) in PAGE_OUTCOMES.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "holdpoint_pages_total{{pager=\"{pager}\",outcome=\"{outcome}\"}} {}",
+                    self.pages[p][k].load(Relaxed)
+                );
+            }
         }
         o
     }

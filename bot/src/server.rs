@@ -123,6 +123,8 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
     }
     // Matrix has no HTTP endpoint: it follows the homeserver's sync stream.
     let _matrix = crate::matrix::start(&bot);
+    // Pagers neither: they follow the feed and call out.
+    let _pagers = crate::pager::start(&bot);
     let shutdown_bot = bot.clone();
     let timeout = bot.config().limits.client_timeout;
     let proxies = Arc::new(bot.config().trusted_proxies.clone());

@@ -371,3 +371,60 @@ steps = [{ after = "1m", action = "notify" }]
     assert_eq!(slack.pager_channel.as_deref(), Some("C0PAGER01"));
     assert_eq!(slack.oncall, vec!["S0ONCALL1".to_string()]);
 }
+
+#[test]
+fn a_page_step_needs_a_pager_and_a_pager_needs_a_valid_key_kept_out_of_debug_output() {
+    let dir = TempDir::new("escalation");
+    let page =
+        "[[escalation.policies]]\nname = \"a\"\nsteps = [{ after = \"1m\", action = \"page\" }]\n";
+    let err = config(&dir, &sqlite(&dir), page).expect_err("no pager");
+    assert!(
+        err.contains("[pagerduty]") && err.contains("[opsgenie]"),
+        "{err}"
+    );
+    for (toml, key) in [
+        (
+            "[pagerduty]\nrouting_key = \"short\"\n",
+            "pagerduty.routing_key",
+        ),
+        (
+            "[pagerduty]\nurl = \"https://events.pagerduty.com/v2/enqueue\"\n",
+            "pagerduty.routing_key",
+        ),
+        ("[opsgenie]\nresponders = [\"sre\"]\n", "opsgenie.api_key"),
+        (
+            "[opsgenie]\napi_key = \"k\"\nurl = \"ftp://x\"\n",
+            "opsgenie.url",
+        ),
+        (
+            "[opsgenie]\napi_key_file = \"/nonexistent/key\"\n",
+            "opsgenie.api_key_file",
+        ),
+        ("[pagerduty]\nroutng_key = \"x\"\n", "routng_key"),
+    ] {
+        let err = config(&dir, &sqlite(&dir), toml).expect_err(toml);
+        assert!(err.contains(key), "{toml}\nshould name {key}: {err}");
+    }
+    let key_file = dir.join("genie.key");
+    std::fs::write(&key_file, "genie-secret-value\n").expect("key file");
+    let toml = format!(
+        "[pagerduty]\nrouting_key = \"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345\"\n[opsgenie]\napi_key_file = {:?}\nresponders = [\"sre\"]\n{page}",
+        key_file.display().to_string()
+    );
+    let c = config(&dir, &sqlite(&dir), &toml).expect("both pagers");
+    let og = c.pagers.opsgenie.as_ref().expect("opsgenie");
+    assert_eq!(
+        og.api_key.expose(),
+        "genie-secret-value",
+        "read from the file, trimmed"
+    );
+    assert_eq!(og.url, "https://api.opsgenie.com");
+    let pd = c.pagers.pagerduty.as_ref().expect("pagerduty");
+    assert_eq!(pd.url, "https://events.pagerduty.com/v2/enqueue");
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains("genie-secret-value")
+            && !shown.contains("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"),
+        "keys stay out of Debug output: {shown}"
+    );
+}

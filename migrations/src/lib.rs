@@ -14,6 +14,7 @@ mod m0003_slack_claims;
 mod m0004_feed_and_deliveries;
 mod m0005_runner_identity;
 mod m0006_escalation;
+mod m0007_pages;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_feed_and_deliveries::Migration),
             Box::new(m0005_runner_identity::Migration),
             Box::new(m0006_escalation::Migration),
+            Box::new(m0007_pages::Migration),
         ]
     }
 }

@@ -36,6 +36,7 @@ mod http;
 #[cfg(feature = "load")]
 pub mod load;
 pub mod matrix;
+pub mod pager;
 mod pg;
 mod proxy;
 pub mod raw;

@@ -139,10 +139,84 @@ pub struct Engine<A: Adapter> {
     /// This process, in the claims it takes (replicas share a database).
     replica: String,
     /// One message operation per request at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Requests whose message could not be posted or updated: when to try
-    /// again, and how many tries so far.
-    retry_at: Mutex<HashMap<String, (Instant, u32)>>,
+    locks: Locks,
+    /// Requests whose message could not be posted or updated.
+    retry: Backoff,
+}
+
+/// One operation per request at a time, across the tasks of one engine.
+#[derive(Default)]
+pub struct Locks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Locks {
+    /// The lock of request `id`.
+    pub fn of(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = match self.0.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(id.to_string()).or_default().clone()
+    }
+}
+
+/// Failed calls by key: when to try again (twice the base after the
+/// first failure, doubling up to 64 times the base), and how many tries
+/// so far. In memory: the claims in the database make a retry safe from
+/// any replica; this only spaces them out.
+pub struct Backoff {
+    base: Duration,
+    tries: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl Default for Backoff {
+    /// A chat's: 10 s, then 20 s, up to 320 s.
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_secs(5))
+    }
+}
+
+impl Backoff {
+    pub fn new(base: Duration) -> Backoff {
+        Backoff {
+            base,
+            tries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` failed and should wait before the next try.
+    pub fn waiting(&self, key: &str) -> bool {
+        self.tries
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).map(|(at, _)| Instant::now() < *at))
+            .unwrap_or(false)
+    }
+
+    /// Counts a failed call for `key`; returns how long to wait before the
+    /// next try (at least `at_least`, a pager's `Retry-After`).
+    pub fn failed(&self, key: &str, at_least: Duration) -> Duration {
+        let mut m = match self.tries.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if m.len() > 10_000 {
+            let now = Instant::now();
+            m.retain(|_, (at, _)| *at > now);
+        }
+        let tries = m.get(key).map_or(0, |(_, n)| *n) + 1;
+        let wait = self.base.saturating_mul(1 << tries.min(6)).max(at_least);
+        m.insert(key.to_string(), (Instant::now() + wait, tries));
+        wait
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        if let Ok(mut m) = self.tries.lock() {
+            m.remove(key);
+        }
+    }
 }
 
 impl<A: Adapter> Engine<A> {
@@ -152,8 +226,8 @@ impl<A: Adapter> Engine<A> {
         let engine = Arc::new(Engine {
             adapter,
             replica: crate::core::random_hex(8),
-            locks: Mutex::new(HashMap::new()),
-            retry_at: Mutex::new(HashMap::new()),
+            locks: Locks::default(),
+            retry: Backoff::default(),
         });
         tokio::spawn(engine.clone().run());
         engine
@@ -200,42 +274,22 @@ impl<A: Adapter> Engine<A> {
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = match self.locks.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
-        if locks.len() > 10_000 {
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        locks.entry(id.to_string()).or_default().clone()
+        self.locks.of(id)
     }
 
     /// Whether a failed message should wait before the next try.
     fn backing_off(&self, id: &str) -> bool {
-        self.retry_at
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).map(|(at, _)| Instant::now() < *at))
-            .unwrap_or(false)
+        self.retry.waiting(id)
     }
 
     /// Counts a failed call for `id`; returns how long to wait before the
     /// next try.
     fn failed(&self, id: &str) -> Duration {
-        let mut m = match self.retry_at.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let tries = m.get(id).map_or(0, |(_, n)| *n) + 1;
-        let wait = Duration::from_secs(5u64.saturating_mul(1 << tries.min(6)));
-        m.insert(id.to_string(), (Instant::now() + wait, tries));
-        wait
+        self.retry.failed(id, Duration::ZERO)
     }
 
     fn succeeded(&self, id: &str) {
-        if let Ok(mut m) = self.retry_at.lock() {
-            m.remove(id);
-        }
+        self.retry.succeeded(id)
     }
 
     async fn release(&self, claim: Claim, wait: Duration) {
@@ -563,6 +617,8 @@ impl<A: Adapter> Engine<A> {
             // No thread to remind in yet: the reconcile pass comes back.
             (StepAction::Remind, _) => return,
             (StepAction::Notify, d) => d,
+            // Pages are the pager engine's (`crate::pager`).
+            (StepAction::Page, _) => return,
         };
         let claim = match self
             .bot()
@@ -693,7 +749,11 @@ impl<A: Adapter> Engine<A> {
             Err(e) => tracing::error!("{label}: cannot list open messages: {e}"),
         }
         if A::ESCALATES {
-            match self.bot().steps_to_send(A::NAME, 100).await {
+            match self
+                .bot()
+                .steps_to_send(A::NAME, &[StepAction::Remind, StepAction::Notify], 100)
+                .await
+            {
                 Ok(steps) => {
                     for (id, n) in steps {
                         if !self.backing_off(&format!("{id}#{n}")) {

@@ -77,6 +77,32 @@ pub struct StepPost {
     pub handle: String,
 }
 
+/// How a page stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageState {
+    /// Being sent, or waiting to be tried again (429, 5xx, no answer).
+    Sending,
+    /// The incident or alert is open.
+    Open,
+    /// Resolved (closed) when the request ended.
+    Resolved,
+    /// The pager refused it; never retried.
+    Failed,
+}
+
+/// One page of a request, as the web queue shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PageSeen {
+    pub pager: String,
+    pub step: u32,
+    pub state: PageState,
+    pub sent_at: Option<i64>,
+    pub resolved_at: Option<i64>,
+    /// Why the pager refused it.
+    pub error: Option<String>,
+}
+
 /// The most steps one transaction fires.
 const BATCH: usize = 100;
 
@@ -300,6 +326,8 @@ impl Bot {
             sent_at: Set(None),
             destination: Set(None),
             handle: Set(None),
+            resolved_at: Set(None),
+            error: Set(None),
         })
         .on_conflict_do_nothing()
         .exec_without_returning(&self.db)
@@ -378,11 +406,13 @@ impl Bot {
     pub async fn steps_to_send(
         &self,
         adapter: &str,
+        actions: &[StepAction],
         limit: u64,
     ) -> Result<Vec<(String, u32)>, DbErr> {
         let now = self.now_ms();
         let fired = step::Entity::find()
             .filter(step::Column::FiredAt.is_not_null())
+            .filter(step::Column::Action.is_in(actions.iter().map(|a| a.as_str())))
             .filter(step::Column::RequestId.in_subquery(pending_ids()))
             .order_by_asc(step::Column::DueAt)
             .limit(2000)
@@ -411,6 +441,169 @@ impl Bot {
             .filter_map(|s| Some((s.request_id, u32::try_from(s.step).ok()?)))
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect())
+    }
+
+    /// A pager refused step `n` as invalid: recorded as delivered with the
+    /// reason, so it is never tried again (and there is nothing to resolve).
+    pub async fn step_refused(&self, claim: StepClaim, error: &str) -> Result<bool, DbErr> {
+        Ok(send::Entity::update_many()
+            .col_expr(send::Column::SentAt, Expr::value(self.now_ms()))
+            .col_expr(send::Column::ClaimedBy, Expr::value(Option::<String>::None))
+            .col_expr(send::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+            .col_expr(send::Column::Error, Expr::value(error.to_string()))
+            .filter(of(claim.adapter, &claim.request_id, claim.step))
+            .filter(send::Column::SentAt.is_null())
+            .filter(send::Column::ClaimedBy.eq(claim.replica.as_str()))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1)
+    }
+
+    /// Claims resolving the page that step `n` of request `id` opened on
+    /// `adapter`: one replica resolves it. `None`: nothing to resolve
+    /// (never opened, refused, resolved) or someone else holds it.
+    pub async fn claim_resolve(
+        &self,
+        adapter: &'static str,
+        replica: &str,
+        id: &str,
+        n: u32,
+        lease_ms: i64,
+    ) -> Result<Option<StepClaim>, DbErr> {
+        let now = self.now_ms();
+        let n = step_no(n);
+        let won = send::Entity::update_many()
+            .col_expr(send::Column::ClaimedBy, Expr::value(replica))
+            .col_expr(
+                send::Column::LeaseUntil,
+                Expr::value(now.saturating_add(lease_ms)),
+            )
+            .filter(of(adapter, id, n))
+            .filter(send::Column::SentAt.is_not_null())
+            .filter(send::Column::ResolvedAt.is_null())
+            .filter(send::Column::Error.is_null())
+            .filter(send::Column::Handle.is_not_null())
+            .filter(
+                Condition::any()
+                    .add(send::Column::LeaseUntil.is_null())
+                    .add(send::Column::LeaseUntil.lt(now)),
+            )
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        Ok(won.then(|| StepClaim {
+            adapter,
+            request_id: id.to_string(),
+            step: n,
+            replica: replica.to_string(),
+        }))
+    }
+
+    /// The page was resolved. `false`: the claim had lapsed.
+    pub async fn page_resolved(&self, claim: StepClaim) -> Result<bool, DbErr> {
+        Ok(send::Entity::update_many()
+            .col_expr(send::Column::ResolvedAt, Expr::value(self.now_ms()))
+            .col_expr(send::Column::ClaimedBy, Expr::value(Option::<String>::None))
+            .col_expr(send::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+            .filter(of(claim.adapter, &claim.request_id, claim.step))
+            .filter(send::Column::ResolvedAt.is_null())
+            .filter(send::Column::ClaimedBy.eq(claim.replica.as_str()))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1)
+    }
+
+    /// Gives up a claim on resolving a page after a failed call, or (with
+    /// `error`) records that the pager refused the resolve: then it is not
+    /// tried again.
+    pub async fn release_resolve(
+        &self,
+        claim: StepClaim,
+        wait_ms: i64,
+        error: Option<&str>,
+    ) -> Result<(), DbErr> {
+        let mut update = send::Entity::update_many()
+            .col_expr(send::Column::ClaimedBy, Expr::value(Option::<String>::None))
+            .col_expr(
+                send::Column::LeaseUntil,
+                Expr::value(self.now_ms().saturating_add(wait_ms)),
+            );
+        if let Some(e) = error {
+            update = update.col_expr(send::Column::Error, Expr::value(e.to_string()));
+        }
+        update
+            .filter(of(claim.adapter, &claim.request_id, claim.step))
+            .filter(send::Column::ResolvedAt.is_null())
+            .filter(send::Column::ClaimedBy.eq(claim.replica.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Pages `adapter` opened for requests that have ended and that are not
+    /// resolved yet, with no live claim: `(request id, step)`, oldest first.
+    pub async fn pages_to_resolve(
+        &self,
+        adapter: &str,
+        limit: u64,
+    ) -> Result<Vec<(String, u32)>, DbErr> {
+        let now = self.now_ms();
+        Ok(send::Entity::find()
+            .filter(send::Column::Adapter.eq(adapter))
+            .filter(send::Column::SentAt.is_not_null())
+            .filter(send::Column::ResolvedAt.is_null())
+            .filter(send::Column::Error.is_null())
+            .filter(send::Column::Handle.is_not_null())
+            .filter(send::Column::RequestId.not_in_subquery(pending_ids()))
+            .filter(
+                Condition::any()
+                    .add(send::Column::LeaseUntil.is_null())
+                    .add(send::Column::LeaseUntil.lt(now)),
+            )
+            .order_by_asc(send::Column::SentAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((r.request_id, u32::try_from(r.step).ok()?)))
+            .collect())
+    }
+
+    /// The pages of these requests, by request id: which pager, for which
+    /// step, and how it stands.
+    pub async fn pages_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<PageSeen>>, DbErr> {
+        let mut out: std::collections::HashMap<String, Vec<PageSeen>> = Default::default();
+        for chunk in ids.chunks(500) {
+            for r in send::Entity::find()
+                .filter(send::Column::Adapter.is_in(crate::metrics::PAGERS))
+                .filter(send::Column::RequestId.is_in(chunk.iter().cloned()))
+                .order_by_asc(send::Column::Step)
+                .all(&self.db)
+                .await?
+            {
+                let state = match (&r.error, r.resolved_at, r.sent_at) {
+                    (Some(_), _, _) => PageState::Failed,
+                    (None, Some(_), _) => PageState::Resolved,
+                    (None, None, Some(_)) => PageState::Open,
+                    (None, None, None) => PageState::Sending,
+                };
+                out.entry(r.request_id).or_default().push(PageSeen {
+                    pager: r.adapter,
+                    step: u32::try_from(r.step).unwrap_or(u32::MAX),
+                    state,
+                    sent_at: r.sent_at,
+                    resolved_at: r.resolved_at,
+                    error: r.error,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The messages `notify` steps posted for request `id` in `adapter`.

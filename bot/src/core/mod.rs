@@ -39,7 +39,7 @@ pub use audit::{Format as ExportFormat, GENESIS, NewEvent, Verification, link_ha
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{DbErr, OpenError, random_hex, sha256_hex};
 pub use deliveries::{Claim, Delivery, DeliveryState};
-pub use escalation::{EscalationStep, StepClaim, StepPost};
+pub use escalation::{EscalationStep, PageSeen, PageState, StepClaim, StepPost};
 pub use feed::{Change, FeedError, Subscription};
 pub use hub::{ConnId, Outbound};
 pub use lifecycle::{Decided, LifecycleError, PendingQueue, RunnerQueue, StoredRequest, Submitted};

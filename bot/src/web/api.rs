@@ -136,7 +136,8 @@ fn listed(r: &crate::core::StoredRequest, max: usize) -> Value {
 }
 
 /// Adds each pending request's escalation steps (action, due time, when
-/// it fired) to its entry, as `escalation`.
+/// it fired) to its entry, as `escalation`, its pages and how they stand
+/// as `pages`, and its votes.
 async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Response> {
     let ids: Vec<String> = entries
         .iter()
@@ -144,6 +145,7 @@ async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Respons
         .collect();
     let steps = bot.escalations_of(&ids).await.map_err(database)?;
     let votes = bot.votes_of(&ids).await.map_err(database)?;
+    let pages = bot.pages_of(&ids).await.map_err(database)?;
     for e in entries.iter_mut() {
         let id = e
             .get("id")
@@ -157,6 +159,10 @@ async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Respons
             .unwrap_or(holdpoint_shared::Risk::Critical);
         if let Some(obj) = e.as_object_mut() {
             obj.insert("escalation".into(), json!(these));
+            obj.insert(
+                "pages".into(),
+                json!(pages.get(&id).cloned().unwrap_or_default()),
+            );
             obj.insert(
                 "votes".into(),
                 json!(votes.get(&id).cloned().unwrap_or_default()),

@@ -20,6 +20,10 @@ pub struct Model {
     /// Where a `notify` step's message was posted, and its id there.
     pub destination: Option<String>,
     pub handle: Option<String>,
+    /// When a page's incident was resolved (its alert closed).
+    pub resolved_at: Option<i64>,
+    /// Why a pager refused a page (never retried).
+    pub error: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
