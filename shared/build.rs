@@ -156,14 +156,19 @@ fn main() {
     }
     out.push_str("];\n\n");
     out.push_str("/// Built-in rules: id, programs, the rule as JSON.\n");
-    out.push_str("pub(crate) static BUILTIN_RULES: &[(&str, &[&str], &str)] = &[\n");
+    out.push_str("pub(crate) static BUILTIN_RULES: &[(&str, &[Cow<'static, str>], &str)] = &[\n");
     let rules = doc
         .get("rule")
         .and_then(|r| r.as_array())
         .cloned()
         .unwrap_or_default();
     let mut ids = std::collections::HashSet::new();
-    for rule in &rules {
+    // The rule index, as `Policy` builds it for layered policies: rules by
+    // literal program name, rules on every program, rules on a glob.
+    let mut by_program: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    let mut every_program: Vec<usize> = Vec::new();
+    let mut by_glob: Vec<(String, usize)> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
         let id = rule
             .get("id")
             .and_then(|v| v.as_str())
@@ -183,7 +188,37 @@ fn main() {
             })
             .collect();
         let json = serde_json::to_string(rule).unwrap_or_else(|e| panic!("rule {id}: {e}"));
-        let _ = writeln!(out, "    ({id:?}, &{programs:?}, {json:?}),");
+        let borrowed: Vec<String> = programs
+            .iter()
+            .map(|p| format!("Cow::Borrowed({p:?})"))
+            .collect();
+        let _ = writeln!(out, "    ({id:?}, &[{}], {json:?}),", borrowed.join(", "));
+        for p in &programs {
+            if p == "*" {
+                every_program.push(i);
+            } else if p.contains(['*', '?']) {
+                by_glob.push((p.clone(), i));
+            } else {
+                let v = by_program.entry(p.clone()).or_default();
+                if v.last() != Some(&i) {
+                    v.push(i);
+                }
+            }
+        }
+    }
+    out.push_str("];\n\n/// The built-in rules by literal program name (sorted by name).\n");
+    out.push_str("pub(crate) static BUILTIN_BY_PROGRAM: &[(&str, &[usize])] = &[\n");
+    for (p, v) in &by_program {
+        let _ = writeln!(out, "    ({p:?}, &{v:?}),");
+    }
+    let _ = writeln!(
+        out,
+        "];\n\n/// The built-in rules on every program.\npub(crate) static BUILTIN_EVERY_PROGRAM: &[usize] = &{every_program:?};\n"
+    );
+    out.push_str("/// The built-in rules on a glob of programs: the glob, the rule.\n");
+    out.push_str("pub(crate) static BUILTIN_BY_GLOB: &[(&str, usize)] = &[\n");
+    for (g, i) in &by_glob {
+        let _ = writeln!(out, "    ({g:?}, {i}),");
     }
     out.push_str("];\n\n/// Built-in `programs` entries: name, the entry as JSON.\n");
     out.push_str("pub(crate) static BUILTIN_PROGRAMS: &[(&str, &str)] = &[\n");

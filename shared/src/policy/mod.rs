@@ -380,7 +380,7 @@ impl std::fmt::Display for ExampleFailure {
 #[derive(Debug, Clone)]
 struct Rule {
     id: Cow<'static, str>,
-    programs: Vec<Cow<'static, str>>,
+    programs: Cow<'static, [Cow<'static, str>]>,
     /// Where the rule came from (`built-in` or a file path).
     origin: Cow<'static, str>,
     source: RuleSource,
@@ -409,17 +409,22 @@ impl Rule {
                 .program
                 .iter()
                 .map(|p| Cow::Owned(p.clone()))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             origin: Cow::Owned(origin.to_string()),
             source: RuleSource::Spec,
             compiled: OnceLock::from(Ok((spec, matcher))),
         })
     }
 
-    fn builtin(id: &'static str, programs: &[&'static str], json: &'static str) -> Rule {
+    fn builtin(
+        id: &'static str,
+        programs: &'static [Cow<'static, str>],
+        json: &'static str,
+    ) -> Rule {
         Rule {
             id: Cow::Borrowed(id),
-            programs: programs.iter().map(|p| Cow::Borrowed(*p)).collect(),
+            programs: Cow::Borrowed(programs),
             origin: Cow::Borrowed("built-in"),
             source: RuleSource::Json(json),
             compiled: OnceLock::new(),
@@ -526,11 +531,89 @@ pub struct Policy {
     rules: Vec<Rule>,
     programs: HashMap<Cow<'static, str>, Program, Fnv>,
     tools: Toolbox,
-    by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv>,
+    index: RuleIndex,
     by_glob: Vec<(Glob, usize)>,
-    /// Rules on every program (`*`).
-    every_program: Vec<usize>,
     limits: Limits,
+}
+
+/// The index of a layered policy's rules, and its rules on program globs.
+fn index_rules(rules: &[Rule]) -> Result<(RuleIndex, Vec<(Glob, usize)>), PolicyError> {
+    let mut by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv> = HashMap::default();
+    let mut by_glob = Vec::new();
+    let mut every_program = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        for p in r.programs.iter() {
+            if p.as_ref() == "*" {
+                every_program.push(i);
+                continue;
+            }
+            if !p.contains(['*', '?']) {
+                by_program.entry(p.clone()).or_default().push(i);
+                continue;
+            }
+            let g = Glob::new(p, false, false).map_err(|message| PolicyError::Rule {
+                origin: r.origin.to_string(),
+                rule: r.id.to_string(),
+                message,
+            })?;
+            by_glob.push((g, i));
+        }
+    }
+    let index = RuleIndex::Layered {
+        by_program,
+        every_program,
+    };
+    Ok((index, by_glob))
+}
+
+/// The built-in rules on program globs, from the build script's table.
+fn builtin_globs(rules: &[Rule]) -> Result<Vec<(Glob, usize)>, PolicyError> {
+    BUILTIN_BY_GLOB
+        .iter()
+        .map(|&(g, i)| {
+            Glob::new(g, false, false)
+                .map(|g| (g, i))
+                .map_err(|message| PolicyError::Rule {
+                    origin: "built-in".to_string(),
+                    rule: rules.get(i).map(|r| r.id.to_string()).unwrap_or_default(),
+                    message,
+                })
+        })
+        .collect()
+}
+
+/// Which rules may apply to a program: for the built-in policy alone, the
+/// build script's tables; for a layered one, a map built when it loads.
+#[derive(Debug, Clone)]
+enum RuleIndex {
+    Builtin,
+    Layered {
+        by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv>,
+        /// Rules on every program (`*`).
+        every_program: Vec<usize>,
+    },
+}
+
+impl RuleIndex {
+    /// The rules on `program` by name, then the rules on every program.
+    fn named(&self, program: &str) -> (&[usize], &[usize]) {
+        match self {
+            RuleIndex::Builtin => (
+                BUILTIN_BY_PROGRAM
+                    .binary_search_by(|(p, _)| (*p).cmp(program))
+                    .map(|i| BUILTIN_BY_PROGRAM[i].1)
+                    .unwrap_or(&[]),
+                BUILTIN_EVERY_PROGRAM,
+            ),
+            RuleIndex::Layered {
+                by_program,
+                every_program,
+            } => (
+                by_program.get(program).map(Vec::as_slice).unwrap_or(&[]),
+                every_program,
+            ),
+        }
+    }
 }
 
 impl PolicyFile {
@@ -573,6 +656,7 @@ impl Policy {
 
     /// The built-in rules, then each layer over them.
     fn compile(layers: Vec<(PolicyFile, String)>) -> Result<Policy, PolicyError> {
+        let layers_empty = layers.is_empty();
         let mut rules: Vec<Rule> = BUILTIN_RULES
             .iter()
             .map(|(id, programs, json)| Rule::builtin(id, programs, json))
@@ -640,34 +724,17 @@ impl Policy {
                 }
             }
         }
-        let mut by_program: HashMap<Cow<'static, str>, Vec<usize>, Fnv> = HashMap::default();
-        let mut by_glob = Vec::new();
-        let mut every_program = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            for p in &r.programs {
-                if p.as_ref() == "*" {
-                    every_program.push(i);
-                    continue;
-                }
-                if !p.contains(['*', '?']) {
-                    by_program.entry(p.clone()).or_default().push(i);
-                    continue;
-                }
-                let g = Glob::new(p, false, false).map_err(|message| PolicyError::Rule {
-                    origin: r.origin.to_string(),
-                    rule: r.id.to_string(),
-                    message,
-                })?;
-                by_glob.push((g, i));
-            }
-        }
+        let (index, by_glob) = if layers_empty {
+            (RuleIndex::Builtin, builtin_globs(&rules)?)
+        } else {
+            index_rules(&rules)?
+        };
         Ok(Policy {
             rules,
             programs,
             tools,
-            by_program,
+            index,
             by_glob,
-            every_program,
             limits: Limits::default(),
         })
     }
@@ -757,15 +824,14 @@ impl Policy {
             let tool = self.tools.get(inv.program.as_str()).and_then(Result::ok);
             let parsed = ParsedArgs::new(inv, spec, tool);
             candidates.clear();
-            if let Some(v) = self.by_program.get(inv.program.as_str()) {
-                candidates.extend_from_slice(v);
-            }
+            let (named, every) = self.index.named(inv.program.as_str());
+            candidates.extend_from_slice(named);
             for (g, i) in &self.by_glob {
                 if g.matches(&inv.program) {
                     candidates.push(*i);
                 }
             }
-            candidates.extend_from_slice(&self.every_program);
+            candidates.extend_from_slice(every);
             candidates.sort_unstable();
             candidates.dedup();
             let mut matched = false;
@@ -975,6 +1041,40 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The build script's rule index finds, for every program, the rules the
+    /// index a layered policy builds finds.
+    #[test]
+    fn the_static_rule_index_matches_the_built_one() {
+        let policy = Policy::builtin().unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(policy.index, RuleIndex::Builtin));
+        let (built, globs) = index_rules(&policy.rules).unwrap_or_else(|e| panic!("{e}"));
+        let RuleIndex::Layered { by_program, .. } = &built else {
+            panic!("index_rules builds a layered index");
+        };
+        assert!(
+            by_program.len() > 50,
+            "too few programs: {}",
+            by_program.len()
+        );
+        let mut names: Vec<&str> = by_program.keys().map(|k| k.as_ref()).collect();
+        names.extend(["no-such-program", "", "*"]);
+        let sorted = |(a, b): (&[usize], &[usize])| {
+            let mut v: Vec<usize> = a.iter().chain(b).copied().collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        for name in names {
+            assert_eq!(
+                sorted(policy.index.named(name)),
+                sorted(built.named(name)),
+                "rules on {name:?}"
+            );
+        }
+        let glob_rules = |g: &[(Glob, usize)]| g.iter().map(|(_, i)| *i).collect::<Vec<_>>();
+        assert_eq!(glob_rules(&policy.by_glob), glob_rules(&globs));
+    }
 
     #[test]
     fn the_built_in_index_is_the_toml_policy() {
