@@ -62,7 +62,9 @@ fn main() {
     let home = std::env::temp_dir().join(format!("holdpoint-bench-home-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&home);
     let hello = minimal_exec(&home);
-    let hello = hello.to_str().unwrap_or_else(|| panic!("temp dir is not UTF-8"));
+    let hello = hello
+        .to_str()
+        .unwrap_or_else(|| panic!("temp dir is not UTF-8"));
     let mk = |argv: &[&str]| {
         let mut c = Command::new(argv[0]);
         c.args(&argv[1..])
