@@ -438,18 +438,28 @@
     const left = el('span', 'left');
     head.append(age, escal, left);
     let steps = [];
+    let pages = [];
     const votesEl = el('div', 'votes');
     // What changes while it waits: escalation steps and votes.
     card.live = (r) => {
       steps = (Array.isArray(field(r, 'escalation')) ? field(r, 'escalation') : [])
-        .map((s) => ({ action: oneOf(field(s, 'action'), ['remind', 'notify']), due: num(field(s, 'due_at')), fired: num(field(s, 'fired_at')) }))
+        .map((s) => ({ action: oneOf(field(s, 'action'), ['remind', 'notify', 'page']), due: num(field(s, 'due_at')), fired: num(field(s, 'fired_at')) }))
         .filter((s) => s.action && s.due !== null);
+      pages = arr(field(r, 'pages'))
+        .map((p) => ({ pager: oneOf(field(p, 'pager'), ['pagerduty', 'opsgenie']), state: oneOf(field(p, 'state'), ['sending', 'open', 'resolved', 'failed']) }))
+        .filter((p) => p.pager && p.state);
       const required = num(field(r, 'approvals_required')) || 1;
       const votes = arr(field(r, 'votes')).map(str);
-      votesEl.textContent = required > 1
-        ? votes.length + ' of ' + required + ' approvals' + (votes.length ? ': ' + votes.join(', ') : '')
+      // By group, the approvals still needed from its members.
+      const missing = arr(field(r, 'missing'))
+        .map((m) => ({ group: str(field(m, 'group')), n: num(field(m, 'approvals')) }))
+        .filter((m) => m.group && m.n);
+      const counts = required > 1 || missing.length > 0;
+      votesEl.textContent = counts
+        ? votes.length + ' of ' + required + ' approvals' + (votes.length ? ': ' + votes.join(', ') : '') +
+          (missing.length ? '; still needs ' + missing.map((m) => m.n + ' from ' + m.group).join(' and ') : '')
         : '';
-      votesEl.hidden = required <= 1;
+      votesEl.hidden = !counts;
     };
     card.live(r);
     root.append(head);
@@ -593,11 +603,15 @@
     card.tick = (now) => {
       if (created !== null) age.textContent = 'waiting ' + dur(now - created);
       // The escalation: the steps taken so far and the next one's time.
-      const done = steps.filter((s) => s.fired !== null || s.due <= now).map((s) => (s.action === 'remind' ? 'reminded' : 'paged the on-call channel'));
+      const did = { remind: 'reminded', notify: 'posted to the on-call channel', page: 'paged on-call' };
+      const will = { remind: 'reminder', notify: 'on-call post', page: 'page' };
+      const pagerName = { pagerduty: 'PagerDuty', opsgenie: 'Opsgenie' };
+      const done = steps.filter((s) => s.fired !== null || s.due <= now).map((s) => did[s.action]);
       const next = steps.find((s) => s.fired === null && s.due > now);
       const parts = [];
       if (done.length) parts.push(done.join(', '));
-      if (next) parts.push((next.action === 'remind' ? 'reminder' : 'on-call post') + ' in ' + dur(next.due - now));
+      for (const p of pages) parts.push(pagerName[p.pager] + ' ' + (p.state === 'sending' ? 'paging' : p.state === 'failed' ? 'page refused' : 'incident ' + p.state));
+      if (next) parts.push(will[next.action] + ' in ' + dur(next.due - now));
       escal.textContent = parts.join(' \u00B7 ');
       if (expires === null) {
         left.textContent = '';

@@ -55,6 +55,8 @@ struct File {
     quorum: QuorumFile,
     #[serde(default)]
     people: std::collections::BTreeMap<String, PersonFile>,
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, GroupFile>,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pagerduty: PagerDutyFile,
@@ -86,6 +88,28 @@ struct QuorumFile {
     medium: Option<u32>,
     high: Option<u32>,
     critical: Option<u32>,
+    #[serde(default)]
+    rules: Vec<QuorumRuleFile>,
+}
+
+/// `[[quorum.rules]]`: the quorum of the requests of one route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuorumRuleFile {
+    name: Option<String>,
+    runner: Option<String>,
+    agent: Option<String>,
+    min_risk: Option<Risk>,
+    approvals: Option<u32>,
+    #[serde(default)]
+    from: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupFile {
+    #[serde(default)]
+    members: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,14 +119,93 @@ struct PersonFile {
     ids: Vec<String>,
 }
 
-/// `[quorum]`: how many distinct people must approve a request of each
-/// risk (1 unless set). Any deny ends it as denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one request needs before it is approved: `approvals` distinct
+/// people, with at least `from[g]` of them members of group `g` ("one from
+/// sre and one from security"). Any deny ends it as denied. Chosen when
+/// the request is submitted and stored with it, so a configuration change
+/// never lowers the bar of a request already waiting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    pub approvals: u32,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub from: std::collections::BTreeMap<String, u32>,
+}
+
+impl Requirement {
+    /// `n` approvals from anyone.
+    pub fn of(n: u32) -> Requirement {
+        Requirement {
+            approvals: n.max(1),
+            from: Default::default(),
+        }
+    }
+
+    /// Whether more than one approval is needed, or any from a group:
+    /// then every approval is a vote, counted until the quorum is met.
+    pub fn counts_votes(&self) -> bool {
+        self.approvals > 1 || !self.from.is_empty()
+    }
+
+    /// Per group, how many more approvals it still needs from its members,
+    /// given the groups of each person who approved so far (only groups
+    /// that still need some).
+    pub fn missing(&self, voters: &[Vec<String>]) -> Vec<(String, u32)> {
+        self.from
+            .iter()
+            .filter_map(|(g, need)| {
+                let have = voters.iter().filter(|gs| gs.contains(g)).count();
+                let have = u32::try_from(have).unwrap_or(u32::MAX);
+                (have < *need).then(|| (g.clone(), need - have))
+            })
+            .collect()
+    }
+
+    /// Whether the approvals of people in `voters` (their groups) meet it.
+    pub fn met(&self, voters: &[Vec<String>]) -> bool {
+        u32::try_from(voters.len()).unwrap_or(u32::MAX) >= self.approvals
+            && self.missing(voters).is_empty()
+    }
+
+    /// Whether an approval by a member of `groups` can still count, after
+    /// those of `voters`: the approvals not reserved for groups that still
+    /// need some are open to anyone; the reserved ones only to members.
+    /// Refusing the others keeps "N approvals" from being reached before
+    /// every group has its share.
+    pub fn admits(&self, voters: &[Vec<String>], groups: &[String]) -> bool {
+        let missing = self.missing(voters);
+        if missing.iter().any(|(g, _)| groups.contains(g)) {
+            return true;
+        }
+        let reserved: u32 = missing.iter().map(|(_, n)| *n).sum();
+        let have = u32::try_from(voters.len()).unwrap_or(u32::MAX);
+        have.saturating_add(reserved) < self.approvals
+    }
+}
+
+/// A `[[quorum.rules]]` entry: the requests it applies to, and what they
+/// need. The first rule whose every given condition holds applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumRule {
+    pub name: String,
+    /// The runner's name; a trailing `*` matches any suffix (`prod-*`).
+    pub runner: Option<String>,
+    /// The agent the runner reports.
+    pub agent: Option<String>,
+    /// Only requests of this risk or higher.
+    pub min_risk: Option<Risk>,
+    pub needs: Requirement,
+}
+
+/// `[quorum]`: how many distinct people must approve a request: by route
+/// (`[[quorum.rules]]`, first match), else by risk (1 unless set).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quorum {
     pub low: u32,
     pub medium: u32,
     pub high: u32,
     pub critical: u32,
+    pub rules: Vec<QuorumRule>,
 }
 
 impl Default for Quorum {
@@ -112,12 +215,13 @@ impl Default for Quorum {
             medium: 1,
             high: 1,
             critical: 1,
+            rules: Vec::new(),
         }
     }
 }
 
 impl Quorum {
-    /// Approvals a request of this risk needs.
+    /// Approvals a request of this risk needs when no rule matches it.
     pub fn for_risk(&self, risk: Risk) -> u32 {
         match risk {
             Risk::Low => self.low,
@@ -126,6 +230,92 @@ impl Quorum {
             Risk::Critical => self.critical,
         }
     }
+
+    /// What a request from `runner` (reporting `agent`) of `risk` needs:
+    /// the first matching rule's, else the risk's count. A rule never
+    /// asks for fewer approvals than the risk alone would.
+    pub fn for_request(&self, runner: &str, agent: Option<&str>, risk: Risk) -> Requirement {
+        let base = self.for_risk(risk);
+        match self.rules.iter().find(|r| {
+            r.runner.as_deref().is_none_or(|p| name_matches(p, runner))
+                && r.agent.as_deref().is_none_or(|a| agent == Some(a))
+                && r.min_risk.is_none_or(|m| risk >= m)
+        }) {
+            Some(rule) => Requirement {
+                approvals: rule.needs.approvals.max(base),
+                from: rule.needs.from.clone(),
+            },
+            None => Requirement::of(base),
+        }
+    }
+}
+
+/// Checks `[[quorum.rules]]` against the declared groups; errors name the
+/// bad key.
+fn load_quorum_rules(
+    rules: Vec<QuorumRuleFile>,
+    groups: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Result<Vec<QuorumRule>, String> {
+    let mut out: Vec<QuorumRule> = Vec::new();
+    for (i, r) in rules.into_iter().enumerate() {
+        let at = format!("quorum.rules[{i}]");
+        let name = r
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("{at}.name is missing: give each rule a name"))?;
+        if out.iter().any(|q| q.name == name) {
+            return Err(format!("{at}.name = {name:?} is used by an earlier rule"));
+        }
+        for (key, v) in [("runner", &r.runner), ("agent", &r.agent)] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(format!("{at}.{key} is empty: leave it out to match any"));
+            }
+        }
+        for (g, n) in &r.from {
+            if !groups.contains_key(g) {
+                return Err(format!(
+                    "{at}.from.{g}: no group {g:?} is declared; add [groups.{g}] members = [...]"
+                ));
+            }
+            if *n == 0 {
+                return Err(format!(
+                    "{at}.from.{g} = 0: leave the group out instead"
+                ));
+            }
+        }
+        let reserved: u32 = r.from.values().fold(0u32, |a, n| a.saturating_add(*n));
+        let approvals = match r.approvals {
+            Some(0) => {
+                return Err(format!(
+                    "{at}.approvals = 0: a request needs at least one approval"
+                ));
+            }
+            Some(n) if n < reserved => {
+                return Err(format!(
+                    "{at}.approvals = {n} is fewer than the {reserved} its `from` asks for"
+                ));
+            }
+            Some(n) => n,
+            None if reserved == 0 => {
+                return Err(format!(
+                    "{at}.approvals is missing: say how many approvals it needs"
+                ));
+            }
+            None => reserved,
+        };
+        out.push(QuorumRule {
+            name,
+            runner: r.runner.map(|v| v.trim().to_string()),
+            agent: r.agent.map(|v| v.trim().to_string()),
+            min_risk: r.min_risk,
+            needs: Requirement {
+                approvals,
+                from: r.from,
+            },
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -500,6 +690,8 @@ struct MatrixFile {
     min_power_level: Option<i64>,
     data_dir: Option<PathBuf>,
     verified_devices_only: Option<bool>,
+    pager_room: Option<String>,
+    oncall: Option<Vec<String>>,
     #[serde(default)]
     routes: Vec<MatrixRoute>,
 }
@@ -549,6 +741,10 @@ pub struct MatrixConfig {
     /// never encrypted, then count for nothing: reply instead).
     pub verified_devices_only: bool,
     pub routes: Vec<MatrixRoute>,
+    /// Where a `notify` step posts the request (id or alias).
+    pub pager_room: Option<String>,
+    /// Whom a `notify` step mentions there (the reviewers when empty).
+    pub oncall: Vec<String>,
 }
 
 impl MatrixConfig {
@@ -573,6 +769,8 @@ impl std::fmt::Debug for MatrixConfig {
             .field("data_dir", &self.data_dir)
             .field("verified_devices_only", &self.verified_devices_only)
             .field("routes", &self.routes)
+            .field("pager_room", &self.pager_room)
+            .field("oncall", &self.oncall)
             .finish_non_exhaustive()
     }
 }
@@ -712,8 +910,12 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[[escalation.policies]]`: what happens while nobody answers.
     pub escalation: Escalation,
-    /// `[quorum]`: approvals needed by risk.
+    /// `[quorum]`: approvals needed by risk and by route.
     pub quorum: Quorum,
+    /// `[groups.NAME] members`: by group, its members as people
+    /// (`person:alice`) or identities (`slack:U…`), as
+    /// [`Config::person_of`] names them.
+    pub groups: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     /// `[people.NAME] ids`: one person's identities in several realms,
     /// by identity (`slack:U…` → `alice`).
     pub people: std::collections::BTreeMap<String, String>,
@@ -1076,6 +1278,16 @@ impl Config {
             ));
         }
         let matrix = load_matrix(file.matrix, &data_dir, &bad_file)?;
+        if escalation.notifies()
+            && let Some(m) = &matrix
+            && m.pager_room.is_none()
+        {
+            return Err(bad_file(
+                "an escalation policy has a notify step but matrix.pager_room \
+                 (HOLDPOINT_MATRIX_PAGER_ROOM) is not set: say where to post it"
+                    .into(),
+            ));
+        }
         let pagers = load_pagers(file.pagerduty, file.opsgenie, &bad_file)?;
         if escalation.has(StepAction::Page) && !pagers.any() {
             return Err(bad_file(
@@ -1173,6 +1385,7 @@ impl Config {
             }
         }
         let mut people = std::collections::BTreeMap::new();
+        let file_people: std::collections::BTreeSet<String> = file.people.keys().cloned().collect();
         for (name, p) in file.people {
             for id in p.ids {
                 let r = crate::core::Reviewer::parse(id.trim()).ok_or_else(|| {
@@ -1188,6 +1401,33 @@ impl Config {
             }
         }
 
+        let mut groups = std::collections::BTreeMap::new();
+        for (name, g) in file.groups {
+            let mut members = std::collections::BTreeSet::new();
+            for m in g.members {
+                let m = m.trim();
+                let key = if let Some(r) = crate::core::Reviewer::parse(m) {
+                    r.to_string()
+                } else if file_people.contains(m) {
+                    format!("person:{m}")
+                } else {
+                    return Err(bad_file(format!(
+                        "groups.{name}.members: {m:?} is neither a declared person ([people.{m}]) nor an identity such as slack:U0123"
+                    )));
+                };
+                // An identity declared for a person is that person.
+                members.insert(match people.get(&key) {
+                    Some(p) => format!("person:{p}"),
+                    None => key,
+                });
+            }
+            if members.is_empty() {
+                return Err(bad_file(format!("groups.{name}.members is empty")));
+            }
+            groups.insert(name, members);
+        }
+        quorum.rules = load_quorum_rules(file.quorum.rules, &groups).map_err(&bad_file)?;
+
         Ok(Config {
             listen,
             data_dir,
@@ -1202,6 +1442,7 @@ impl Config {
             escalation,
             quorum,
             people,
+            groups,
             trusted_proxies,
             pagers,
             tls: match (
@@ -1243,6 +1484,16 @@ impl Config {
             Some(name) => format!("person:{name}"),
             None => r.to_string(),
         }
+    }
+
+    /// The groups person `person` (as [`Config::person_of`] names them) is
+    /// a member of.
+    pub fn groups_of(&self, person: &str) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, members)| members.contains(person))
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     /// The base URL runners and reviewers use.
@@ -1423,6 +1674,18 @@ fn load_matrix(
         }),
         None => file.verified_devices_only,
     };
+    let pager_room = env("HOLDPOINT_MATRIX_PAGER_ROOM")
+        .or(file.pager_room)
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    let oncall: Vec<String> = match env("HOLDPOINT_MATRIX_ONCALL") {
+        Some(v) => v.split([',', ' ']).map(str::to_string).collect(),
+        None => file.oncall.unwrap_or_default(),
+    }
+    .into_iter()
+    .map(|r| r.trim().to_string())
+    .filter(|r| !r.is_empty())
+    .collect();
     let anything = homeserver.is_some()
         || user_id.is_some()
         || password.is_some()
@@ -1508,6 +1771,13 @@ fn load_matrix(
             message: "expected full Matrix user ids like @alice:example.org".into(),
         });
     }
+    if let Some(bad) = oncall.iter().find(|r| !is_user(r)) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_ONCALL",
+            value: bad.clone(),
+            message: "expected full Matrix user ids like @alice:example.org".into(),
+        });
+    }
     // Room ids from room version 12 on have no server part.
     let is_room = |s: &str| {
         (s.starts_with('!') && s.len() > 1 && !s.contains(char::is_whitespace))
@@ -1519,6 +1789,13 @@ fn load_matrix(
             var: "HOLDPOINT_MATRIX_ROOM",
             value: room,
             message: "expected a room id (!abc:example.org) or alias (#ops:example.org)".into(),
+        });
+    }
+    if let Some(r) = pager_room.as_deref().filter(|r| !is_room(r)) {
+        return Err(ConfigError::Env {
+            var: "HOLDPOINT_MATRIX_PAGER_ROOM",
+            value: r.to_string(),
+            message: "expected a room id (!abc:example.org) or alias (#oncall:example.org)".into(),
         });
     }
     if let Some(r) = file.routes.iter().find(|r| !is_room(r.room.trim())) {
@@ -1546,6 +1823,8 @@ fn load_matrix(
         data_dir: own_dir.unwrap_or_else(|| data_dir.join("matrix")),
         verified_devices_only: verified.unwrap_or(false),
         routes,
+        pager_room,
+        oncall,
     }))
 }
 

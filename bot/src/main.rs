@@ -357,16 +357,18 @@ fn one_line(s: &str) -> String {
 }
 
 /// A refusal as the command line says it.
-fn refusal(r: &holdpoint_bot::Refusal) -> &'static str {
+fn refusal(r: &holdpoint_bot::Refusal) -> String {
     use holdpoint_bot::Refusal as R;
-    match r {
+    let text = match r {
         R::OwnRequest => "you asked for this command to run, so someone else must approve it",
         R::CommandChanged => "the command changed since it was shown",
         R::NotAReviewer => "not one of the reviewers",
         R::DirectoryUnavailable => "the reviewer list could not be checked; nothing was decided",
         R::OtherRunner => "another runner submitted this request",
         R::AlreadyVoted => "this person's approval is counted already",
-    }
+        R::GroupsNeeded(_) => return r.to_string(),
+    };
+    text.to_string()
 }
 
 fn report(d: Decided) -> Result<ExitCode> {
@@ -388,8 +390,14 @@ fn report(d: Decided) -> Result<ExitCode> {
         Decided::Voted {
             approvals,
             required,
+            missing,
         } => {
-            println!("approval counted: {approvals} of {required}; it waits for more");
+            let from = if missing.is_empty() {
+                String::new()
+            } else {
+                format!(", {} among them", holdpoint_bot::core::groups_needed(&missing))
+            };
+            println!("approval counted: {approvals} of {required}; it waits for more{from}");
             Ok(ExitCode::SUCCESS)
         }
         Decided::Refused(why) => {

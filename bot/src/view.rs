@@ -110,6 +110,32 @@ pub struct ReviewView {
     pub votes: Vec<String>,
     /// Approvals it needs; 1 for most.
     pub approvals_required: u32,
+    /// By group, the approvals still needed from its members.
+    pub missing: Vec<(String, u32)>,
+}
+
+impl ReviewView {
+    /// Whether it counts votes: more than one approval, or some from a
+    /// group.
+    pub fn counts_votes(&self) -> bool {
+        self.approvals_required > 1 || !self.missing.is_empty()
+    }
+
+    /// `1 of 2 approvals: alice` (with `who` naming each voter), and what
+    /// the groups still need: `; still needs 1 from security`.
+    pub fn vote_line(&self, who: impl Fn(&str) -> String) -> String {
+        let voters: Vec<String> = self.votes.iter().map(|v| who(v)).collect();
+        let mut line = format!("{} of {} approvals", self.votes.len(), self.approvals_required);
+        if !voters.is_empty() {
+            line.push_str(": ");
+            line.push_str(&voters.join(", "));
+        }
+        if !self.missing.is_empty() {
+            line.push_str("; still needs ");
+            line.push_str(&crate::core::groups_needed(&self.missing));
+        }
+        line
+    }
 }
 
 /// Cuts `s` to at most `max` characters, ending with `…` when cut.
@@ -354,7 +380,8 @@ impl ReviewView {
             actions,
             link: format!("{}/#{}", base_url.trim_end_matches('/'), r.request.id),
             votes: r.votes.clone(),
-            approvals_required: r.approvals_required,
+            approvals_required: r.quorum.approvals,
+            missing: r.missing.clone(),
         }
     }
 

@@ -492,7 +492,10 @@ fn refusal(r: &Refusal) -> &'static str {
         Refusal::OtherRunner => "another runner submitted this request",
         Refusal::OwnRequest => "the requester cannot approve their own request",
         Refusal::CommandChanged => "the command hash does not match",
-        Refusal::NotAReviewer | Refusal::DirectoryUnavailable | Refusal::AlreadyVoted => {
+        Refusal::NotAReviewer
+        | Refusal::DirectoryUnavailable
+        | Refusal::AlreadyVoted
+        | Refusal::GroupsNeeded(_) => {
             "a runner cannot decide"
         }
     }

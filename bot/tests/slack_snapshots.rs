@@ -64,7 +64,8 @@ fn stored(
         decided_by: None,
         reason: None,
         votes: Vec::new(),
-        approvals_required: 1,
+        quorum: holdpoint_bot::config::Requirement::of(1),
+        missing: Vec::new(),
     }
 }
 

@@ -300,6 +300,17 @@ impl Matrix {
         Ok(joined.room_id().to_string())
     }
 
+    /// The direct-message room with `user`: the first existing one, else
+    /// a new one (encrypted, the user invited).
+    async fn direct_room_inner(&self, user: &str) -> Result<String, MatrixError> {
+        let id = OwnedUserId::try_from(user).map_err(|_| MatrixError::BadId(user.into()))?;
+        if let Some(room) = self.client.get_dm_room(&id) {
+            return Ok(room.room_id().to_string());
+        }
+        let room = self.client.create_dm(&id).await?;
+        Ok(room.room_id().to_string())
+    }
+
     fn room(&self, room_id: &str) -> Result<Room, MatrixError> {
         let id = OwnedRoomId::try_from(room_id).map_err(|_| MatrixError::BadId(room_id.into()))?;
         self.client
@@ -407,6 +418,11 @@ impl Matrix {
         Ok(())
     }
 
+    /// Whether `user` is a valid full user id (`@alice:example.org`).
+    pub fn is_user_id(user: &str) -> bool {
+        OwnedUserId::try_from(user).is_ok()
+    }
+
     /// Whether `event_id` names a valid event id (for the caller's checks).
     pub fn is_event_id(event_id: &str) -> bool {
         OwnedEventId::try_from(event_id).is_ok()
@@ -449,6 +465,12 @@ impl Matrix {
     /// returns its id.
     pub fn join<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<String, MatrixError>> {
         Box::pin(self.join_inner(room))
+    }
+
+    /// The direct-message room with `user` (a full user id), created
+    /// (encrypted, the user invited) when there is none yet.
+    pub fn direct_room<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<String, MatrixError>> {
+        Box::pin(self.direct_room_inner(user))
     }
 
     /// Whether a room is end-to-end encrypted.

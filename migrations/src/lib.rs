@@ -15,6 +15,7 @@ mod m0004_feed_and_deliveries;
 mod m0005_runner_identity;
 mod m0006_escalation;
 mod m0007_pages;
+mod m0008_stored_quorum;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_runner_identity::Migration),
             Box::new(m0006_escalation::Migration),
             Box::new(m0007_pages::Migration),
+            Box::new(m0008_stored_quorum::Migration),
         ]
     }
 }

@@ -296,6 +296,19 @@ impl Peer {
             .to_string()
     }
 
+    /// Joins every room `who` is invited to (a direct message the bot
+    /// opened); returns their ids.
+    pub fn accept_invites(&self, who: &str) -> Vec<String> {
+        self.call(json!({"op": "accept_invites", "who": who}))["rooms"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every event `who` received in `room`, as received.
     pub fn events(&self, who: &str, room: &str) -> Vec<Value> {
         self.call(json!({"op": "events", "who": who, "room": room}))["events"]

@@ -401,3 +401,113 @@ fn hostile_commands_render_safely_in_matrix() {
         "within Matrix's event size: {source_len}"
     );
 }
+
+/// Nobody answers a force push in the review room: the bot reminds the
+/// reviewers in its thread (mentioning them), then posts it to the pager
+/// room (mentioning the on-call person) and tells the requester in a
+/// direct message; the on-call person approves it there with a reaction,
+/// the push runs, the pager room's copy is edited to the outcome and the
+/// requester hears who approved it.
+#[test]
+fn unanswered_matrix_request_is_reminded_posted_to_the_pager_room_and_its_requester_hears_the_outcome()
+ {
+    const DAVE: &str = "@dave:localhost";
+    let py = need_synapse!();
+    let hs = Synapse::start(&py);
+    let peer = hs.peer();
+    let bot_user = peer.register("holdpoint", BOT_PASSWORD);
+    peer.user("alice", "alice-pw");
+    peer.user("carol", "carol-pw");
+    peer.user("dave", "dave-pw");
+    let room = peer.create_room("alice", true, &[&bot_user, CAROL], json!({ CAROL: 50 }));
+    peer.join("carol", &room);
+    let pager = peer.create_room("alice", true, &[&bot_user, CAROL], json!({}));
+    peer.join("carol", &pager);
+    let bot = BotOptions::new()
+        .env("HOLDPOINT_MATRIX_HOMESERVER", hs.url())
+        .env("HOLDPOINT_MATRIX_USER_ID", bot_user)
+        .env("HOLDPOINT_MATRIX_PASSWORD", BOT_PASSWORD)
+        .env("HOLDPOINT_MATRIX_ROOM", room.clone())
+        .env("HOLDPOINT_MATRIX_REVIEWERS", ALICE)
+        .env("HOLDPOINT_MATRIX_MIN_POWER_LEVEL", "50")
+        .env("HOLDPOINT_MATRIX_PAGER_ROOM", pager.clone())
+        .env("HOLDPOINT_MATRIX_ONCALL", CAROL)
+        .env("HOLDPOINT_EXPIRY", "120s")
+        .config(
+            "[[escalation.policies]]\nname = \"pushes\"\nmin_risk = \"high\"\nsteps = [\n  \
+             { after = \"1s\", action = \"remind\" },\n  { after = \"3s\", action = \"notify\" },\n]\n",
+        )
+        .start();
+    bot.wait_log("Matrix: ready as", Duration::from_secs(90));
+
+    let ws = Workspace::new();
+    let spool = TempDir::new("spool");
+    let mut agent = Agent::spawn({
+        let mut c = runner(&bot.url(), &bot.token, &ws.repo(), spool.path());
+        c.env("HOLDPOINT_REQUESTER", format!("matrix:{DAVE}"));
+        c.args(["exec", "--", "git", "push", "--force", "origin", "main"]);
+        c
+    });
+    let pending = bot.wait_pending();
+    let id = pending["id"].as_str().expect("id").to_string();
+    let msg = peer.wait_event("alice", &room, "review message", WAIT, |e| {
+        is_request_message(e, &id)
+    });
+    let root = event_id(&msg);
+
+    let reminder = peer.wait_event("alice", &room, "the reminder in the thread", WAIT, |e| {
+        is_in_thread(e, &root)
+            && content(e)["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("Still waiting for a reviewer"))
+    });
+    assert_eq!(
+        content(&reminder)["m.mentions"],
+        json!({ "user_ids": [ALICE] }),
+        "the reminder notifies the reviewers and nobody else"
+    );
+
+    let posted = peer.wait_event("carol", &pager, "the post in the pager room", WAIT, |e| {
+        is_request_message(e, &id)
+    });
+    let c = content(&posted);
+    assert_eq!(c["m.mentions"], json!({ "user_ids": [CAROL] }), "{c}");
+    let body = c["body"].as_str().unwrap_or_default();
+    assert!(body.contains("Escalated"), "{body}");
+    assert!(body.contains("git push --force origin main"), "{body}");
+
+    // The requester hears it was escalated, in a direct room the bot opened.
+    let dm = eventually(WAIT, "the bot's invitation to a direct room", || {
+        peer.accept_invites("dave").into_iter().next()
+    });
+    peer.wait_event("dave", &dm, "the escalation in the direct room", WAIT, |e| {
+        content(e)["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("posted to the on-call reviewers"))
+    });
+    assert!(agent.running(), "nothing runs before approval");
+
+    // The on-call person approves on the pager room's copy.
+    let copy = event_id(&posted);
+    peer.react("carol", &pager, &copy, "✅\u{fe0f}");
+    let out = agent.finish(WAIT);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "the approved push runs: {err}");
+    assert!(err.contains(&format!("approved by matrix:{CAROL}")), "{err}");
+    assert_eq!(ws.origin_head(), ws.local_head(), "the force push happened");
+
+    peer.wait_event("carol", &pager, "the pager copy edited to the outcome", WAIT, |e| {
+        is_edit_of(e, &copy)
+            && content(e)["m.new_content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("Approved by"))
+    });
+    let told = peer.wait_event("dave", &dm, "the outcome in the direct room", WAIT, |e| {
+        content(e)["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("Approved by"))
+    });
+    let told = content(&told)["body"].as_str().unwrap_or_default().to_string();
+    assert!(told.contains(CAROL), "who decided: {told}");
+    assert!(told.contains(&id), "the request on the web queue: {told}");
+}

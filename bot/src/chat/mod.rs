@@ -404,13 +404,14 @@ impl<A: Adapter> Engine<A> {
         }
     }
 
-    /// Updates the posted message of a pending request that counts votes,
-    /// so it shows the approvals so far. Any replica may: the text is the
+    /// Updates the posted messages of a pending request that counts votes
+    /// (its own and those escalation posted in the pager channel), so
+    /// they show the approvals so far. Any replica may: the text is the
     /// same, and the outcome's update is claimed.
     async fn refresh(&self, at: &Delivery) {
         let id = &at.request_id;
         let req = match self.bot().get(id).await {
-            Ok(Some(r)) if !r.status.is_final() && r.approvals_required > 1 => r,
+            Ok(Some(r)) if !r.status.is_final() && r.quorum.counts_votes() => r,
             Ok(_) => return,
             Err(e) => {
                 tracing::error!("{}: cannot read request {id}: {e}", A::LABEL);
@@ -418,10 +419,31 @@ impl<A: Adapter> Engine<A> {
             }
         };
         let view = self.view(&req);
-        let updated = tokio::time::timeout(CALL_DEADLINE, self.adapter.update(at, &view)).await;
-        if !matches!(updated, Ok(Ok(()))) {
-            self.bot().metrics().chat_failure(A::NAME, "update");
-            tracing::error!("{}: cannot show the votes on the message of {id}", A::LABEL);
+        let mut places = vec![at.clone()];
+        match self.bot().step_posts(A::NAME, id).await {
+            Ok(posts) => places.extend(posts.into_iter().map(|p| Delivery {
+                request_id: id.clone(),
+                destination: p.destination,
+                handle: p.handle,
+                state: DeliveryState::Open,
+                final_status: None,
+                lease_until: None,
+            })),
+            Err(e) => {
+                tracing::error!("{}: cannot list the pager messages of {id}: {e}", A::LABEL)
+            }
+        }
+        for place in &places {
+            let updated =
+                tokio::time::timeout(CALL_DEADLINE, self.adapter.update(place, &view)).await;
+            if !matches!(updated, Ok(Ok(()))) {
+                self.bot().metrics().chat_failure(A::NAME, "update");
+                tracing::error!(
+                    "{}: cannot show the votes on the message of {id} in {}",
+                    A::LABEL,
+                    place.destination
+                );
+            }
         }
     }
 

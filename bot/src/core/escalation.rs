@@ -606,6 +606,30 @@ impl Bot {
         Ok(out)
     }
 
+    /// The request whose `notify` step posted message `handle` in
+    /// `adapter`, and where.
+    pub async fn step_post_of(
+        &self,
+        adapter: &str,
+        handle: &str,
+    ) -> Result<Option<(String, StepPost)>, DbErr> {
+        Ok(send::Entity::find()
+            .filter(send::Column::Adapter.eq(adapter))
+            .filter(send::Column::Handle.eq(handle))
+            .filter(send::Column::SentAt.is_not_null())
+            .one(&self.db)
+            .await?
+            .and_then(|r| {
+                Some((
+                    r.request_id,
+                    StepPost {
+                        destination: r.destination?,
+                        handle: r.handle?,
+                    },
+                ))
+            }))
+    }
+
     /// The messages `notify` steps posted for request `id` in `adapter`.
     pub async fn step_posts(&self, adapter: &str, id: &str) -> Result<Vec<StepPost>, DbErr> {
         Ok(send::Entity::find()

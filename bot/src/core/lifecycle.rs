@@ -18,6 +18,7 @@ use super::audit::{self, NewEvent};
 use super::entity::{request, vote};
 use super::reviewer::{Intent, Refusal, Reviewer};
 use super::{Bot, RunnerId, feed};
+use crate::config::{Quorum, Requirement};
 use holdpoint_shared::Verdict;
 use holdpoint_shared::annotation::Annotation;
 use holdpoint_shared::protocol::{DecisionMessage, ReviewRequest, Status};
@@ -87,8 +88,13 @@ pub struct StoredRequest {
     /// The approvals counted so far towards its quorum, oldest first
     /// (stored reviewer text); filled by [`Bot::get`] and the web listing.
     pub votes: Vec<String>,
-    /// Approvals it needs ([`crate::config::Quorum`]).
-    pub approvals_required: u32,
+    /// What it needs before it is approved, as chosen when it was
+    /// submitted ([`crate::config::Quorum`]).
+    pub quorum: Requirement,
+    /// By group, the approvals it still needs from that group's members;
+    /// filled with `votes`.
+    #[serde(skip)]
+    pub missing: Vec<(String, u32)>,
 }
 
 impl StoredRequest {
@@ -97,10 +103,17 @@ impl StoredRequest {
         self.decided_by.as_deref().and_then(Reviewer::parse)
     }
 
-    fn from_row(r: request::Model) -> Result<StoredRequest, LifecycleError> {
+    /// The stored row; a request stored before quorums were stored with
+    /// their request needs what `fallback` asks for its risk now.
+    fn from_row(r: request::Model, fallback: &Quorum) -> Result<StoredRequest, LifecycleError> {
         let corrupt = |what: &str| LifecycleError::Corrupt(r.id.clone(), what.to_string());
         let verdict: Verdict =
             serde_json::from_str(&r.verdict).map_err(|e| corrupt(&format!("verdict: {e}")))?;
+        let quorum = match r.quorum.as_deref() {
+            Some(q) => serde_json::from_str::<Requirement>(q)
+                .map_err(|e| corrupt(&format!("quorum: {e}")))?,
+            None => Requirement::of(fallback.for_risk(verdict.risk)),
+        };
         let annotations: Vec<Annotation> = serde_json::from_str(&r.annotations)
             .map_err(|e| corrupt(&format!("annotations: {e}")))?;
         let status = Status::parse(&r.status).ok_or_else(|| corrupt("status"))?;
@@ -127,7 +140,8 @@ impl StoredRequest {
             decided_by: r.decided_by,
             reason: r.reason,
             votes: Vec::new(),
-            approvals_required: 1,
+            quorum,
+            missing: Vec::new(),
         })
     }
 
@@ -165,8 +179,13 @@ pub enum Decided {
     Won(DecisionMessage),
     /// Someone (or the deadline) decided first.
     Already(DecisionMessage),
-    /// The approval was counted; the request waits for more.
-    Voted { approvals: u32, required: u32 },
+    /// The approval was counted; the request waits for more: `required`
+    /// in all, `missing` still from these groups' members.
+    Voted {
+        approvals: u32,
+        required: u32,
+        missing: Vec<(String, u32)>,
+    },
     /// The reviewer may not decide this request; says why.
     Refused(Refusal),
     /// No such request.
@@ -256,15 +275,23 @@ impl Bot {
         let Some(mut r) = request::Entity::find_by_id(id.to_string())
             .one(&self.db)
             .await?
-            .map(StoredRequest::from_row)
+            .map(|row| StoredRequest::from_row(row, &self.config.quorum))
             .transpose()?
         else {
             return Ok(None);
         };
         let mut votes = self.votes_of(std::slice::from_ref(&r.request.id)).await?;
         r.votes = votes.remove(&r.request.id).unwrap_or_default();
-        r.approvals_required = self.config.quorum.for_risk(r.request.risk());
+        r.missing = r.quorum.missing(&self.voter_groups(&r.votes));
         Ok(Some(r))
+    }
+
+    /// The groups of each reviewer (stored text) who voted.
+    pub fn voter_groups(&self, votes: &[String]) -> Vec<Vec<String>> {
+        votes
+            .iter()
+            .map(|v| self.config.groups_of(&self.config.person_of(v)))
+            .collect()
     }
 
     /// The approvals counted for these requests, oldest first, by request.
@@ -296,16 +323,18 @@ impl Bot {
         &self,
         reviewer: &Reviewer,
         current: &StoredRequest,
-        required: u32,
+        required: &Requirement,
         reason: Option<&str>,
     ) -> Result<Decided, LifecycleError> {
         let id = current.request.id.as_str();
         let person = self.config.person_of(&reviewer.to_string());
+        let groups = self.config.groups_of(&person);
         let now = self.now_ms();
         enum Counted {
             Closed,
             Twice,
-            Now(u32),
+            Reserved(Vec<(String, u32)>),
+            Now(u32, Vec<(String, u32)>),
             Approved(DecisionMessage),
         }
         let counted = {
@@ -322,6 +351,23 @@ impl Bot {
                     txn.rollback().await?;
                     return Ok(Counted::Closed);
                 }
+                let before = vote::Entity::find()
+                    .filter(vote::Column::RequestId.eq(id))
+                    .order_by_asc(vote::Column::At)
+                    .all(&txn)
+                    .await?;
+                if before.iter().any(|v| v.person == person) {
+                    txn.rollback().await?;
+                    return Ok(Counted::Twice);
+                }
+                let mut voters: Vec<Vec<String>> = before
+                    .iter()
+                    .map(|v| self.config.groups_of(&v.person))
+                    .collect();
+                if !required.admits(&voters, &groups) {
+                    txn.rollback().await?;
+                    return Ok(Counted::Reserved(required.missing(&voters)));
+                }
                 let inserted = vote::Entity::insert(vote::ActiveModel {
                     request_id: Set(id.to_string()),
                     person: Set(person.clone()),
@@ -335,14 +381,10 @@ impl Bot {
                     txn.rollback().await?;
                     return Ok(Counted::Twice);
                 }
-                let votes: Vec<String> = vote::Entity::find()
-                    .filter(vote::Column::RequestId.eq(id))
-                    .order_by_asc(vote::Column::At)
-                    .all(&txn)
-                    .await?
-                    .into_iter()
-                    .map(|v| v.reviewer)
-                    .collect();
+                voters.push(groups.clone());
+                let mut votes: Vec<String> = before.into_iter().map(|v| v.reviewer).collect();
+                votes.push(reviewer.to_string());
+                let missing = required.missing(&voters);
                 let event = NewEvent::at(
                     now,
                     "request.voted",
@@ -353,15 +395,17 @@ impl Bot {
                         "person": person,
                         "reason": reason,
                         "approvals": votes.len(),
-                        "required": required,
+                        "required": required.approvals,
+                        "groups": groups,
+                        "missing": missing,
                     }),
                 );
                 let approvals = u32::try_from(votes.len()).unwrap_or(u32::MAX);
-                if approvals < required {
+                if !required.met(&voters) {
                     audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
                     feed::record(&txn, id, Status::Pending, now).await?;
                     txn.commit().await?;
-                    return Ok(Counted::Now(approvals));
+                    return Ok(Counted::Now(approvals, missing));
                 }
                 // The quorum is met: the approval commits with this vote.
                 let d = DecisionMessage {
@@ -370,7 +414,8 @@ impl Bot {
                     status: Status::Approved,
                     decided_by: reviewer.to_string(),
                     reason: Some(format!(
-                        "{approvals} of {required} approvals: {}",
+                        "{approvals} of {} approvals: {}",
+                        required.approvals,
                         votes.join(", ")
                     )),
                     decided_at: now,
@@ -415,11 +460,13 @@ impl Bot {
         match counted {
             Counted::Closed => self.already_or_expired(id).await,
             Counted::Twice => Ok(Decided::Refused(Refusal::AlreadyVoted)),
-            Counted::Now(approvals) => {
+            Counted::Reserved(missing) => Ok(Decided::Refused(Refusal::GroupsNeeded(missing))),
+            Counted::Now(approvals, missing) => {
                 self.feed.wake();
                 Ok(Decided::Voted {
                     approvals,
-                    required,
+                    required: required.approvals,
+                    missing,
                 })
             }
             Counted::Approved(d) => {
@@ -489,6 +536,12 @@ impl Bot {
                 })
             })
             .collect();
+        let quorum =
+            self.config
+                .quorum
+                .for_request(&runner.name, req.agent.as_deref(), req.risk());
+        let quorum_json = serde_json::to_string(&quorum)
+            .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("quorum: {e}")))?;
         let verdict = serde_json::to_string(&req.verdict)
             .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("verdict: {e}")))?;
         let annotations = serde_json::to_string(&req.annotations)
@@ -515,6 +568,7 @@ impl Bot {
             decided_by: Set(None),
             reason: Set(None),
             relayed_at: Set(None),
+            quorum: Set(Some(quorum_json)),
         };
         let event = NewEvent::at(
             now,
@@ -533,6 +587,7 @@ impl Bot {
                 "requested_by": requested_by,
                 "expires_at": expires_at,
                 "escalation": {"policy": policy, "steps": planned},
+                "quorum": quorum,
             }),
         );
         let stored = {
@@ -737,10 +792,9 @@ impl Bot {
             Status::Denied
         };
         let reason = clean_reason(intent.reason());
-        let required = self.config.quorum.for_risk(current.request.risk());
-        if intent.is_approval() && required > 1 {
+        if intent.is_approval() && current.quorum.counts_votes() {
             return self
-                .vote(reviewer, &current, required, reason.as_deref())
+                .vote(reviewer, &current, &current.quorum, reason.as_deref())
                 .await;
         }
         let now = self.now_ms();
@@ -1006,7 +1060,7 @@ impl Bot {
         let rows = request::Model::find_by_statement(Statement::from_string(backend, sql))
             .all(&self.db)
             .await?;
-        let mut requests = readable(rows);
+        let mut requests = readable(rows, &self.config.quorum);
         requests.sort_by(|a, b| (a.created_at, &a.request.id).cmp(&(b.created_at, &b.request.id)));
         let counts: Vec<(String, i64)> = request::Entity::find()
             .select_only()
@@ -1065,7 +1119,7 @@ impl Bot {
             .limit(limit)
             .all(&self.db)
             .await?;
-        Ok(readable(rows))
+        Ok(readable(rows, &self.config.quorum))
     }
 
     /// The ids of every pending request, oldest first (no commands: a
@@ -1096,7 +1150,7 @@ impl Bot {
             .limit(limit)
             .all(&self.db)
             .await?;
-        Ok(readable(rows))
+        Ok(readable(rows, &self.config.quorum))
     }
 
     /// How many requests `runner` has pending.
@@ -1124,7 +1178,7 @@ impl Bot {
             .limit(limit)
             .all(&self.db)
             .await?;
-        Ok(readable(rows))
+        Ok(readable(rows, &self.config.quorum))
     }
 
     /// The sweep's work, once: expire what is due, fire the escalation
@@ -1159,9 +1213,9 @@ impl Bot {
     }
 }
 
-fn readable(rows: Vec<request::Model>) -> Vec<StoredRequest> {
+fn readable(rows: Vec<request::Model>, fallback: &Quorum) -> Vec<StoredRequest> {
     rows.into_iter()
-        .filter_map(|r| match StoredRequest::from_row(r) {
+        .filter_map(|r| match StoredRequest::from_row(r, fallback) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!("{e}");

@@ -43,7 +43,7 @@ pub use escalation::{EscalationStep, PageSeen, PageState, StepClaim, StepPost};
 pub use feed::{Change, FeedError, Subscription};
 pub use hub::{ConnId, Outbound};
 pub use lifecycle::{Decided, LifecycleError, PendingQueue, RunnerQueue, StoredRequest, Submitted};
-pub use reviewer::{Directory, Intent, Realm, Refusal, Reviewer};
+pub use reviewer::{Directory, Intent, Realm, Refusal, Reviewer, groups_needed};
 pub use runners::{Auth, RunnerError, RunnerId, RunnerInfo, TOKEN_PREFIX};
 pub use sessions::{
     LOGIN_LINK_TTL_MS, LOGIN_SECRET_HEX, LoginUse, SESSION_SECRET_HEX, SESSION_TTL_MS, Session,

@@ -133,6 +133,16 @@ pub enum Refusal {
     /// from another of their identities).
     #[error("this person already approved the request")]
     AlreadyVoted,
+    /// The approvals still needed must come from members of these groups
+    /// (how many from each), and this person is in none of them.
+    #[error("the approvals still needed must come from {}", groups_needed(.0))]
+    GroupsNeeded(Vec<(String, u32)>),
+}
+
+/// `1 from security and 2 from sre`.
+pub fn groups_needed(missing: &[(String, u32)]) -> String {
+    let parts: Vec<String> = missing.iter().map(|(g, n)| format!("{n} from {g}")).collect();
+    parts.join(" and ")
 }
 
 /// Whether someone in a realm is a reviewer: a chat adapter's user and

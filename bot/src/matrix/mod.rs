@@ -40,8 +40,11 @@ pub struct Matrix {
     client: OnceLock<Client>,
     /// Configured room (id or alias) → room id, once joined.
     rooms: Mutex<HashMap<String, String>>,
-    /// Event id of a review message → its request id.
+    /// Event id of a review message (or its copy in the pager room) →
+    /// its request id.
     messages: Mutex<HashMap<String, String>>,
+    /// Requester's user id → the direct-message room with them.
+    direct: Mutex<HashMap<String, String>>,
 }
 
 /// Starts Matrix if it is configured: spawns the tasks that log in (with
@@ -56,6 +59,7 @@ pub fn start(bot: &Arc<Bot>) -> Option<Arc<Matrix>> {
         client: OnceLock::new(),
         rooms: Mutex::new(HashMap::new()),
         messages: Mutex::new(HashMap::new()),
+        direct: Mutex::new(HashMap::new()),
     });
     bot.set_directory(Realm::Matrix, matrix.clone());
     let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -155,6 +159,7 @@ impl Matrix {
         }
         let mut wanted = vec![self.cfg.room.clone()];
         wanted.extend(self.cfg.routes.iter().map(|r| r.room.clone()));
+        wanted.extend(self.cfg.pager_room.clone());
         for room in wanted {
             let id = client.join(&room).await.map_err(|e| {
                 format!("cannot join {room} (invite the bot, or check the alias): {e}")
@@ -206,9 +211,26 @@ impl Matrix {
                 return None;
             }
         };
-        let d = rows.into_values().find(|d| d.handle == event_id)?;
-        lock(&self.messages).insert(event_id.to_string(), d.request_id.clone());
-        Some((d.request_id, d.destination))
+        if let Some(d) = rows.into_values().find(|d| d.handle == event_id) {
+            lock(&self.messages).insert(event_id.to_string(), d.request_id.clone());
+            return Some((d.request_id, d.destination));
+        }
+        // The copy a notify step posted in the pager room counts too.
+        match self
+            .bot
+            .step_post_of(<Self as chat::Adapter>::NAME, event_id)
+            .await
+        {
+            Ok(Some((id, p))) => {
+                lock(&self.messages).insert(event_id.to_string(), id.clone());
+                Some((id, p.destination))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!("Matrix: cannot look up the pager message {event_id}: {e}");
+                None
+            }
+        }
     }
 
     /// Answers in the thread of `root`.
@@ -305,12 +327,18 @@ impl Matrix {
             Ok(Decided::Voted {
                 approvals,
                 required,
+                missing,
             }) => {
+                let from = if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", crate::core::groups_needed(&missing))
+                };
                 self.answer(
                     &room_id,
                     &root,
                     &format!(
-                        "{}: approval counted, {approvals} of {required}; it waits for another reviewer.",
+                        "{}: approval counted, {approvals} of {required}; it waits for another reviewer{from}.",
                         inc.sender
                     ),
                 )
@@ -429,6 +457,87 @@ impl chat::Adapter for Matrix {
             .send(&at.destination, "m.room.message", &content)
             .await
             .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    const ESCALATES: bool = true;
+
+    async fn remind(&self, at: &Delivery, view: &ReviewView) -> Result<(), String> {
+        let client = self.client()?;
+        let content = render::in_thread(
+            &at.handle,
+            render::mentioning(&self.cfg.reviewers, &render::reminder(view)),
+        );
+        client
+            .send(&at.destination, "m.room.message", &content)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn notify(
+        &self,
+        _req: &StoredRequest,
+        view: &ReviewView,
+    ) -> Result<Option<Posted>, String> {
+        let Some(room) = self.cfg.pager_room.as_deref() else {
+            return Ok(None);
+        };
+        let client = self.client()?;
+        let room_id = self.room_id(room)?;
+        let oncall = if self.cfg.oncall.is_empty() {
+            &self.cfg.reviewers
+        } else {
+            &self.cfg.oncall
+        };
+        let content = render::mentioning(oncall, &render::pager_text(view));
+        let event = client
+            .send(&room_id, "m.room.message", &content)
+            .await
+            .map_err(|e| e.to_string())?;
+        lock(&self.messages).insert(event.clone(), view.id.clone());
+        Ok(Some(Posted {
+            destination: room_id,
+            handle: event,
+        }))
+    }
+
+    async fn tell_requester(
+        &self,
+        req: &StoredRequest,
+        view: &ReviewView,
+        news: chat::News,
+    ) -> Result<bool, String> {
+        let Some(user) = req
+            .request
+            .requested_by
+            .as_deref()
+            .and_then(Reviewer::parse)
+            .filter(|r| r.realm == Realm::Matrix && Client::is_user_id(&r.id))
+        else {
+            return Ok(false);
+        };
+        let client = self.client()?;
+        let known = lock(&self.direct).get(&user.id).cloned();
+        let room_id = match known {
+            Some(r) => r,
+            None => {
+                let r = client
+                    .direct_room(&user.id)
+                    .await
+                    .map_err(|e| format!("cannot open a direct room with {}: {e}", user.id))?;
+                lock(&self.direct).insert(user.id.clone(), r.clone());
+                r
+            }
+        };
+        let text = match news {
+            chat::News::Ended => render::requester_outcome(view),
+            chat::News::Escalated => render::requester_escalated(view),
+        };
+        client
+            .send(&room_id, "m.room.message", &render::message(&text))
+            .await
+            .map(|_| true)
             .map_err(|e| e.to_string())
     }
 }

@@ -131,6 +131,16 @@ pub fn request_text(v: &ReviewView) -> Text {
         }
     }
 
+    // A request that needs several approvals says how many it has.
+    if pending && v.counts_votes() {
+        let line = format!(
+            "👥 {}",
+            v.vote_line(|r| r.strip_prefix("matrix:").unwrap_or(r).to_string())
+        );
+        body.push_str(&format!("{}\n", visible(&line, true)));
+        html.push_str(&format!("<p>{}</p>", escape(&line)));
+    }
+
     body.push_str(&format!("\n{}\n", indent(&v.command)));
     html.push_str(&format!("<pre><code>{}</code></pre>", escape(&v.command)));
     if v.command_hidden > 0 {
@@ -277,7 +287,11 @@ pub fn edit_content(event_id: &str, v: &ReviewView) -> Value {
 
 /// A message in the thread of `root`.
 pub fn thread_content(root: &str, text: &Text) -> Value {
-    let mut c = message(text);
+    in_thread(root, message(text))
+}
+
+/// Message content `c`, placed in the thread of `root`.
+pub fn in_thread(root: &str, mut c: Value) -> Value {
     c["m.relates_to"] = json!({
         "rel_type": "m.thread",
         "event_id": root,
@@ -314,6 +328,85 @@ pub fn outcome_reply(v: &ReviewView) -> Text {
     t
 }
 
+/// `text` led by mentions of `users` (full user ids from the bot's
+/// configuration): their ids in the body, pills in the HTML, and exactly
+/// them in `m.mentions`, so only they are notified.
+pub fn mentioning(users: &[String], text: &Text) -> Value {
+    let mut c = message(text);
+    if users.is_empty() {
+        return c;
+    }
+    let pills: Vec<String> = users
+        .iter()
+        .map(|u| format!("<a href=\"https://matrix.to/#/{0}\">{0}</a>", escape(u)))
+        .collect();
+    c["body"] = json!(format!("{}: {}", users.join(" "), text.body));
+    c["formatted_body"] = json!(format!("{}: {}", pills.join(" "), text.html));
+    c["m.mentions"] = json!({ "user_ids": users });
+    c
+}
+
+/// The reminder an escalation step posts in the request's thread.
+pub fn reminder(v: &ReviewView) -> Text {
+    plain(&format!(
+        "⏰ Still waiting for a reviewer: {} · expires {} (no answer is a denial) · web queue: {}",
+        visible(&cut(&v.summary, 300), true),
+        rfc3339(v.expires_at),
+        v.link
+    ))
+}
+
+/// The message an escalation step posts in the pager room: the review
+/// message under a line that says it is escalated.
+pub fn pager_text(v: &ReviewView) -> Text {
+    let lead = format!(
+        "🚨 Escalated: nobody has answered this request since {}",
+        rfc3339(v.created_at)
+    );
+    let t = request_text(v);
+    Text {
+        body: format!("{lead}\n{}", t.body),
+        html: format!("<p><strong>{}</strong></p>{}", escape(&lead), t.html),
+    }
+}
+
+/// The direct message that tells a requester how their request ended.
+pub fn requester_outcome(v: &ReviewView) -> Text {
+    let mut t = plain(&format!(
+        "Your agent's request: {}\n{}",
+        visible(&cut(&v.summary, 300), true),
+        outcome_line(v.outcome.as_ref())
+    ));
+    if let Some(reason) = v
+        .outcome
+        .as_ref()
+        .and_then(|o| o.reason.as_deref())
+        .filter(|s| !s.trim().is_empty())
+    {
+        let reason = cut(reason, 2000);
+        t.body
+            .push_str(&format!("\nReason: {}", visible(&reason, true)));
+        t.html
+            .push_str(&format!("<br>Reason: {}", escape_lines(&reason)));
+    }
+    t.body.push_str(&format!("\nWeb queue: {}", v.link));
+    t.html.push_str(&format!(
+        "<br><a href=\"{}\">web queue</a>",
+        escape(&v.link)
+    ));
+    t
+}
+
+/// The direct message that tells a requester their request was escalated.
+pub fn requester_escalated(v: &ReviewView) -> Text {
+    plain(&format!(
+        "⏫ Nobody has answered your agent's request yet, so it was posted to the on-call reviewers: {}\nIt expires {} (no answer is a denial) · web queue: {}",
+        visible(&cut(&v.summary, 300), true),
+        rfc3339(v.expires_at),
+        v.link
+    ))
+}
+
 /// What a Matrix user is told when the core did not count their decision.
 pub fn refusal(r: &Refusal) -> String {
     match r {
@@ -323,6 +416,7 @@ pub fn refusal(r: &Refusal) -> String {
         Refusal::CommandChanged => "Refused: the command changed since you saw it; look at it again.".into(),
         Refusal::OtherRunner => "Refused: another runner submitted this request.".into(),
         Refusal::AlreadyVoted => "Not counted again: your approval is counted already (perhaps from another of your accounts); it waits for another reviewer.".into(),
+        Refusal::GroupsNeeded(missing) => format!("Not counted: the approvals still needed must come from {}, and you are in none of those groups.", crate::core::groups_needed(missing)),
     }
 }
 

@@ -509,13 +509,19 @@ async fn decide(
         Ok(Decided::Voted {
             approvals,
             required,
+            missing,
         }) => {
+            let from = if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", crate::core::groups_needed(&missing))
+            };
             slack
                 .tell(
                     channel,
                     user,
                     &format!(
-                        "Your approval is counted: {approvals} of {required}. The command runs once {} more reviewers approve.",
+                        "Your approval is counted: {approvals} of {required}. The command runs once {} more reviewers approve{from}.",
                         required.saturating_sub(approvals)
                     ),
                 )

@@ -192,18 +192,8 @@ pub fn request_message(v: &ReviewView) -> Message {
     }
 
     // A request that needs several approvals says how many it has.
-    if pending && v.approvals_required > 1 {
-        let who_voted: Vec<String> = v.votes.iter().map(|r| who(r)).collect();
-        let line = format!(
-            "👥 {} of {} approvals{}",
-            v.votes.len(),
-            v.approvals_required,
-            if who_voted.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", who_voted.join(", "))
-            }
-        );
+    if pending && v.counts_votes() {
+        let line = format!("👥 {}", v.vote_line(|r| who(r)));
         blocks.push(json!({
             "type": "section",
             "block_id": "hp_votes",
@@ -505,6 +495,7 @@ pub fn refusal(r: &Refusal) -> String {
         Refusal::CommandChanged => "Refused: the command changed since you saw it; look at it again.".into(),
         Refusal::OtherRunner => "Refused: another runner submitted this request.".into(),
         Refusal::AlreadyVoted => "Your approval is counted already (perhaps from another of your accounts); it waits for another reviewer.".into(),
+        Refusal::GroupsNeeded(missing) => format!("Not counted: the approvals still needed must come from {}, and you are in none of those groups.", crate::core::groups_needed(missing)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (see [`same_origin_json`]).
 
 use super::auth;
+use crate::config::Requirement;
 use crate::core::Session;
 use crate::core::{Bot, Decided, Intent, LifecycleError, Refusal};
 use axum::Json;
@@ -153,24 +154,28 @@ async fn with_escalation(bot: &Bot, entries: &mut [Value]) -> Result<(), Respons
             .unwrap_or_default()
             .to_string();
         let these = steps.get(&id).cloned().unwrap_or_default();
-        let risk: holdpoint_shared::Risk = e
-            .pointer("/verdict/risk")
-            .and_then(|r| serde_json::from_value(r.clone()).ok())
-            .unwrap_or(holdpoint_shared::Risk::Critical);
+        let voted = votes.get(&id).cloned().unwrap_or_default();
+        let quorum: Requirement = e
+            .get("quorum")
+            .and_then(|q| serde_json::from_value(q.clone()).ok())
+            .unwrap_or_else(|| {
+                // Unreadable: say the most a request can need.
+                Requirement::of(u32::MAX)
+            });
+        let missing: Vec<Value> = quorum
+            .missing(&bot.voter_groups(&voted))
+            .into_iter()
+            .map(|(g, n)| json!({"group": g, "approvals": n}))
+            .collect();
         if let Some(obj) = e.as_object_mut() {
             obj.insert("escalation".into(), json!(these));
             obj.insert(
                 "pages".into(),
                 json!(pages.get(&id).cloned().unwrap_or_default()),
             );
-            obj.insert(
-                "votes".into(),
-                json!(votes.get(&id).cloned().unwrap_or_default()),
-            );
-            obj.insert(
-                "approvals_required".into(),
-                json!(bot.config().quorum.for_risk(risk)),
-            );
+            obj.insert("votes".into(), json!(voted));
+            obj.insert("approvals_required".into(), json!(quorum.approvals));
+            obj.insert("missing".into(), json!(missing));
         }
     }
     Ok(())
@@ -388,9 +393,14 @@ async fn decide(
         Ok(Decided::Voted {
             approvals,
             required,
+            missing,
         }) => (
             StatusCode::ACCEPTED,
-            Json(json!({ "voted": { "approvals": approvals, "required": required } })),
+            Json(json!({ "voted": {
+                "approvals": approvals,
+                "required": required,
+                "missing": missing.iter().map(|(g, n)| json!({"group": g, "approvals": n})).collect::<Vec<_>>(),
+            } })),
         )
             .into_response(),
         Ok(Decided::Refused(why)) => (
@@ -408,8 +418,8 @@ async fn decide(
 }
 
 /// A refusal as the page shows it.
-pub fn refusal(r: &Refusal) -> &'static str {
-    match r {
+pub fn refusal(r: &Refusal) -> String {
+    let text = match r {
         Refusal::OwnRequest => "you asked for this command to run, so someone else must approve it",
         Refusal::CommandChanged => "the command changed since you saw it; look at it again",
         Refusal::NotAReviewer => "you are not one of the reviewers",
@@ -418,7 +428,14 @@ pub fn refusal(r: &Refusal) -> &'static str {
         }
         Refusal::OtherRunner => "another runner submitted this request",
         Refusal::AlreadyVoted => "your approval is counted already; it waits for another reviewer",
-    }
+        Refusal::GroupsNeeded(missing) => {
+            return format!(
+                "not counted: the approvals still needed must come from {}, and you are in none of those groups",
+                crate::core::groups_needed(missing)
+            );
+        }
+    };
+    text.to_string()
 }
 
 /// `POST /api/requests/{id}/approve`.

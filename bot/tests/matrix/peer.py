@@ -10,6 +10,7 @@ Driven by JSON lines on stdin, one answer line on stdout per command:
   {"op": "react", "who": "alice", "room": "!…", "event_id": "$…", "key": "✅"}
   {"op": "reply", "who": "alice", "room": "!…", "root": "$…", "body": "deny no"}
   {"op": "events", "who": "alice", "room": "!…"}
+  {"op": "accept_invites", "who": "dave"}   (joins every room dave is invited to)
 Each command syncs its client first, then uploads, queries and claims keys
 and sends to-device messages (which nio's sync alone does not do).
 Events come back as each client received them: `source` (decrypted when it
@@ -201,6 +202,20 @@ async def list_events(cmd):
     return {"events": out}
 
 
+async def accept_invites(cmd):
+    c = clients[cmd["who"]]
+    await settle(c)
+    joined = []
+    for room_id in list(c.invited_rooms):
+        r = await c.join(room_id)
+        if not isinstance(r, JoinResponse):
+            raise RuntimeError(f"join {room_id}: {r}")
+        joined.append(r.room_id)
+    if joined:
+        await settle(c)
+    return {"rooms": joined}
+
+
 async def whoami(cmd):
     return {"ok": True}
 
@@ -213,6 +228,7 @@ OPS = {
     "react": react,
     "reply": reply,
     "events": list_events,
+    "accept_invites": accept_invites,
     "ping": whoami,
 }
 

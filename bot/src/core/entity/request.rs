@@ -31,6 +31,9 @@ pub struct Model {
     pub relayed_at: Option<i64>,
     /// The identity (`runners.id`) that submitted it.
     pub runner_id: Option<i64>,
+    /// What it needs before it is approved (`config::Requirement`, as
+    /// JSON), chosen at submission; `None` for requests stored before.
+    pub quorum: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
