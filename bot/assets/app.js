@@ -159,6 +159,9 @@
   let pendingEl, recentEl, noticesEl, bannerEl, connEl;
   const cards = new Map(); // request id -> card
   let recentById = new Map();
+  // Who this page decides as (`web:alice`): their own agents' requests are
+  // marked, and they hear when one is escalated and how it ends.
+  let me = '';
   let recentKey = '';
   let clockOffset = 0; // bot clock minus ours
   let stopped = false;
@@ -418,7 +421,8 @@
     const created = num(field(r, 'created_at'));
     const expires = num(field(r, 'expires_at'));
 
-    const card = { id, hash, risk, busy: false, decidedHere: false, summary: summaryOf(r) };
+    const mine = me !== '' && str(field(r, 'requested_by')) === me;
+    const card = { id, hash, risk, busy: false, decidedHere: false, summary: summaryOf(r), mine };
     const root = el('article', 'card risk-' + risk);
     if (ID_RE.test(id)) {
       root.id = id;
@@ -428,6 +432,7 @@
 
     const head = el('header', 'card-head');
     head.append(badge(risk, 'risk risk-' + risk));
+    if (mine) head.append(badge('your request', 'mine'));
     const where = el('span', 'where');
     where.append(txt('span', 'plain', field(r, 'runner')), document.createTextNode(' on '), txt('span', 'plain', field(r, 'host')));
     const agent = str(field(r, 'agent'));
@@ -439,6 +444,7 @@
     head.append(age, escal, left);
     let steps = [];
     let pages = [];
+    let escalatedSeen = null;
     const votesEl = el('div', 'votes');
     // What changes while it waits: escalation steps and votes.
     card.live = (r) => {
@@ -448,6 +454,15 @@
       pages = arr(field(r, 'pages'))
         .map((p) => ({ pager: oneOf(field(p, 'pager'), ['pagerduty', 'opsgenie']), state: oneOf(field(p, 'state'), ['sending', 'open', 'resolved', 'failed']) }))
         .filter((p) => p.pager && p.state);
+      // The requester hears once that nobody answered and it went on-call.
+      const escalated = steps.some((s) => s.action !== 'remind' && s.fired !== null);
+      if (mine && escalatedSeen === false && escalated) {
+        notice('escalated', (n) => {
+          n.append(document.createTextNode("Nobody has answered your agent's request yet, so it went to the on-call reviewers: "),
+            txt('code', 'plain', card.summary));
+        });
+      }
+      escalatedSeen = escalated;
       const required = num(field(r, 'approvals_required')) || 1;
       const votes = arr(field(r, 'votes')).map(str);
       // By group, the approvals still needed from its members.
@@ -767,7 +782,7 @@
     if (!isObj(data)) throw new Error('not an object');
     const now = num(field(data, 'now'));
     if (now !== null) clockOffset = now - Date.now();
-    const me = str(field(data, 'reviewer'));
+    me = str(field(data, 'reviewer'));
     const who = $('who');
     who.replaceChildren();
     if (me) who.append(document.createTextNode('deciding as '), txt('span', 'plain', me));
@@ -818,6 +833,7 @@
       const status = oneOf(field(r, 'status'), STATUSES);
       notice(status || 'conflict', (n) => {
         if (status) {
+          if (card.mine) n.append(document.createTextNode("Your agent's request "));
           describeDecision(n, card.summary, status, str(field(r, 'decided_by')), str(field(r, 'reason')));
         } else {
           n.append(txt('code', 'plain', card.summary), document.createTextNode(' is no longer waiting.'));

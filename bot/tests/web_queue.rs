@@ -610,7 +610,9 @@ fn web_queue_in_headless_chromium() {
             }
         };
         if line == "HOLDPOINT NEED late" {
-            let r = classified("git clean -fdx");
+            // Asked for by the reviewer the page logs in as.
+            let mut r = classified("git clean -fdx");
+            r.requested_by = Some("web:local".into());
             runner.submit(&r);
             answer(&mut stdin, &format!("late {}", r.id));
             late = Some(r);
@@ -625,7 +627,16 @@ fn web_queue_in_headless_chromium() {
     let result = result.unwrap();
     assert!(status.success(), "the browser script failed: {result}");
     assert_eq!(result["ok"], true, "{result}");
-    assert!(late.is_some(), "the script never asked for a late request");
+    let Some(late) = late else {
+        panic!("the script never asked for a late request");
+    };
+    // The requester's own request: their click was refused, the CLI's
+    // denial reached the runner.
+    let d = runner.decision_for(&late.id, DECIDED_WITHIN);
+    assert_eq!(
+        (d.status, d.decided_by.as_str(), d.reason.as_deref()),
+        (Status::Denied, "cli:tester", Some("not on a Friday"))
+    );
 
     // What the reviewer did in the browser reached the runner.
     let d = runner.decision_for(&hostile.id, DECIDED_WITHIN);

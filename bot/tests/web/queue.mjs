@@ -209,6 +209,13 @@ try {
   await card(lateId).waitFor({ timeout: 8000 });
   result.timings.late_request_ms = Date.now() - t;
   log(`a new request appeared after ${result.timings.late_request_ms} ms`);
+  // It is this reviewer's own agent's: marked, and their approval refused.
+  const mine = card(lateId);
+  check((await mine.locator('.badge.mine').textContent()) === 'your request', 'the requester sees their own request marked');
+  await mine.locator('.actions button.approve').click();
+  await mine.locator('.card-msg', { hasText: 'someone else must approve it' }).waitFor({ timeout: 5000 });
+  check((await mine.count()) === 1, 'the requester cannot approve their own request');
+  log('own request marked and its self-approval refused');
 
   // 7. Deny the hostile request with a reason.
   await h.locator('.actions button.deny').click();
@@ -257,6 +264,17 @@ try {
   check((await page.locator('.notice').allTextContents()).some((x) => x.includes('cli:tester')), 'a notice says someone else decided');
   check(await page.evaluate(() => typeof window.holdpointMarker === 'string'), 'the page was not reloaded');
   log(`a decision made by the CLI removed the card after ${result.timings.foreign_decision_ms} ms`);
+
+  // 11. Someone denies the requester's own request: they are told.
+  execFileSync(cfg.botBin, ['deny', lateId, '--reason', 'not on a Friday'], {
+    env: { ...process.env, ...cfg.botEnv },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  await card(lateId).waitFor({ state: 'detached', timeout: 8000 });
+  const told = (await page.locator('.notice').allTextContents()).find((x) => x.includes("Your agent's request"));
+  check(told && told.includes('denied') && told.includes('cli:tester') && told.includes('not on a Friday'),
+    'the requester hears who denied their request and why: ' + told);
+  log('the requester was told the outcome');
 
   if (process.env.HOLDPOINT_SCREENSHOT) {
     await page.screenshot({ path: process.env.HOLDPOINT_SCREENSHOT.replace(/(\.png)?$/, '-after.png'), fullPage: true });
