@@ -18,12 +18,21 @@
 //!   reviewer to `POST /slack/interactions`, and times it from just before
 //!   the POST to the moment the runner's socket yields the decision (goal:
 //!   p99 at most 10 ms).
+//! - Phase M, Matrix relay latency: a third bot, logged in to a real
+//!   Synapse on loopback (the Matrix test environment,
+//!   `HOLDPOINT_MATRIX_VENV`; skipped, saying so, without it), a reviewer
+//!   played by a matrix-nio client. For each request the reviewer waits
+//!   for the review message, then reacts ✅; timed from just before the
+//!   client's send of the reaction to the moment the runner's socket yields
+//!   the decision (the homeserver's delivery to the bot's sync included;
+//!   no goal of its own: reported beside the Slack one).
 //!
 //! ```text
 //! cargo bench -p holdpoint-bot --bench relay
 //! cargo bench -p holdpoint-bot --bench relay -- --runners 10000
 //! cargo bench -p holdpoint-bot --bench relay --profile dev -- --quick
 //! cargo bench -p holdpoint-bot --bench relay -- --only slack
+//! cargo bench -p holdpoint-bot --bench relay -- --only matrix
 //! ```
 //!
 //! Options: `--runners N` (phase A's largest step, default 10000),
@@ -35,8 +44,9 @@
 //! call, as a human would; default 0),
 //! `--approve api|cli|auto` (default auto: the web API, or the
 //! `holdpoint-bot approve` command if the API is missing),
-//! `--slack-relays N` (phase S, default 300), `--only web|slack` (only
-//! phases A to C, or only phase S), `--quick` (every phase, smaller),
+//! `--slack-relays N` (phase S, default 300), `--matrix-relays N` (phase
+//! M, default 100), `--only web|slack|matrix` (only phases A to C, only
+//! phase S, or only phase M), `--quick` (every phase, smaller),
 //! `--keep` (keep the data directory). `HOLDPOINT_BOT_BIN` runs another
 //! build of the bot; `HOLDPOINT_LOG` sets its log level (default `warn`).
 
@@ -85,6 +95,8 @@ enum Only {
     Web,
     /// Phase S: the bot with Slack.
     Slack,
+    /// Phase M: the bot with Matrix.
+    Matrix,
 }
 
 #[derive(Debug)]
@@ -99,6 +111,7 @@ struct Opts {
     think: Duration,
     via: Via,
     slack_relays: usize,
+    matrix_relays: usize,
     only: Only,
     keep: bool,
     quick: bool,
@@ -119,6 +132,7 @@ fn parse_opts() -> Result<Opts> {
             think: Duration::ZERO,
             via: Via::Auto,
             slack_relays: 50,
+            matrix_relays: 20,
             only: Only::All,
             keep: false,
             quick,
@@ -135,6 +149,7 @@ fn parse_opts() -> Result<Opts> {
             think: Duration::ZERO,
             via: Via::Auto,
             slack_relays: 300,
+            matrix_relays: 100,
             only: Only::All,
             keep: false,
             quick,
@@ -162,11 +177,15 @@ fn parse_opts() -> Result<Opts> {
             "--relay-runners" => o.relay_runners = num(value(a)?, a)?,
             "--relays" => o.relays = num(value(a)?, a)?,
             "--slack-relays" => o.slack_relays = num(value(a)?, a)?,
+            "--matrix-relays" => o.matrix_relays = num(value(a)?, a)?,
             "--only" => {
                 o.only = match value(a)?.as_str() {
                     "web" => Only::Web,
                     "slack" => Only::Slack,
-                    other => return Err(format!("--only {other}: use web or slack").into()),
+                    "matrix" => Only::Matrix,
+                    other => {
+                        return Err(format!("--only {other}: use web, slack or matrix").into());
+                    }
                 }
             }
             "--concurrency" => o.concurrency = num(value(a)?, a)?,
@@ -198,7 +217,7 @@ fn parse_opts() -> Result<Opts> {
                 println!(
                     "relay bench: --runners N --relay-runners N --relays N --seconds S \
                      --concurrency N --reviewers N --think-ms N --approve api|cli|auto \
-                     --slack-relays N --only web|slack --quick --keep"
+                     --slack-relays N --matrix-relays N --only web|slack|matrix --quick --keep"
                 );
                 std::process::exit(0);
             }
@@ -837,11 +856,29 @@ async fn run(opts: Opts) -> Result<()> {
     println!("  cores:      {cores} (the bench's runners and reviewers share them with the bot)");
 
     let mut summary = Summary::default();
-    if opts.only != Only::Slack {
+    if matches!(opts.only, Only::All | Only::Web) {
         web_phases(&bin, &verdict, &opts, &mut summary).await?;
     }
-    if opts.only != Only::Web {
+    if matches!(opts.only, Only::All | Only::Slack) {
         slack_phase(&bin, &verdict, &opts, &mut summary).await?;
+    }
+    if matches!(opts.only, Only::All | Only::Matrix) {
+        let (bin, n, warmup) = (bin.clone(), opts.matrix_relays, opts.warmup.min(5));
+        let v = verdict.clone();
+        let r = tokio::task::spawn_blocking(move || phase_m(&bin, &v, n, warmup)).await?;
+        match r {
+            Ok(Some(d)) => {
+                print_dist("✅ sent → Decision at runner", &d);
+                summary.row(
+                    "Matrix reaction relay (reported, no goal)",
+                    format!("p50 {} p99 {} (n={})", ms(d.p50), ms(d.p99), d.n),
+                    "-".into(),
+                    d.n == n,
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
     }
 
     println!("\nSummary ({cores} cores; bot build: {profile})");
@@ -859,6 +896,75 @@ async fn run(opts: Opts) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Phase M: the Matrix relay, blocking (the Matrix test kit is), on its
+/// own bot and homeserver. `None`: skipped (no Matrix test environment).
+fn phase_m(bin: &Path, verdict: &Verdict, n: usize, warmup: usize) -> Result<Option<Dist>> {
+    use holdpoint_testkit::matrix::{Synapse, is_request_message, python};
+    let py = match python() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("\nPhase M: Matrix relay latency skipped: {why}");
+            return Ok(None);
+        }
+    };
+    println!("\nPhase M: Matrix relay latency, {n} reactions after {warmup} warm-up");
+    let hs = Synapse::start(&py);
+    let peer = hs.peer();
+    let bot_user = peer.register("holdpoint", "bench-bot-pw");
+    peer.user("alice", "alice-pw");
+    let room = peer.create_room("alice", false, &[&bot_user], serde_json::json!({}));
+    let bot = BotOptions::new()
+        .bin(bin)
+        .env("HOLDPOINT_MATRIX_HOMESERVER", hs.url())
+        .env("HOLDPOINT_MATRIX_USER_ID", bot_user)
+        .env("HOLDPOINT_MATRIX_PASSWORD", "bench-bot-pw")
+        .env("HOLDPOINT_MATRIX_ROOM", room.clone())
+        .env("HOLDPOINT_MATRIX_REVIEWERS", "@alice:localhost")
+        .try_start()?;
+    bot.wait_log("Matrix: ready as", Duration::from_secs(90));
+    println!(
+        "  bot pid {} on {}, Synapse on {}, reviewer @alice:localhost (matrix-nio), a plain room",
+        bot.pid(),
+        bot.url(),
+        hs.url()
+    );
+    let mut runner = holdpoint_testkit::Runner::connect(&bot);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..(warmup + n) {
+        let req = request(verdict);
+        runner.submit(&req);
+        let msg = peer.wait_event(
+            "alice",
+            &room,
+            "the review message",
+            Duration::from_secs(30),
+            |e| is_request_message(e, &req.id),
+        );
+        let event = msg["event_id"].as_str().unwrap_or_default().to_string();
+        let sent = peer.call(serde_json::json!({
+            "op": "react", "who": "alice", "room": room, "event_id": event, "key": "✅",
+        }));
+        let d = runner
+            .decision(Duration::from_secs(30))
+            .ok_or_else(|| format!("no decision for request {i}"))?;
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0);
+        if d.status != Status::Approved {
+            return Err(format!("request {i} ended {:?}", d.status).into());
+        }
+        let sent_at = sent["sent_at_ms"]
+            .as_f64()
+            .ok_or("the peer did not say when it sent")?;
+        if i >= warmup {
+            let took_ms = (at - sent_at).max(0.0);
+            lat.push(Duration::from_secs_f64(took_ms / 1e3));
+        }
+    }
+    Ok(Some(dist(lat)))
 }
 
 /// The runner tokens: the auto-registered `local`, and a few more.

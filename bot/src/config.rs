@@ -279,9 +279,7 @@ fn load_quorum_rules(
                 ));
             }
             if *n == 0 {
-                return Err(format!(
-                    "{at}.from.{g} = 0: leave the group out instead"
-                ));
+                return Err(format!("{at}.from.{g} = 0: leave the group out instead"));
             }
         }
         let reserved: u32 = r.from.values().fold(0u32, |a, n| a.saturating_add(*n));
@@ -692,6 +690,9 @@ struct MatrixFile {
     verified_devices_only: Option<bool>,
     pager_room: Option<String>,
     oncall: Option<Vec<String>>,
+    recovery_key: Option<String>,
+    recovery_key_file: Option<PathBuf>,
+    device_lease: Option<String>,
     #[serde(default)]
     routes: Vec<MatrixRoute>,
 }
@@ -745,6 +746,13 @@ pub struct MatrixConfig {
     pub pager_room: Option<String>,
     /// Whom a `notify` step mentions there (the reviewers when empty).
     pub oncall: Vec<String>,
+    /// The key (or passphrase) of the bot's secret storage: restores its
+    /// cross-signing identity on a new device, and protects a new secret
+    /// storage instead of a generated key.
+    pub recovery_key: Option<Secret>,
+    /// How long the replica that uses the Matrix device holds it in the
+    /// database without renewing it; after that another may take over.
+    pub device_lease: Duration,
 }
 
 impl MatrixConfig {
@@ -771,6 +779,7 @@ impl std::fmt::Debug for MatrixConfig {
             .field("routes", &self.routes)
             .field("pager_room", &self.pager_room)
             .field("oncall", &self.oncall)
+            .field("recovery_key", &self.recovery_key.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }
 }
@@ -1674,6 +1683,30 @@ fn load_matrix(
         }),
         None => file.verified_devices_only,
     };
+    let recovery_key = secret_of(
+        "HOLDPOINT_MATRIX_RECOVERY_KEY",
+        "HOLDPOINT_MATRIX_RECOVERY_KEY_FILE",
+        file.recovery_key,
+        file.recovery_key_file,
+        "matrix.recovery_key",
+        bad_file,
+    )?;
+    let device_lease = match env("HOLDPOINT_MATRIX_DEVICE_LEASE").or(file.device_lease) {
+        Some(v) => {
+            let d = parse_duration(&v).map_err(|e| ConfigError::Env {
+                var: "HOLDPOINT_MATRIX_DEVICE_LEASE",
+                value: v.clone(),
+                message: e,
+            })?;
+            if d < Duration::from_secs(2) {
+                return Err(bad_file(format!(
+                    "matrix.device_lease = {v:?} is too short: at least 2s"
+                )));
+            }
+            d
+        }
+        None => Duration::from_secs(30),
+    };
     let pager_room = env("HOLDPOINT_MATRIX_PAGER_ROOM")
         .or(file.pager_room)
         .map(|r| r.trim().to_string())
@@ -1825,6 +1858,8 @@ fn load_matrix(
         routes,
         pager_room,
         oncall,
+        recovery_key,
+        device_lease,
     }))
 }
 

@@ -395,7 +395,10 @@ fn report(d: Decided) -> Result<ExitCode> {
             let from = if missing.is_empty() {
                 String::new()
             } else {
-                format!(", {} among them", holdpoint_bot::core::groups_needed(&missing))
+                format!(
+                    ", {} among them",
+                    holdpoint_bot::core::groups_needed(&missing)
+                )
             };
             println!("approval counted: {approvals} of {required}; it waits for more{from}");
             Ok(ExitCode::SUCCESS)

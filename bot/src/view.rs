@@ -125,7 +125,11 @@ impl ReviewView {
     /// the groups still need: `; still needs 1 from security`.
     pub fn vote_line(&self, who: impl Fn(&str) -> String) -> String {
         let voters: Vec<String> = self.votes.iter().map(|v| who(v)).collect();
-        let mut line = format!("{} of {} approvals", self.votes.len(), self.approvals_required);
+        let mut line = format!(
+            "{} of {} approvals",
+            self.votes.len(),
+            self.approvals_required
+        );
         if !voters.is_empty() {
             line.push_str(": ");
             line.push_str(&voters.join(", "));

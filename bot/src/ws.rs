@@ -495,8 +495,6 @@ fn refusal(r: &Refusal) -> &'static str {
         Refusal::NotAReviewer
         | Refusal::DirectoryUnavailable
         | Refusal::AlreadyVoted
-        | Refusal::GroupsNeeded(_) => {
-            "a runner cannot decide"
-        }
+        | Refusal::GroupsNeeded(_) => "a runner cannot decide",
     }
 }

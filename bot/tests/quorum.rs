@@ -223,7 +223,10 @@ async fn one_from_sre_and_one_from_security_approve_a_prod_request_and_a_second_
     let req = force_push();
     bot.submit(&prod, &req).await.expect("submit");
     let r = bot.get(&req.id).await.expect("get").expect("stored");
-    assert_eq!(r.quorum.approvals, 2, "from's total when approvals is left out");
+    assert_eq!(
+        r.quorum.approvals, 2,
+        "from's total when approvals is left out"
+    );
     assert_eq!(
         r.missing,
         vec![("security".to_string(), 1), ("sre".to_string(), 1)]

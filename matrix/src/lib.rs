@@ -57,6 +57,28 @@ pub enum MatrixError {
     NotInRoom(String),
     #[error("the homeserver answered without an event id")]
     NoEventId,
+    #[error("secret storage: {0}")]
+    Recovery(Box<matrix_sdk::encryption::recovery::RecoveryError>),
+}
+
+impl From<matrix_sdk::encryption::recovery::RecoveryError> for MatrixError {
+    fn from(e: matrix_sdk::encryption::recovery::RecoveryError) -> MatrixError {
+        MatrixError::Recovery(Box::new(e))
+    }
+}
+
+/// What [`Matrix::set_up_recovery`] did with secret storage (where the
+/// bot's cross-signing keys and room-key backup are kept, encrypted with a
+/// recovery key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// There was none: it was created, with this recovery key, which is
+    /// shown to nobody else and never again.
+    Created(String),
+    /// There was none: it was created, protected by the passphrase given.
+    Passphrase,
+    /// It exists already.
+    Existing,
 }
 
 impl From<matrix_sdk::Error> for MatrixError {
@@ -284,6 +306,34 @@ impl Matrix {
         }
     }
 
+    async fn restore_identity_inner(&self, key: &str) -> Result<bool, MatrixError> {
+        let enc = self.client.encryption();
+        if !enc.secret_storage().is_enabled().await? {
+            return Ok(false);
+        }
+        enc.recovery().recover(key).await?;
+        Ok(true)
+    }
+
+    async fn set_up_recovery_inner(
+        &self,
+        passphrase: Option<&str>,
+    ) -> Result<Recovery, MatrixError> {
+        let enc = self.client.encryption();
+        if enc.secret_storage().is_enabled().await? {
+            return Ok(Recovery::Existing);
+        }
+        let recovery = enc.recovery();
+        let enable = recovery.enable();
+        match passphrase {
+            Some(p) => {
+                enable.with_passphrase(p).await?;
+                Ok(Recovery::Passphrase)
+            }
+            None => Ok(Recovery::Created(enable.await?)),
+        }
+    }
+
     /// Syncs once, so the rooms and members the bot is in are known.
     async fn sync_once_inner(&self) -> Result<(), MatrixError> {
         self.client
@@ -454,6 +504,29 @@ impl Matrix {
         password: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), MatrixError>> {
         Box::pin(self.bootstrap_cross_signing_inner(password))
+    }
+
+    /// Opens the existing secret storage with `key` (a recovery key or
+    /// the passphrase it was made with) and imports the bot's
+    /// cross-signing identity from it, signing this device with it.
+    /// `false`: there is none yet. Call it before
+    /// [`Matrix::bootstrap_cross_signing`] on a new device, so that the
+    /// identity is restored rather than replaced.
+    pub fn restore_identity<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<bool, MatrixError>> {
+        Box::pin(self.restore_identity_inner(key))
+    }
+
+    /// Creates secret storage (with a key backup) if there is none, and
+    /// puts the bot's cross-signing keys in it: protected by `passphrase`
+    /// when given, else by a new recovery key that is returned, once.
+    pub fn set_up_recovery<'a>(
+        &'a self,
+        passphrase: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Recovery, MatrixError>> {
+        Box::pin(self.set_up_recovery_inner(passphrase))
     }
 
     /// Syncs once, so the rooms and members the bot is in are known.

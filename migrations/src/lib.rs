@@ -15,7 +15,7 @@ mod m0004_feed_and_deliveries;
 mod m0005_runner_identity;
 mod m0006_escalation;
 mod m0007_pages;
-mod m0008_stored_quorum;
+mod m0008_quorum_and_leases;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -31,7 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_runner_identity::Migration),
             Box::new(m0006_escalation::Migration),
             Box::new(m0007_pages::Migration),
-            Box::new(m0008_stored_quorum::Migration),
+            Box::new(m0008_quorum_and_leases::Migration),
         ]
     }
 }

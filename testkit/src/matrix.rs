@@ -141,16 +141,7 @@ rc_delayed_event_mgmt: {unlimited}
             "synapse --generate-keys: {}",
             String::from_utf8_lossy(&keys.stderr)
         );
-        let log = std::fs::File::create(dir.join("synapse.log")).expect("synapse log");
-        let child = Command::new(py)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(&cfg)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start synapse");
+        let child = Synapse::spawn(py, &dir);
         let mut s = Synapse {
             child,
             port,
@@ -158,6 +149,43 @@ rc_delayed_event_mgmt: {unlimited}
             dir,
             py: py.to_path_buf(),
         };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(py: &Path, dir: &TempDir) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("synapse.log"))
+            .expect("synapse log");
+        Command::new(py)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(dir.join("homeserver.yaml"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start synapse")
+    }
+
+    /// Stops the homeserver (SIGKILL): clients find nothing listening.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`Synapse::stop`], with the same port, users,
+    /// rooms and events.
+    pub fn resume(&mut self) {
+        self.child = Synapse::spawn(&self.py, &self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        let s = self;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = try_http(port, "GET", "/_matrix/client/versions", &[], b"")
@@ -175,7 +203,6 @@ rc_delayed_event_mgmt: {unlimited}
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        s
     }
 
     pub fn url(&self) -> String {
@@ -257,6 +284,25 @@ impl Peer {
             .to_string()
     }
 
+    /// Registers `user` as a server admin and logs them in.
+    pub fn admin(&self, user: &str, password: &str) -> String {
+        self.call(json!({"op": "register", "user": user, "password": password, "admin": true}));
+        self.call(json!({"op": "login", "user": user, "password": password}))["user_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Limits `user` to `per_second` messages a second after a burst of
+    /// `burst` (Synapse's admin API, as admin `who`): more answer 429
+    /// `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+    pub fn rate_limit(&self, who: &str, user: &str, per_second: u32, burst: u32) {
+        self.call(json!({
+            "op": "rate_limit", "who": who, "user": user,
+            "per_second": per_second, "burst": burst,
+        }));
+    }
+
     /// Registers `user` without logging in (the bot logs itself in).
     pub fn register(&self, user: &str, password: &str) -> String {
         self.call(json!({"op": "register", "user": user, "password": password}))["user_id"]
@@ -307,6 +353,30 @@ impl Peer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// `user`'s cross-signing master key as the homeserver publishes it
+    /// (asked by `who`), and each of their devices with whether the
+    /// self-signing key signed it.
+    pub fn cross_signing(&self, who: &str, user: &str) -> (Vec<String>, Vec<(String, bool)>) {
+        let out = self.call(json!({"op": "cross_signing", "who": who, "user": user}));
+        let master = out["master"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let devices = out["devices"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(d, signed)| (d.clone(), signed.as_bool().unwrap_or(false)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (master, devices)
     }
 
     /// Every event `who` received in `room`, as received.

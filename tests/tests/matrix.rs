@@ -24,7 +24,7 @@ const CAROL: &str = "@carol:localhost";
 
 /// A homeserver, the reviewers' clients, a review room and a bot in it.
 struct World {
-    _hs: Synapse,
+    hs: Synapse,
     peer: Peer,
     room: String,
     bot: Bot,
@@ -61,7 +61,7 @@ fn world(py: &std::path::Path, encrypted: bool, extra: &[(&str, &str)]) -> World
     let bot = opts.start();
     bot.wait_log("Matrix: ready as", Duration::from_secs(90));
     World {
-        _hs: hs,
+        hs,
         peer,
         room,
         bot,
@@ -480,11 +480,17 @@ fn unanswered_matrix_request_is_reminded_posted_to_the_pager_room_and_its_reques
     let dm = eventually(WAIT, "the bot's invitation to a direct room", || {
         peer.accept_invites("dave").into_iter().next()
     });
-    peer.wait_event("dave", &dm, "the escalation in the direct room", WAIT, |e| {
-        content(e)["body"]
-            .as_str()
-            .is_some_and(|b| b.contains("posted to the on-call reviewers"))
-    });
+    peer.wait_event(
+        "dave",
+        &dm,
+        "the escalation in the direct room",
+        WAIT,
+        |e| {
+            content(e)["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("posted to the on-call reviewers"))
+        },
+    );
     assert!(agent.running(), "nothing runs before approval");
 
     // The on-call person approves on the pager room's copy.
@@ -493,21 +499,318 @@ fn unanswered_matrix_request_is_reminded_posted_to_the_pager_room_and_its_reques
     let out = agent.finish(WAIT);
     let err = text(&out.stderr);
     assert!(out.status.success(), "the approved push runs: {err}");
-    assert!(err.contains(&format!("approved by matrix:{CAROL}")), "{err}");
+    assert!(
+        err.contains(&format!("approved by matrix:{CAROL}")),
+        "{err}"
+    );
     assert_eq!(ws.origin_head(), ws.local_head(), "the force push happened");
 
-    peer.wait_event("carol", &pager, "the pager copy edited to the outcome", WAIT, |e| {
-        is_edit_of(e, &copy)
-            && content(e)["m.new_content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains("Approved by"))
-    });
+    peer.wait_event(
+        "carol",
+        &pager,
+        "the pager copy edited to the outcome",
+        WAIT,
+        |e| {
+            is_edit_of(e, &copy)
+                && content(e)["m.new_content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("Approved by"))
+        },
+    );
     let told = peer.wait_event("dave", &dm, "the outcome in the direct room", WAIT, |e| {
         content(e)["body"]
             .as_str()
             .is_some_and(|b| b.contains("Approved by"))
     });
-    let told = content(&told)["body"].as_str().unwrap_or_default().to_string();
+    let told = content(&told)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(told.contains(CAROL), "who decided: {told}");
     assert!(told.contains(&id), "the request on the web queue: {told}");
+}
+
+/// The recovery key printed on standard error (once) when the bot created
+/// its secret storage.
+fn recovery_key_in(log: &str) -> Option<String> {
+    let mut lines = log
+        .lines()
+        .skip_while(|l| !l.contains("recovery key, shown this once"));
+    lines
+        .find(|l| l.starts_with("    ") && !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+}
+
+/// The bot creates secret storage at its first start and prints the
+/// recovery key once (not again after a restart, never in a log line);
+/// a bot on a new data directory given that key takes the same
+/// cross-signing identity and signs its new device with it, so clients
+/// that trust the bot keep trusting it.
+#[test]
+fn a_new_device_given_the_recovery_key_keeps_the_bots_cross_signing_identity() {
+    let py = need_synapse!();
+    let mut w = world(&py, true, &[]);
+    let bot_user = "@holdpoint:localhost";
+    let log = w.bot.log();
+    let key = recovery_key_in(&log)
+        .unwrap_or_else(|| panic!("the first start prints a recovery key: {log}"));
+    assert!(key.split(' ').count() >= 8, "a recovery key: {key}");
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains(&key)).collect();
+    assert_eq!(
+        logged.len(),
+        1,
+        "printed once, in the banner only: {logged:?}"
+    );
+    let (master, devices) = w.peer.cross_signing("alice", bot_user);
+    assert_eq!(master.len(), 1, "one master key: {master:?}");
+    assert!(
+        devices.iter().all(|(_, signed)| *signed),
+        "the device is cross-signed: {devices:?}"
+    );
+
+    w.bot.restart();
+    eventually(Duration::from_secs(90), "the bot ready again", || {
+        (w.bot.log().matches("Matrix: ready as").count() >= 2).then_some(())
+    });
+    assert_eq!(
+        w.bot.log().matches("recovery key, shown this once").count(),
+        1,
+        "not printed again after a restart"
+    );
+    w.bot.kill();
+
+    // A new data directory: a new device, given the key.
+    let hs_url = w.hs.url();
+    let fresh = BotOptions::new()
+        .env("HOLDPOINT_MATRIX_HOMESERVER", hs_url)
+        .env("HOLDPOINT_MATRIX_USER_ID", bot_user)
+        .env("HOLDPOINT_MATRIX_PASSWORD", BOT_PASSWORD)
+        .env("HOLDPOINT_MATRIX_ROOM", w.room.clone())
+        .env("HOLDPOINT_MATRIX_REVIEWERS", ALICE)
+        .env("HOLDPOINT_MATRIX_RECOVERY_KEY", key.clone())
+        .start();
+    fresh.wait_log("Matrix: ready as", Duration::from_secs(90));
+    let flog = fresh.log();
+    assert!(flog.contains("restored from secret storage"), "{flog}");
+    assert!(
+        !flog.contains("shown this once"),
+        "no new secret storage: {flog}"
+    );
+    assert!(!flog.contains(&key), "the key is never logged: {flog}");
+    let (master_after, devices_after) = w.peer.cross_signing("alice", bot_user);
+    assert_eq!(master_after, master, "the same identity on the new device");
+    assert_eq!(devices_after.len(), 2, "{devices_after:?}");
+    assert!(
+        devices_after.iter().all(|(_, signed)| *signed),
+        "the new device is signed by the same identity: {devices_after:?}"
+    );
+}
+
+/// Two replicas on one database, each with its own data directory: only
+/// the one holding the device's lease logs in and posts; when it is killed
+/// the other takes over within the lease and carries on.
+#[test]
+fn only_one_replica_uses_the_matrix_device_and_another_takes_over_when_it_dies() {
+    let py = need_synapse!();
+    let hs = Synapse::start(&py);
+    let peer = hs.peer();
+    let bot_user = peer.register("holdpoint", BOT_PASSWORD);
+    peer.user("alice", "alice-pw");
+    let room = peer.create_room("alice", false, &[&bot_user], json!({}));
+    let shared = TempDir::new("replicas");
+    let url = format!("sqlite://{}?mode=rwc", shared.join("shared.db").display());
+    let replica = || {
+        BotOptions::new()
+            .database(Database::Shared(url.clone()))
+            .env("HOLDPOINT_MATRIX_HOMESERVER", hs.url())
+            .env("HOLDPOINT_MATRIX_USER_ID", bot_user.clone())
+            .env("HOLDPOINT_MATRIX_PASSWORD", BOT_PASSWORD)
+            .env("HOLDPOINT_MATRIX_ROOM", room.clone())
+            .env("HOLDPOINT_MATRIX_REVIEWERS", ALICE)
+            .env("HOLDPOINT_MATRIX_DEVICE_LEASE", "3s")
+            .start()
+    };
+    let mut a = replica();
+    a.wait_log("Matrix: ready as", Duration::from_secs(90));
+    let token = a.token.clone();
+    assert!(!token.is_empty(), "the first replica registered the runner");
+    let b = replica();
+    b.wait_log("another replica uses the device", WAIT);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !b.log().contains("Matrix: ready as"),
+        "the second replica never logs in while the first holds the device"
+    );
+
+    a.kill();
+    b.wait_log("Matrix: ready as", Duration::from_secs(90));
+    let mut runner = Runner::connect_as(&b, &token);
+    let req = force_push(None);
+    runner.submit(&req);
+    let msg = peer.wait_event(
+        "alice",
+        &room,
+        "the review message from the second replica",
+        WAIT,
+        |e| is_request_message(e, &req.id),
+    );
+    peer.react("alice", &room, &event_id(&msg), "✅");
+    let d = runner.decision(WAIT).expect("the decision");
+    assert_eq!(d.status, Status::Approved);
+    assert_eq!(d.decided_by, format!("matrix:{ALICE}"));
+}
+
+/// A request is posted to the room its route names; while the homeserver
+/// cannot be reached the request stays pending on the web queue and the
+/// failure is counted, and once it is back the message is posted and the
+/// decision counts. Nothing is approved because Matrix failed.
+#[test]
+fn a_routed_request_waits_on_the_web_queue_while_the_homeserver_is_down_and_is_posted_when_it_is_back()
+ {
+    let py = need_synapse!();
+    let mut hs = Synapse::start(&py);
+    let peer = hs.peer();
+    let bot_user = peer.register("holdpoint", BOT_PASSWORD);
+    peer.user("alice", "alice-pw");
+    let room = peer.create_room("alice", false, &[&bot_user], json!({}));
+    let prod = peer.create_room("alice", false, &[&bot_user], json!({}));
+    let bot = BotOptions::new()
+        .env("HOLDPOINT_MATRIX_HOMESERVER", hs.url())
+        .env("HOLDPOINT_MATRIX_USER_ID", bot_user)
+        .env("HOLDPOINT_MATRIX_PASSWORD", BOT_PASSWORD)
+        .env("HOLDPOINT_MATRIX_ROOM", room.clone())
+        .env("HOLDPOINT_MATRIX_REVIEWERS", ALICE)
+        .config(&format!(
+            "[[matrix.routes]]\nrunner = \"prod-*\"\nroom = \"{prod}\"\n"
+        ))
+        .start();
+    bot.wait_log("Matrix: ready as", Duration::from_secs(90));
+    let prod_token = bot.add_runner("prod-db-1");
+
+    // Routed: the prod runner's request goes to the prod room.
+    let mut runner = Runner::connect_as(&bot, &prod_token);
+    let first = force_push(None);
+    runner.submit(&first);
+    peer.wait_event("alice", &prod, "the routed message", WAIT, |e| {
+        is_request_message(e, &first.id)
+    });
+    assert!(
+        !peer
+            .events("alice", &room)
+            .iter()
+            .any(|e| is_request_message(e, &first.id)),
+        "not in the main room"
+    );
+
+    // The homeserver goes away.
+    hs.stop();
+    let second = force_push(None);
+    runner.submit(&second);
+    eventually(
+        Duration::from_secs(120),
+        "a counted failure to post",
+        || {
+            bot.metrics()
+                .lines()
+                .any(|l| {
+                    l.starts_with("holdpoint_matrix_failures_total{kind=\"post\"}")
+                        && !l.ends_with(" 0")
+                })
+                .then_some(())
+        },
+    );
+    let cookie = bot.web_session();
+    let (_, list) = bot.web_get(&cookie, "/api/requests");
+    let waiting: Vec<&str> = list["pending"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|r| r["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        waiting.contains(&second.id.as_str()),
+        "pending on the web queue: {list}"
+    );
+    assert!(
+        runner.decision(Duration::from_secs(2)).is_none(),
+        "nothing was decided"
+    );
+
+    // Back: the message is posted (retried with backoff) and counts.
+    hs.resume();
+    let msg = peer.wait_event(
+        "alice",
+        &prod,
+        "the message posted once the homeserver is back",
+        Duration::from_secs(120),
+        |e| is_request_message(e, &second.id),
+    );
+    peer.react("alice", &prod, &event_id(&msg), "❌");
+    let d = runner.decision(WAIT).expect("the decision");
+    assert_eq!(
+        (d.request_id.as_str(), d.status),
+        (second.id.as_str(), Status::Denied)
+    );
+}
+
+/// The homeserver limits the bot to one message a second: five requests
+/// submitted at once are all posted, spaced out by the homeserver's
+/// `M_LIMIT_EXCEEDED` answers (retried after `retry_after_ms`), and none
+/// is decided by it.
+#[test]
+fn a_rate_limited_bot_posts_every_request_in_turn_and_decides_nothing() {
+    let py = need_synapse!();
+    let w = world(&py, false, &[]);
+    w.peer.admin("root", "root-pw");
+    w.peer.rate_limit("root", "@holdpoint:localhost", 1, 1);
+    let mut runner = Runner::connect(&w.bot);
+    let reqs: Vec<_> = (0..5).map(|_| force_push(None)).collect();
+    let started = std::time::Instant::now();
+    for r in &reqs {
+        runner.submit(r);
+    }
+    for r in &reqs {
+        w.request_message("alice", &r.id);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "five messages at one a second after a burst of one take at least 3 s; took {took:?}"
+    );
+    assert!(
+        runner.decision(Duration::from_secs(1)).is_none(),
+        "nothing was decided"
+    );
+    let pending = w.bot.requests();
+    let n = pending["pending"].as_array().map_or(0, Vec::len);
+    assert_eq!(n, 5, "all still wait for a reviewer: {pending}");
+}
+
+/// With `verified_devices_only` in an encrypted room, a reaction (whose
+/// relation travels in clear) and a reply from a device its owner never
+/// cross-signed are answered and not counted: the runner still waits.
+#[test]
+fn verified_devices_only_refuses_reactions_and_unverified_replies_in_an_encrypted_room() {
+    let py = need_synapse!();
+    let w = world(
+        &py,
+        true,
+        &[("HOLDPOINT_MATRIX_VERIFIED_DEVICES_ONLY", "true")],
+    );
+    let mut runner = Runner::connect(&w.bot);
+    let req = force_push(None);
+    runner.submit(&req);
+    let root = event_id(&w.request_message("alice", &req.id));
+    w.peer.react("alice", &w.room, &root, "✅");
+    w.thread_answer(&root, "the refusal of the reaction", |b| {
+        b.contains("a reaction's relation is not encrypted")
+    });
+    w.peer.reply("alice", &w.room, &root, "approve");
+    w.thread_answer(&root, "the refusal of the unverified reply", |b| {
+        b.contains("a device your identity has not signed")
+    });
+    assert!(
+        runner.decision(Duration::from_secs(2)).is_none(),
+        "neither counted"
+    );
+    let pending = w.bot.requests();
+    assert_eq!(pending["pending"][0]["id"], req.id.as_str(), "{pending}");
 }

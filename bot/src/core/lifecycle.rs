@@ -536,10 +536,10 @@ impl Bot {
                 })
             })
             .collect();
-        let quorum =
-            self.config
-                .quorum
-                .for_request(&runner.name, req.agent.as_deref(), req.risk());
+        let quorum = self
+            .config
+            .quorum
+            .for_request(&runner.name, req.agent.as_deref(), req.risk());
         let quorum_json = serde_json::to_string(&quorum)
             .map_err(|e| LifecycleError::Corrupt(req.id.clone(), format!("quorum: {e}")))?;
         let verdict = serde_json::to_string(&req.verdict)

@@ -29,6 +29,7 @@ mod entity;
 mod escalation;
 mod feed;
 mod hub;
+mod leases;
 mod lifecycle;
 pub mod reviewer;
 mod runners;

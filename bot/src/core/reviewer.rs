@@ -141,7 +141,10 @@ pub enum Refusal {
 
 /// `1 from security and 2 from sre`.
 pub fn groups_needed(missing: &[(String, u32)]) -> String {
-    let parts: Vec<String> = missing.iter().map(|(g, n)| format!("{n} from {g}")).collect();
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|(g, n)| format!("{n} from {g}"))
+        .collect();
     parts.join(" and ")
 }
 

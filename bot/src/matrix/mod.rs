@@ -22,7 +22,7 @@ use crate::core::{
     Bot, Decided, Delivery, Directory, Intent, Realm, Refusal, Reviewer, StoredRequest,
 };
 use crate::view::ReviewView;
-use holdpoint_matrix::{Incoming, Kind, Login, Matrix as Client};
+use holdpoint_matrix::{Incoming, Kind, Login, Matrix as Client, Recovery};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +32,16 @@ use std::time::Duration;
 /// The file in the data directory that one process holds locked while it
 /// uses the device: a device must never be used by two processes at once.
 pub const LOCK_FILE: &str = "device.lock";
+
+/// The lease in the database that one replica holds while it uses the
+/// device (replicas on other machines share the database, not the lock
+/// file).
+pub const LEASE: &str = "matrix-device";
+
+/// The exit status of a replica that could not keep its lease on the
+/// device: another may be using it, so this process stops at once and its
+/// supervisor starts it again, to wait for the device.
+pub const LOST_DEVICE_EXIT: i32 = 75;
 
 /// The Matrix adapter.
 pub struct Matrix {
@@ -86,6 +96,7 @@ impl Matrix {
     /// Takes the device, logs in, joins the rooms, then follows the sync
     /// stream for as long as the process lives.
     async fn connect(self: Arc<Self>, tx: tokio::sync::mpsc::Sender<Incoming>) {
+        self.take_lease().await;
         let dir = self.cfg.data_dir.clone();
         // Held for the life of the process.
         let _device = loop {
@@ -147,8 +158,77 @@ impl Matrix {
         }
     }
 
+    /// Waits until this replica holds the device's lease in the database,
+    /// then keeps renewing it for the life of the process. A replica that
+    /// finds another holding it, or cannot renew it before it lapses,
+    /// exits: it may no longer be the only one using the device.
+    async fn take_lease(&self) {
+        let ttl = self.cfg.device_lease;
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let holder = crate::core::random_hex(8);
+        let mut waiting_said = false;
+        loop {
+            match self.bot.hold_lease(LEASE, &holder, ttl_ms).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    if !waiting_said {
+                        tracing::info!(
+                            "Matrix: another replica uses the device; waiting to take over when it stops"
+                        );
+                        waiting_said = true;
+                    }
+                }
+                Err(e) => tracing::error!("Matrix: cannot take the device's lease: {e}"),
+            }
+            tokio::time::sleep(ttl / 3).await;
+        }
+        tracing::debug!("Matrix: this replica holds the device (lease {holder})");
+        let bot = self.bot.clone();
+        tokio::spawn(async move {
+            let mut held_at = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match bot.hold_lease(LEASE, &holder, ttl_ms).await {
+                    Ok(true) => held_at = std::time::Instant::now(),
+                    Ok(false) => {
+                        tracing::error!(
+                            "Matrix: another replica took the device's lease; stopping so that one process uses it"
+                        );
+                        std::process::exit(LOST_DEVICE_EXIT);
+                    }
+                    Err(e) => {
+                        // Lapsing, it may be taken: stop before it can be.
+                        if held_at.elapsed() + ttl / 3 >= ttl {
+                            tracing::error!(
+                                "Matrix: cannot renew the device's lease ({e}); stopping before another replica may take it"
+                            );
+                            std::process::exit(LOST_DEVICE_EXIT);
+                        }
+                        tracing::warn!("Matrix: cannot renew the device's lease yet: {e}");
+                    }
+                }
+            }
+        });
+    }
+
     async fn log_in(&self, login: &Login) -> Result<Client, String> {
         let client = Client::connect(login).await.map_err(|e| e.to_string())?;
+        let key = self.cfg.recovery_key.as_ref().map(|k| k.expose());
+        if let Some(key) = key {
+            // Before cross-signing's bootstrap: a new device takes the
+            // bot's identity from secret storage instead of replacing it.
+            match client.restore_identity(key).await {
+                Ok(true) => tracing::info!(
+                    "Matrix: the bot's cross-signing identity was restored from secret storage with the recovery key"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "cannot open the bot's secret storage with matrix.recovery_key (is it the right key?): {e}"
+                    ));
+                }
+            }
+        }
         if let Err(e) = client
             .bootstrap_cross_signing(self.cfg.password.as_ref().map(|p| p.expose()))
             .await
@@ -156,6 +236,28 @@ impl Matrix {
             tracing::warn!(
                 "Matrix: cannot set up cross-signing for the bot's device; clients that send room keys only to cross-signed devices will leave it out: {e}"
             );
+        }
+        match client.set_up_recovery(key).await {
+            Ok(Recovery::Created(new_key)) => {
+                // Shown once, on the terminal only: never in the log.
+                eprintln!(
+                    "\nholdpoint-bot: Matrix secret storage was created for {}.\n\
+                     Its recovery key, shown this once (keep it like a password; give it as\n\
+                     matrix.recovery_key or HOLDPOINT_MATRIX_RECOVERY_KEY to restore the bot's\n\
+                     identity on a new device or data directory):\n\n    {new_key}\n",
+                    client.user_id()
+                );
+                tracing::info!(
+                    "Matrix: secret storage created; its recovery key was printed once on standard error"
+                );
+            }
+            Ok(Recovery::Passphrase) => {
+                tracing::info!("Matrix: secret storage created, protected by matrix.recovery_key")
+            }
+            Ok(Recovery::Existing) => {}
+            Err(e) => tracing::warn!(
+                "Matrix: cannot set up secret storage; the bot's identity cannot be restored on a new device: {e}"
+            ),
         }
         let mut wanted = vec![self.cfg.room.clone()];
         wanted.extend(self.cfg.routes.iter().map(|r| r.room.clone()));

@@ -11,6 +11,10 @@ Driven by JSON lines on stdin, one answer line on stdout per command:
   {"op": "reply", "who": "alice", "room": "!…", "root": "$…", "body": "deny no"}
   {"op": "events", "who": "alice", "room": "!…"}
   {"op": "accept_invites", "who": "dave"}   (joins every room dave is invited to)
+  {"op": "rate_limit", "who": "admin", "user": "@bot:localhost", "per_second": 1, "burst": 1}
+      (Synapse's admin API: that user's own message rate limit)
+  {"op": "cross_signing", "who": "alice", "user": "@bot:localhost"}
+      (that user's master key, and each device with whether its self-signing key signed it)
 Each command syncs its client first, then uploads, queries and claims keys
 and sends to-device messages (which nio's sync alone does not do).
 Events come back as each client received them: `source` (decrypted when it
@@ -23,6 +27,7 @@ import hashlib
 import hmac
 import json
 import sys
+import time
 
 import aiohttp
 from nio import (
@@ -153,10 +158,11 @@ async def join(cmd):
 
 async def send(c, room, content, kind="m.room.message"):
     await settle(c, room)
+    sent_at_ms = time.time() * 1000.0
     r = await c.room_send(room, kind, content, ignore_unverified_devices=True)
     if not isinstance(r, RoomSendResponse):
         raise RuntimeError(f"send: {r}")
-    return {"event_id": r.event_id}
+    return {"event_id": r.event_id, "sent_at_ms": sent_at_ms}
 
 
 async def react(cmd):
@@ -216,6 +222,42 @@ async def accept_invites(cmd):
     return {"rooms": joined}
 
 
+async def rate_limit(cmd):
+    c = clients[cmd["who"]]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{HS}/_synapse/admin/v1/users/{cmd['user']}/override_ratelimit",
+            json={"messages_per_second": cmd["per_second"], "burst_count": cmd["burst"]},
+            headers={"Authorization": f"Bearer {c.access_token}"},
+        ) as r:
+            out = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"override_ratelimit: {r.status} {out}")
+    return out
+
+
+async def cross_signing(cmd):
+    c = clients[cmd["who"]]
+    user = cmd["user"]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{HS}/_matrix/client/v3/keys/query",
+            json={"device_keys": {user: []}},
+            headers={"Authorization": f"Bearer {c.access_token}"},
+        ) as r:
+            out = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"keys/query: {r.status} {out}")
+    master = out.get("master_keys", {}).get(user, {}).get("keys", {})
+    ssk = out.get("self_signing_keys", {}).get(user, {}).get("keys", {})
+    ssk_ids = set(ssk.keys())
+    devices = {}
+    for dev, keys in out.get("device_keys", {}).get(user, {}).items():
+        sigs = keys.get("signatures", {}).get(user, {})
+        devices[dev] = bool(ssk_ids & set(sigs.keys()))
+    return {"master": sorted(master.values()), "devices": devices}
+
+
 async def whoami(cmd):
     return {"ok": True}
 
@@ -229,6 +271,8 @@ OPS = {
     "reply": reply,
     "events": list_events,
     "accept_invites": accept_invites,
+    "cross_signing": cross_signing,
+    "rate_limit": rate_limit,
     "ping": whoami,
 }
 

@@ -6,6 +6,7 @@ pub(super) mod change;
 pub(super) mod delivery;
 pub(super) mod escalation_send;
 pub(super) mod escalation_step;
+pub(super) mod lease;
 pub(super) mod request;
 pub(super) mod runner;
 pub(super) mod vote;

@@ -5,7 +5,10 @@
 //! asks for their risk, as they did.
 //!
 //! Also an index to find the request of a message a `notify` step posted
-//! (a reaction in a Matrix pager room names only the message).
+//! (a reaction in a Matrix pager room names only the message), and
+//! `leases`: a named hold one replica has until `until` (ms) unless it
+//! renews it, such as the Matrix device, which must never be used by two
+//! processes at once.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -16,6 +19,14 @@ pub struct Migration;
 enum Requests {
     Table,
     Quorum,
+}
+
+#[derive(DeriveIden)]
+enum Leases {
+    Table,
+    Name,
+    Holder,
+    Until,
 }
 
 #[derive(DeriveIden)]
@@ -45,12 +56,23 @@ impl MigrationTrait for Migration {
                     .col(EscalationSends::Handle)
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Leases::Table)
+                    .if_not_exists()
+                    .col(string(Leases::Name).primary_key())
+                    .col(string(Leases::Holder))
+                    .col(big_integer(Leases::Until))
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         Err(DbErr::Migration(
-            "stored quorums cannot be migrated down: restore a backup instead".into(),
+            "stored quorums and leases cannot be migrated down: restore a backup instead".into(),
         ))
     }
 }
