@@ -193,7 +193,7 @@ pub fn request_message(v: &ReviewView) -> Message {
 
     // A request that needs several approvals says how many it has.
     if pending && v.counts_votes() {
-        let line = format!("👥 {}", v.vote_line(|r| who(r)));
+        let line = format!("👥 {}", v.vote_line(who));
         blocks.push(json!({
             "type": "section",
             "block_id": "hp_votes",
