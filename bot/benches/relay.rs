@@ -932,6 +932,7 @@ fn phase_m(bin: &Path, verdict: &Verdict, n: usize, warmup: usize) -> Result<Opt
     );
     let mut runner = holdpoint_testkit::Runner::connect(&bot);
     let mut lat = Vec::with_capacity(n);
+    let mut send = Vec::with_capacity(n);
     for i in 0..(warmup + n) {
         let req = request(verdict);
         runner.submit(&req);
@@ -959,11 +960,14 @@ fn phase_m(bin: &Path, verdict: &Verdict, n: usize, warmup: usize) -> Result<Opt
         let sent_at = sent["sent_at_ms"]
             .as_f64()
             .ok_or("the peer did not say when it sent")?;
+        let answered_at = sent["answered_at_ms"].as_f64().unwrap_or(sent_at);
         if i >= warmup {
-            let took_ms = (at - sent_at).max(0.0);
-            lat.push(Duration::from_secs_f64(took_ms / 1e3));
+            let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
+            lat.push(ms(at - sent_at));
+            send.push(ms(answered_at - sent_at));
         }
     }
+    print_dist("✅ send → homeserver's answer", &dist(send));
     Ok(Some(dist(lat)))
 }
 

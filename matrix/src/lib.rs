@@ -411,7 +411,7 @@ impl Matrix {
         let me = self.me.clone();
         let reactions = tx.clone();
         let me_r = me.clone();
-        self.client.add_event_handler(
+        let on_reaction = self.client.add_event_handler(
             move |ev: OriginalSyncReactionEvent, room: Room, enc: Option<EncryptionInfo>| {
                 let tx = reactions.clone();
                 let me = me_r.clone();
@@ -434,7 +434,7 @@ impl Matrix {
             },
         );
         let replies = tx;
-        self.client.add_event_handler(
+        let on_message = self.client.add_event_handler(
             move |ev: OriginalSyncRoomMessageEvent,
                   room: Room,
                   raw: RawEvent,
@@ -462,10 +462,29 @@ impl Matrix {
                 }
             },
         );
-        self.client
-            .sync(SyncSettings::default().timeout(Duration::from_secs(10)))
-            .await?;
-        Ok(())
+        // Our own loop over `sync_once` rather than `Client::sync`, which
+        // sleeps a whole second after any sync that returned within a
+        // second: every reaction would wait for it, since the bot's own
+        // posts make syncs return at once. A homeserver that ignores the
+        // timeout is still not hammered: at most one sync per 50 ms.
+        let settings = SyncSettings::default().timeout(Duration::from_secs(10));
+        let mut last: Option<std::time::Instant> = None;
+        loop {
+            if let Some(t) = last {
+                let gap = Duration::from_millis(50).saturating_sub(t.elapsed());
+                if !gap.is_zero() {
+                    tokio::time::sleep(gap).await;
+                }
+            }
+            last = Some(std::time::Instant::now());
+            if let Err(e) = self.client.sync_once(settings.clone()).await {
+                // The caller runs this again: without these, every event
+                // would reach it twice.
+                self.client.remove_event_handler(on_reaction);
+                self.client.remove_event_handler(on_message);
+                return Err(e.into());
+            }
+        }
     }
 
     /// Whether `user` is a valid full user id (`@alice:example.org`).

@@ -162,7 +162,7 @@ async def send(c, room, content, kind="m.room.message"):
     r = await c.room_send(room, kind, content, ignore_unverified_devices=True)
     if not isinstance(r, RoomSendResponse):
         raise RuntimeError(f"send: {r}")
-    return {"event_id": r.event_id, "sent_at_ms": sent_at_ms}
+    return {"event_id": r.event_id, "sent_at_ms": sent_at_ms, "answered_at_ms": time.time() * 1000.0}
 
 
 async def react(cmd):
