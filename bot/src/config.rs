@@ -57,6 +57,8 @@ struct File {
     people: std::collections::BTreeMap<String, PersonFile>,
     #[serde(default)]
     groups: std::collections::BTreeMap<String, GroupFile>,
+    #[serde(default)]
+    digest: DigestFile,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pagerduty: PagerDutyFile,
@@ -103,6 +105,110 @@ struct QuorumRuleFile {
     approvals: Option<u32>,
     #[serde(default)]
     from: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestFile {
+    schedule: Option<String>,
+    timezone: Option<String>,
+    period: Option<String>,
+    slack_channels: Option<Vec<String>>,
+    matrix_rooms: Option<Vec<String>>,
+}
+
+/// `[digest]`: when the audit digest is sent, what it covers and where it
+/// goes.
+#[derive(Debug, Clone)]
+pub struct DigestConfig {
+    /// The schedule as written (`0 9 * * MON`, `@weekly`).
+    pub source: String,
+    pub schedule: cron::Schedule,
+    pub timezone: chrono_tz::Tz,
+    /// How far back each digest looks from its due time.
+    pub period: Duration,
+    /// Slack channel ids it is posted to.
+    pub slack_channels: Vec<String>,
+    /// Matrix rooms (ids or aliases) it is posted to.
+    pub matrix_rooms: Vec<String>,
+}
+
+impl DigestConfig {
+    /// The first due time after `after_ms` (unix ms).
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        use chrono::TimeZone as _;
+        let after = self.timezone.timestamp_millis_opt(after_ms).single()?;
+        self.schedule
+            .after(&after)
+            .next()
+            .map(|t| t.timestamp_millis())
+    }
+
+    /// The last due time at or before `at_ms`.
+    pub fn last_at_or_before(&self, at_ms: i64) -> Option<i64> {
+        use chrono::TimeZone as _;
+        let at = self
+            .timezone
+            .timestamp_millis_opt(at_ms.saturating_add(1))
+            .single()?;
+        self.schedule
+            .after(&at)
+            .next_back()
+            .map(|t| t.timestamp_millis())
+    }
+}
+
+/// A five-field crontab line (minute hour day-of-month month day-of-week,
+/// day 0 or 7 being Sunday) or a shorthand (`@weekly`, `@daily`, …), as
+/// the `cron` crate reads it: with a seconds field, and days of the week
+/// by name (it numbers them from Sunday = 1).
+pub fn parse_crontab(text: &str) -> Result<cron::Schedule, String> {
+    use std::str::FromStr as _;
+    let text = text.trim();
+    let expression = if text.starts_with('@') {
+        text.to_string()
+    } else {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        if fields.len() != 5 {
+            return Err(format!(
+                "{text:?} has {} fields: write five (minute hour day-of-month month day-of-week, e.g. \"0 9 * * MON\") or @weekly",
+                fields.len()
+            ));
+        }
+        const DAYS: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
+        let mut dow = String::new();
+        let mut digits = String::new();
+        let flush = |digits: &mut String, dow: &mut String| -> Result<(), String> {
+            if digits.is_empty() {
+                return Ok(());
+            }
+            let n: usize = digits
+                .parse()
+                .map_err(|_| format!("{digits:?} is not a day"))?;
+            let day = DAYS.get(n).ok_or_else(|| {
+                format!("day of the week {n} is out of range: use 0-7 or MON-SUN")
+            })?;
+            dow.push_str(day);
+            digits.clear();
+            Ok(())
+        };
+        let mut after_slash = false;
+        for c in fields[4].chars() {
+            if c.is_ascii_digit() && !after_slash {
+                digits.push(c);
+            } else {
+                flush(&mut digits, &mut dow)?;
+                after_slash = c == '/';
+                dow.push(c);
+            }
+        }
+        flush(&mut digits, &mut dow)?;
+        format!(
+            "0 {} {} {} {} {dow}",
+            fields[0], fields[1], fields[2], fields[3]
+        )
+    };
+    cron::Schedule::from_str(&expression).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +354,70 @@ impl Quorum {
             None => Requirement::of(base),
         }
     }
+}
+
+/// Checks `[digest]`; errors name the bad key.
+fn load_digest(
+    file: DigestFile,
+    slack: bool,
+    matrix: bool,
+) -> Result<Option<DigestConfig>, String> {
+    let schedule = env("HOLDPOINT_DIGEST_SCHEDULE").or(file.schedule);
+    let Some(source) = schedule
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    else {
+        if file.timezone.is_some()
+            || file.period.is_some()
+            || file.slack_channels.is_some()
+            || file.matrix_rooms.is_some()
+        {
+            return Err("digest.schedule is missing: say when to send it, e.g. \"0 9 * * MON\" or \"@weekly\"".into());
+        }
+        return Ok(None);
+    };
+    let schedule = parse_crontab(&source).map_err(|e| format!("digest.schedule = {e}"))?;
+    let tz_name = env("HOLDPOINT_DIGEST_TIMEZONE")
+        .or(file.timezone)
+        .unwrap_or_else(|| "UTC".into());
+    let timezone: chrono_tz::Tz = tz_name.trim().parse().map_err(|_| {
+        format!("digest.timezone = {tz_name:?} is not a time zone: write an IANA name like \"Europe/Berlin\" or \"UTC\"")
+    })?;
+    let period = match file.period {
+        Some(p) => parse_duration(&p).map_err(|e| format!("digest.period: {e}"))?,
+        None => Duration::from_secs(7 * 24 * 3600),
+    };
+    if period.is_zero() {
+        return Err("digest.period must be longer than zero".into());
+    }
+    let clean = |v: Option<Vec<String>>| -> Vec<String> {
+        v.unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let slack_channels = clean(file.slack_channels);
+    let matrix_rooms = clean(file.matrix_rooms);
+    if !slack_channels.is_empty() && !slack {
+        return Err("digest.slack_channels is set but Slack is not configured".into());
+    }
+    if !matrix_rooms.is_empty() && !matrix {
+        return Err("digest.matrix_rooms is set but Matrix is not configured".into());
+    }
+    if let Some(bad) = slack_channels.iter().find(|c| !is_slack_id(c)) {
+        return Err(format!(
+            "digest.slack_channels: {bad:?} is not a channel id (C0123ABCD)"
+        ));
+    }
+    Ok(Some(DigestConfig {
+        source,
+        schedule,
+        timezone,
+        period,
+        slack_channels,
+        matrix_rooms,
+    }))
 }
 
 /// Checks `[[quorum.rules]]` against the declared groups; errors name the
@@ -933,6 +1103,8 @@ pub struct Config {
     pub trusted_proxies: crate::listener::TrustedProxies,
     /// `[pagerduty]` and `[opsgenie]`: where a `page` step goes.
     pub pagers: Pagers,
+    /// `[digest]`, when a schedule is set.
+    pub digest: Option<DigestConfig>,
 }
 
 /// `[pagerduty]`: the Events API v2 integration a `page` step triggers.
@@ -1436,6 +1608,8 @@ impl Config {
             groups.insert(name, members);
         }
         quorum.rules = load_quorum_rules(file.quorum.rules, &groups).map_err(&bad_file)?;
+        let digest =
+            load_digest(file.digest, slack.is_some(), matrix.is_some()).map_err(&bad_file)?;
 
         Ok(Config {
             listen,
@@ -1452,6 +1626,7 @@ impl Config {
             quorum,
             people,
             groups,
+            digest,
             trusted_proxies,
             pagers,
             tls: match (

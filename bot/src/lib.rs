@@ -37,6 +37,7 @@
 pub mod chat;
 pub mod config;
 pub mod core;
+pub mod digest;
 pub mod listener;
 pub mod matrix;
 pub mod metrics;

@@ -65,12 +65,38 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Print the audit digest of a period (what agents ran, what was held,
+    /// who decided and how fast), send it now, or say when the next one is
+    /// due.
+    Digest {
+        #[command(subcommand)]
+        action: Option<DigestAction>,
+        /// Where the period starts: a duration back from now (`7d`) or a
+        /// date (`2026-11-23`, RFC 3339).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Where it ends (default now).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: holdpoint_bot::digest::Format,
+        /// Have the running bot send it now to the digest's Slack channels
+        /// and Matrix rooms.
+        #[arg(long)]
+        send: bool,
+    },
     /// Print a new single-use login link for the web queue.
     LoginLink {
         /// The reviewer name shown with decisions made in that browser.
         #[arg(long, default_value = "local")]
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum DigestAction {
+    /// When the next scheduled digest is due, and the last one sent.
+    Next,
 }
 
 #[derive(Subcommand)]
@@ -330,6 +356,70 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!("{n} rows");
                 }
             }
+        }
+        Command::Digest {
+            action,
+            since,
+            until,
+            format,
+            send,
+        } => {
+            let bot = open(config).await?;
+            let now = bot.now_ms();
+            if let Some(DigestAction::Next) = action {
+                let Some(cfg) = bot.config().digest.clone() else {
+                    bail!(
+                        "no digest is scheduled: set [digest] schedule in the bot's configuration"
+                    );
+                };
+                match cfg.next_after(now) {
+                    Some(t) => println!(
+                        "next digest: {} ({} from now; schedule {:?} in {}, covering {})",
+                        rfc3339(t),
+                        human_duration(t - now),
+                        cfg.source,
+                        cfg.timezone,
+                        human_duration(i64::try_from(cfg.period.as_millis()).unwrap_or(i64::MAX))
+                    ),
+                    None => println!("the schedule {:?} has no next time", cfg.source),
+                }
+                match bot.last_digest().await? {
+                    Some((due, sent, late)) => println!(
+                        "last sent: {} for the one due {}{}",
+                        rfc3339(sent),
+                        rfc3339(due),
+                        if late { " (late)" } else { "" }
+                    ),
+                    None => println!("none sent yet"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let from = parse_since(&since, now).map_err(anyhow::Error::msg)?;
+            let until = match until {
+                Some(u) => parse_since(&u, now).map_err(anyhow::Error::msg)?,
+                None => now,
+            };
+            if until <= from {
+                bail!("--until must come after --since");
+            }
+            let period = holdpoint_bot::core::digest::Period { from, until };
+            if send {
+                if bot.config().digest.is_none() {
+                    bail!("no digest destinations: set [digest] in the bot's configuration");
+                }
+                bot.ask_for_digest(period).await?;
+                println!(
+                    "asked the running bot to send {}; it sends within {} s",
+                    holdpoint_bot::digest::title(period),
+                    holdpoint_bot::digest::TICK.as_secs()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let report = bot.digest(period).await?;
+            print!(
+                "{}",
+                holdpoint_bot::digest::render(&report, format, &bot.config().base_url())
+            );
         }
         Command::LoginLink { name } => {
             let bot = open(config).await?;

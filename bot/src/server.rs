@@ -118,11 +118,13 @@ pub async fn serve(bot: Arc<Bot>) -> Result<()> {
         .clone()
         .map(|t| tokio::spawn(crate::listener::reload_on_hangup(t)));
     let mut app = router(bot.clone());
-    if let Some(slack) = crate::slack::start(&bot).context("cannot start Slack")? {
-        app = app.merge(crate::slack::router(slack));
+    let slack = crate::slack::start(&bot).context("cannot start Slack")?;
+    if let Some(slack) = &slack {
+        app = app.merge(crate::slack::router(slack.clone()));
     }
     // Matrix has no HTTP endpoint: it follows the homeserver's sync stream.
-    let _matrix = crate::matrix::start(&bot);
+    let matrix = crate::matrix::start(&bot);
+    crate::digest::start(&bot, crate::digest::Destinations { slack, matrix });
     // Pagers neither: they follow the feed and call out.
     let _pagers = crate::pager::start(&bot);
     let shutdown_bot = bot.clone();

@@ -16,6 +16,7 @@ mod m0005_runner_identity;
 mod m0006_escalation;
 mod m0007_pages;
 mod m0008_quorum_and_leases;
+mod m0009_digest;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_escalation::Migration),
             Box::new(m0007_pages::Migration),
             Box::new(m0008_quorum_and_leases::Migration),
+            Box::new(m0009_digest::Migration),
         ]
     }
 }

@@ -25,6 +25,7 @@ mod audit;
 pub mod clock;
 mod db;
 mod deliveries;
+pub mod digest;
 mod entity;
 mod escalation;
 mod feed;

@@ -262,6 +262,9 @@ impl Matrix {
         let mut wanted = vec![self.cfg.room.clone()];
         wanted.extend(self.cfg.routes.iter().map(|r| r.room.clone()));
         wanted.extend(self.cfg.pager_room.clone());
+        if let Some(d) = &self.bot.config().digest {
+            wanted.extend(d.matrix_rooms.iter().cloned());
+        }
         for room in wanted {
             let id = client.join(&room).await.map_err(|e| {
                 format!("cannot join {room} (invite the bot, or check the alias): {e}")
@@ -460,6 +463,46 @@ impl Matrix {
                 .await;
             }
         }
+    }
+
+    /// Posts the audit digest in `room` (an id or alias it joined).
+    pub async fn post_digest(
+        &self,
+        room: &str,
+        report: &crate::core::digest::Report,
+        late: bool,
+        base: &str,
+    ) -> Result<(), String> {
+        let client = self.client()?;
+        let room_id = self.room_id(room)?;
+        let base = base.trim_end_matches('/').to_string();
+        let link = |id: &str| format!("{base}/#{id}");
+        let title = crate::digest::title(report.period);
+        let note = if late {
+            " (sent late: the bot was down when it was due)"
+        } else {
+            ""
+        };
+        let text = render::Text {
+            body: format!(
+                "{title}{note}\n{}",
+                crate::digest::render(report, crate::digest::Format::Text, &base)
+                    .split_once('\n')
+                    .map(|(_, rest)| rest)
+                    .unwrap_or_default()
+            ),
+            html: format!(
+                "<h3>{}{}</h3>{}",
+                render::escape(&title),
+                render::escape(note),
+                crate::digest::html_body(report, &link)
+            ),
+        };
+        client
+            .send(&room_id, "m.room.message", &render::message(&text))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Whether `user` may decide: listed, or with the power level asked for

@@ -168,6 +168,25 @@ impl Slack {
         }
     }
 
+    /// Posts the audit digest in `channel`.
+    pub async fn post_digest(
+        &self,
+        channel: &str,
+        report: &crate::core::digest::Report,
+        late: bool,
+        base: &str,
+    ) -> Result<(), String> {
+        let msg = render::digest_message(report, late, base);
+        let body = json!({
+            "channel": channel,
+            "text": msg.text,
+            "blocks": msg.blocks,
+            "unfurl_links": false,
+            "unfurl_media": false,
+        });
+        self.call("chat.postMessage", &body).await.map(drop)
+    }
+
     /// A call to Slack that must report a result.
     async fn call(&self, method: &str, body: &Value) -> Result<Value, String> {
         self.api.post(method, body).await.map_err(|e| e.to_string())

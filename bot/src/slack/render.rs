@@ -511,3 +511,37 @@ pub fn already_text(r: &StoredRequest) -> String {
         outcome_line(v.outcome.as_ref())
     )
 }
+
+/// The digest as a Slack message: a header, a section per part of it (cut
+/// to Slack's limits), every runner-supplied text escaped.
+pub fn digest_message(r: &crate::core::digest::Report, late: bool, base: &str) -> Message {
+    let base = base.trim_end_matches('/');
+    // A bare link: Slack links it, and it is escaped with the rest.
+    let link = |id: &str| format!("{base}/#{id}");
+    let title = crate::digest::title(r.period);
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": plain_cut(&title, 150),
+    })];
+    if late {
+        blocks.push(json!({
+            "type": "context",
+            "elements": [mrkdwn("Sent late: the bot was down when it was due.")],
+        }));
+    }
+    for (heading, rows) in crate::digest::sections(r, &link) {
+        let mut text = format!("*{}*", escape(&heading));
+        if rows.is_empty() {
+            text.push_str("\nnone");
+        }
+        for (k, v) in rows {
+            text.push_str(&format!("\n• {}: {}", escape(&k), escape(&v)));
+        }
+        blocks.push(json!({"type": "section", "text": mrkdwn(&cut(&text, SECTION_MAX))}));
+    }
+    blocks.truncate(MAX_BLOCKS);
+    Message {
+        text: cut(&title, SECTION_MAX),
+        blocks,
+    }
+}

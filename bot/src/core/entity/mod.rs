@@ -4,6 +4,7 @@
 pub(super) mod audit_log;
 pub(super) mod change;
 pub(super) mod delivery;
+pub(super) mod digest;
 pub(super) mod escalation_send;
 pub(super) mod escalation_step;
 pub(super) mod lease;
