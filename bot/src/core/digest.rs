@@ -148,7 +148,17 @@ pub struct Report {
 /// reads `?1`).
 fn stmt(backend: DatabaseBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = if backend == DatabaseBackend::Sqlite {
-        sql.replace('$', "?")
+        // `$1` → `?1`; a `$` in a JSON path (`'$.rules'`) stays.
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        out
     } else {
         sql.to_string()
     };
