@@ -159,22 +159,26 @@ impl DigestConfig {
 }
 
 /// A five-field crontab line (minute hour day-of-month month day-of-week,
-/// day 0 or 7 being Sunday) or a shorthand (`@weekly`, `@daily`, …), as
-/// the `cron` crate reads it: with a seconds field, and days of the week
-/// by name (it numbers them from Sunday = 1).
+/// day 0 or 7 being Sunday), the same with a seconds field first (six
+/// fields), or a shorthand (`@weekly`, `@daily`, …), as the `cron` crate
+/// reads it: with a seconds field, and days of the week by name (it
+/// numbers them from Sunday = 1).
 pub fn parse_crontab(text: &str) -> Result<cron::Schedule, String> {
     use std::str::FromStr as _;
     let text = text.trim();
     let expression = if text.starts_with('@') {
         text.to_string()
     } else {
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        if fields.len() != 5 {
-            return Err(format!(
-                "{text:?} has {} fields: write five (minute hour day-of-month month day-of-week, e.g. \"0 9 * * MON\") or @weekly",
-                fields.len()
-            ));
-        }
+        let mut fields: Vec<&str> = text.split_whitespace().collect();
+        let seconds = match fields.len() {
+            5 => "0",
+            6 => fields.remove(0),
+            n => {
+                return Err(format!(
+                    "{text:?} has {n} fields: write five (minute hour day-of-month month day-of-week, e.g. \"0 9 * * MON\"), six with seconds first, or @weekly"
+                ));
+            }
+        };
         const DAYS: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
         let mut dow = String::new();
         let mut digits = String::new();
@@ -204,7 +208,7 @@ pub fn parse_crontab(text: &str) -> Result<cron::Schedule, String> {
         }
         flush(&mut digits, &mut dow)?;
         format!(
-            "0 {} {} {} {} {dow}",
+            "{seconds} {} {} {} {} {dow}",
             fields[0], fields[1], fields[2], fields[3]
         )
     };

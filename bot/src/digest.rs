@@ -389,9 +389,6 @@ pub fn period_before(due: i64, length: std::time::Duration) -> Period {
 /// How often the schedule looks for a due digest.
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A digest that went out more than this long after its due time is late.
-pub const LATE_AFTER_MS: i64 = 60_000;
-
 /// Where a digest goes: the chats configured for it.
 pub struct Destinations {
     pub slack: Option<std::sync::Arc<crate::slack::Slack>>,
@@ -406,6 +403,9 @@ pub fn start(bot: &std::sync::Arc<Bot>, to: Destinations) {
     let bot = bot.clone();
     tokio::spawn(async move {
         let me = crate::core::random_hex(8);
+        // A digest due before this process started was missed while the
+        // bot was down: it goes out once, marked late.
+        let started = bot.now_ms();
         // The first start of a schedule sends nothing for the past.
         match bot.any_digest().await {
             Ok(false) => {
@@ -444,7 +444,7 @@ pub fn start(bot: &std::sync::Arc<Bot>, to: Destinations) {
                     continue;
                 }
             }
-            let late = now.saturating_sub(due) > LATE_AFTER_MS;
+            let late = due < started;
             let period = period_before(due, cfg.period);
             let error = send(&bot, &cfg, &to, period, late).await.err();
             if let Some(e) = &error {

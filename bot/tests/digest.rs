@@ -289,7 +289,13 @@ fn check_counts(w: &World, p: Period, got: &holdpoint_bot::core::digest::Counts,
 
 fn check(w: &World, r: &Report) {
     let p = r.period;
-    assert_eq!(r.previous_period, Period { from: START, until: START + 7 * DAY });
+    assert_eq!(
+        r.previous_period,
+        Period {
+            from: START,
+            until: START + 7 * DAY
+        }
+    );
     check_counts(w, p, &r.current, "this week");
     // The generated week exercises every count.
     let c = &r.current;
@@ -327,13 +333,21 @@ fn check(w: &World, r: &Report) {
     let ended: Vec<&Ended> = w.ended.iter().filter(|e| within(p, e.decided_at)).collect();
     let mut denied_rules: BTreeMap<String, u64> = BTreeMap::new();
     for e in ended.iter().filter(|e| e.status == "denied") {
-        for v in w.verdicts.iter().filter(|v| v.request.as_deref() == Some(&e.id)) {
+        for v in w
+            .verdicts
+            .iter()
+            .filter(|v| v.request.as_deref() == Some(&e.id))
+        {
             for rule in &v.rules {
                 *denied_rules.entry(rule.to_string()).or_default() += 1;
             }
         }
     }
-    assert_eq!(r.top_denied_rules, top(denied_rules), "top rules by denials");
+    assert_eq!(
+        r.top_denied_rules,
+        top(denied_rules),
+        "top rules by denials"
+    );
 
     let mut load: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for e in &ended {
@@ -346,8 +360,7 @@ fn check(w: &World, r: &Report) {
             }
         }
     }
-    let mut want: Vec<(String, u64, u64)> =
-        load.into_iter().map(|(k, (a, d))| (k, a, d)).collect();
+    let mut want: Vec<(String, u64, u64)> = load.into_iter().map(|(k, (a, d))| (k, a, d)).collect();
     want.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then(a.0.cmp(&b.0)));
     let got: Vec<(String, u64, u64)> = r
         .reviewers
@@ -361,11 +374,25 @@ fn check(w: &World, r: &Report) {
     let got: Vec<(String, String, Option<String>, Option<String>)> = r
         .denied
         .iter()
-        .map(|d| (d.id.clone(), d.command.clone(), d.decided_by.clone(), d.reason.clone()))
+        .map(|d| {
+            (
+                d.id.clone(),
+                d.command.clone(),
+                d.decided_by.clone(),
+                d.reason.clone(),
+            )
+        })
         .collect();
     let want: Vec<(String, String, Option<String>, Option<String>)> = denied
         .iter()
-        .map(|e| (e.id.clone(), e.command.clone(), e.by.map(str::to_string), e.reason.clone()))
+        .map(|e| {
+            (
+                e.id.clone(),
+                e.command.clone(),
+                e.by.map(str::to_string),
+                e.reason.clone(),
+            )
+        })
         .collect();
     assert_eq!(got, want, "every denied command, in order");
     assert_eq!(r.denied_more, 0);
@@ -378,8 +405,16 @@ fn check(w: &World, r: &Report) {
         .filter(|e| e.status == "approved" || e.status == "denied")
         .collect();
     slow.sort_by(|a, b| b.waited.cmp(&a.waited).then(a.id.cmp(&b.id)));
-    let got: Vec<(String, i64)> = r.slowest.iter().map(|s| (s.id.clone(), s.waited_ms)).collect();
-    let want: Vec<(String, i64)> = slow.iter().take(5).map(|e| (e.id.clone(), e.waited)).collect();
+    let got: Vec<(String, i64)> = r
+        .slowest
+        .iter()
+        .map(|s| (s.id.clone(), s.waited_ms))
+        .collect();
+    let want: Vec<(String, i64)> = slow
+        .iter()
+        .take(5)
+        .map(|e| (e.id.clone(), e.waited))
+        .collect();
     assert_eq!(got, want, "the slowest decisions");
 
     let repeats = ended
@@ -434,9 +469,16 @@ async fn scenario(database_url: &str, seed: u64) {
     ))
     .expect("json");
     assert_eq!(json["current"]["approved"], r.current.approved);
-    assert!(json["allow_rules"][0].as_str().is_some_and(|s| s.contains("[[rule]]")));
+    assert!(
+        json["allow_rules"][0]
+            .as_str()
+            .is_some_and(|s| s.contains("[[rule]]"))
+    );
     let html = holdpoint_bot::digest::render(&r, holdpoint_bot::digest::Format::Html, "http://q");
-    assert!(!html.contains("<0>") && html.contains("not now &lt;"), "reasons escaped");
+    assert!(
+        !html.contains("<0>") && html.contains("not now &lt;"),
+        "reasons escaped"
+    );
 }
 
 #[tokio::test]
@@ -486,7 +528,11 @@ fn a_five_field_schedule_reads_like_crontab_in_its_time_zone() {
         holdpoint_bot::time::rfc3339(d.last_at_or_before(thursday).expect("last")),
         "2026-11-30T08:00:00.000Z"
     );
-    for (sunday, expr) in [("0", "0 9 * * 0"), ("7", "0 9 * * 7"), ("SUN", "0 9 * * SUN")] {
+    for (sunday, expr) in [
+        ("0", "0 9 * * 0"),
+        ("7", "0 9 * * 7"),
+        ("SUN", "0 9 * * SUN"),
+    ] {
         let s = parse_crontab(expr).expect(sunday);
         let next = s
             .after(&chrono::DateTime::from_timestamp_millis(thursday).expect("time"))
@@ -496,9 +542,15 @@ fn a_five_field_schedule_reads_like_crontab_in_its_time_zone() {
     }
     for (toml, key) in [
         ("[digest]\nschedule = \"0 9 * *\"\n", "digest.schedule"),
-        ("[digest]\nschedule = \"@weekly\"\ntimezone = \"Mars/Olympus\"\n", "digest.timezone"),
+        (
+            "[digest]\nschedule = \"@weekly\"\ntimezone = \"Mars/Olympus\"\n",
+            "digest.timezone",
+        ),
         ("[digest]\nperiod = \"7d\"\n", "digest.schedule is missing"),
-        ("[digest]\nschedule = \"@weekly\"\nslack_channels = [\"C0123ABCD\"]\n", "Slack is not configured"),
+        (
+            "[digest]\nschedule = \"@weekly\"\nslack_channels = [\"C0123ABCD\"]\n",
+            "Slack is not configured",
+        ),
     ] {
         std::fs::write(&file, toml).expect("config");
         let err = Config::load(Some(&file)).expect_err(toml).to_string();

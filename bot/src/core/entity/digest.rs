@@ -15,7 +15,7 @@ pub struct Model {
     pub claimed_by: String,
     pub claimed_at: i64,
     pub sent_at: Option<i64>,
-    /// Sent more than a minute after its due time (the bot was down).
+    /// Sent after its due time by a bot that was down then.
     pub late: bool,
     /// Why a destination could not be sent to.
     pub error: Option<String>,
