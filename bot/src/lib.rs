@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod chat;
 pub mod config;
 pub mod core;

@@ -84,6 +84,9 @@ enum Command {
         /// and Matrix rooms.
         #[arg(long)]
         send: bool,
+        /// Also write its charts (PNG) into this directory.
+        #[arg(long, value_name = "DIR")]
+        charts: Option<PathBuf>,
     },
     /// Print a new single-use login link for the web queue.
     LoginLink {
@@ -363,6 +366,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             until,
             format,
             send,
+            charts,
         } => {
             let bot = open(config).await?;
             let now = bot.now_ms();
@@ -416,6 +420,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let report = bot.digest(period).await?;
+            if let Some(dir) = charts {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                for c in holdpoint_bot::chart::charts(&report) {
+                    let path = dir.join(c.name);
+                    std::fs::write(&path, &c.png)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote {} ({}×{}): {}",
+                        path.display(),
+                        c.width,
+                        c.height,
+                        c.alt
+                    );
+                }
+            }
             print!(
                 "{}",
                 holdpoint_bot::digest::render(&report, format, &bot.config().base_url())

@@ -427,6 +427,41 @@ fn check(w: &World, r: &Report) {
         (r.repeated[0].command.as_str(), r.repeated[0].approvals),
         (REPEATED, repeats)
     );
+    // Per day, and by time to decision.
+    let mut days = vec![(0u64, 0u64, 0u64, 0u64); 7];
+    for e in &ended {
+        let d = ((e.decided_at - p.from) / DAY) as usize;
+        match e.status {
+            "approved" => days[d].0 += 1,
+            "denied" => days[d].1 += 1,
+            "expired" => days[d].2 += 1,
+            _ => days[d].3 += 1,
+        }
+    }
+    let got: Vec<(i64, (u64, u64, u64, u64))> = r
+        .per_day
+        .iter()
+        .map(|d| (d.start, (d.approved, d.denied, d.expired, d.cancelled)))
+        .collect();
+    let want: Vec<(i64, (u64, u64, u64, u64))> = days
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| (p.from + i as i64 * DAY, d))
+        .collect();
+    assert_eq!(got, want, "requests per day by outcome");
+    let bounds = [60_000, 300_000, 900_000, 3_600_000, 14_400_000, i64::MAX];
+    let mut buckets = vec![0u64; bounds.len()];
+    for e in ended
+        .iter()
+        .filter(|e| e.status == "approved" || e.status == "denied")
+    {
+        let i = bounds
+            .iter()
+            .position(|b| e.waited < *b)
+            .unwrap_or(bounds.len() - 1);
+        buckets[i] += 1;
+    }
+    assert_eq!(r.waits, buckets, "time to decision by bucket");
     assert_eq!(r.chain.broken, None, "the chain verifies over the period");
     assert!(r.chain.rows > 0);
 }
@@ -474,6 +509,27 @@ async fn scenario(database_url: &str, seed: u64) {
             .as_str()
             .is_some_and(|s| s.contains("[[rule]]"))
     );
+    // The charts decode as PNGs of the size they announce.
+    for chart in holdpoint_bot::chart::charts(&r) {
+        let decoder = png::Decoder::new(std::io::Cursor::new(chart.png.clone()));
+        let mut reader = decoder.read_info().expect("a PNG");
+        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+        let info = reader.next_frame(&mut buf).expect("a frame");
+        assert_eq!(
+            (info.width, info.height),
+            (chart.width, chart.height),
+            "{}",
+            chart.name
+        );
+        // Not a blank image: the bars and the text are drawn.
+        let inked = buf.chunks(3).filter(|p| p != &[255, 255, 255]).count();
+        assert!(inked > 2_000, "{}: {inked} pixels drawn", chart.name);
+        assert!(
+            chart.alt.contains("approved") || chart.alt.contains("decision"),
+            "{}",
+            chart.alt
+        );
+    }
     let html = holdpoint_bot::digest::render(&r, holdpoint_bot::digest::Format::Html, "http://q");
     assert!(
         !html.contains("<0>") && html.contains("not now &lt;"),

@@ -111,6 +111,17 @@ pub struct Repeated {
     pub approvals: u64,
 }
 
+/// One day of the period (from its start, in 24-hour steps): how the
+/// requests that ended then ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Day {
+    pub start: i64,
+    pub approved: u64,
+    pub denied: u64,
+    pub expired: u64,
+    pub cancelled: u64,
+}
+
 /// The audit chain over the period, checked link by link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Chain {
@@ -142,7 +153,16 @@ pub struct Report {
     pub denied_more: u64,
     pub repeated: Vec<Repeated>,
     pub chain: Chain,
+    /// Each day of the period, in order (at most [`MAX_DAYS`]).
+    pub per_day: Vec<Day>,
+    /// Requests a reviewer decided, by time to decision, in the buckets of
+    /// [`crate::chart::WAIT_BUCKETS`].
+    pub waits: Vec<u64>,
 }
+
+/// The most days a report splits its period into.
+pub const MAX_DAYS: i64 = 92;
+const DAY_MS: i64 = 86_400_000;
 
 /// SQL written with `$1`-style placeholders, for either backend (SQLite
 /// reads `?1`).
@@ -219,7 +239,72 @@ impl Bot {
             denied_more,
             repeated: self.repeated(period).await?,
             chain: self.chain_over(period).await?,
+            per_day: self.per_day(period).await?,
+            waits: self.waits(period).await?,
         })
+    }
+
+    async fn per_day(&self, p: Period) -> Result<Vec<Day>, DbErr> {
+        let b = self.db.get_database_backend();
+        let days = ((p.until - p.from + DAY_MS - 1) / DAY_MS).clamp(1, MAX_DAYS);
+        let mut out: Vec<Day> = (0..days)
+            .map(|d| Day {
+                start: p.from + d * DAY_MS,
+                ..Day::default()
+            })
+            .collect();
+        let sql = format!(
+            "SELECT (decided_at - $1) / {DAY_MS} AS d, status, COUNT(*) AS n FROM requests \
+             WHERE decided_at >= $1 AND decided_at < $2 GROUP BY 1, 2"
+        );
+        for r in self
+            .db
+            .query_all_raw(stmt(b, &sql, vec![p.from.into(), p.until.into()]))
+            .await?
+        {
+            let Some(day) = usize::try_from(int(&r, "d")?)
+                .ok()
+                .and_then(|d| out.get_mut(d))
+            else {
+                continue;
+            };
+            let n = count(&r, "n")?;
+            match text(&r, "status")?.as_str() {
+                "approved" => day.approved = n,
+                "denied" => day.denied = n,
+                "expired" => day.expired = n,
+                "cancelled" => day.cancelled = n,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    async fn waits(&self, p: Period) -> Result<Vec<u64>, DbErr> {
+        let b = self.db.get_database_backend();
+        let mut cases = Vec::new();
+        let mut lower = 0i64;
+        for (i, (_, upper)) in crate::chart::WAIT_BUCKETS.iter().enumerate() {
+            cases.push(format!(
+                "SUM(CASE WHEN decided_at - created_at >= {lower} AND decided_at - created_at < {upper} THEN 1 ELSE 0 END) AS b{i}"
+            ));
+            lower = *upper;
+        }
+        let sql = format!(
+            "SELECT {} FROM requests WHERE decided_at >= $1 AND decided_at < $2 \
+             AND status IN ('approved', 'denied')",
+            cases.join(", ")
+        );
+        let row = self
+            .db
+            .query_one_raw(stmt(b, &sql, vec![p.from.into(), p.until.into()]))
+            .await?;
+        (0..crate::chart::WAIT_BUCKETS.len())
+            .map(|i| match &row {
+                Some(r) => count(r, &format!("b{i}")),
+                None => Ok(0),
+            })
+            .collect()
     }
 
     async fn counts(&self, p: Period) -> Result<Counts, DbErr> {
