@@ -67,6 +67,16 @@ impl From<matrix_sdk::encryption::recovery::RecoveryError> for MatrixError {
     }
 }
 
+/// A PNG image to send.
+pub struct Image<'a> {
+    pub name: &'a str,
+    pub png: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+    /// What it shows, in words (the caption).
+    pub alt: &'a str,
+}
+
 /// What [`Matrix::set_up_recovery`] did with secret storage (where the
 /// bot's cross-signing keys and room-key backup are kept, encrypted with a
 /// recovery key).
@@ -361,6 +371,30 @@ impl Matrix {
         Ok(room.room_id().to_string())
     }
 
+    async fn send_image_inner(
+        &self,
+        room_id: &str,
+        image: &Image<'_>,
+    ) -> Result<String, MatrixError> {
+        use matrix_sdk::attachment::{AttachmentConfig, AttachmentInfo, BaseImageInfo};
+        use matrix_sdk::ruma::UInt;
+        use matrix_sdk::ruma::events::room::message::TextMessageEventContent;
+        let room = self.room(room_id)?;
+        let info = AttachmentInfo::Image(BaseImageInfo {
+            width: Some(UInt::from(image.width)),
+            height: Some(UInt::from(image.height)),
+            size: UInt::new(image.png.len() as u64),
+            ..Default::default()
+        });
+        let config = AttachmentConfig::new()
+            .info(info)
+            .caption(Some(TextMessageEventContent::plain(image.alt)));
+        let sent = room
+            .send_attachment(image.name, &mime::IMAGE_PNG, image.png.to_vec(), config)
+            .await?;
+        Ok(sent.event_id.to_string())
+    }
+
     fn room(&self, room_id: &str) -> Result<Room, MatrixError> {
         let id = OwnedRoomId::try_from(room_id).map_err(|_| MatrixError::BadId(room_id.into()))?;
         self.client
@@ -563,6 +597,17 @@ impl Matrix {
     /// (encrypted, the user invited) when there is none yet.
     pub fn direct_room<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<String, MatrixError>> {
         Box::pin(self.direct_room_inner(user))
+    }
+
+    /// Sends a PNG as an `m.image` (uploaded, and encrypted with the
+    /// event when the room is), with its size and a caption that says what
+    /// it shows; returns its event id.
+    pub fn send_image<'a>(
+        &'a self,
+        room_id: &'a str,
+        image: &'a Image<'a>,
+    ) -> BoxFuture<'a, Result<String, MatrixError>> {
+        Box::pin(self.send_image_inner(room_id, image))
     }
 
     /// Whether a room is end-to-end encrypted.

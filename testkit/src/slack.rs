@@ -185,6 +185,22 @@ impl FakeSlack {
         }
     }
 
+    /// A file uploaded through the external upload flow: what
+    /// `files.getUploadURLExternal` announced, and the bytes.
+    pub fn file(&self, id: &str) -> Option<(Value, Vec<u8>)> {
+        let r = try_http(self.port, "GET", &format!("/_files/{id}"), &[], b"").ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        let hex = v["hex"].as_str()?;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some((v, bytes))
+    }
+
     /// The request message posted for `id`.
     pub fn posted(&self, id: &str) -> Value {
         self.wait_for(

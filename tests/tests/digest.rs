@@ -14,6 +14,15 @@ use std::time::Duration;
 
 const DIGEST: &str = "C0DIGEST1";
 
+/// The `ts` the local Slack server gave the message `post`.
+fn post_ts(fake: &FakeSlack, post: &Value) -> Value {
+    fake.calls()
+        .into_iter()
+        .find(|c| c["method"] == "chat.postMessage" && c["at"] == post["at"])
+        .map(|c| c["ts"].clone())
+        .unwrap_or(Value::Null)
+}
+
 /// The digest posts the bot made, by title (which names the period).
 fn digests(fake: &FakeSlack) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -83,6 +92,41 @@ fn a_digest_asked_for_from_the_cli_is_posted_to_slack_and_says_what_happened() {
         all.contains(&format!("/#{}", denied.id)),
         "linked to the web queue: {all}"
     );
+    // The charts, in the digest's thread, through the external upload
+    // flow; the bytes are PNGs of the size announced.
+    let complete = fake.wait_for(
+        "files.completeUploadExternal",
+        Duration::from_secs(30),
+        |c| c["method"] == "files.completeUploadExternal",
+    );
+    assert_eq!(complete["body"]["channel_id"], DIGEST, "{complete}");
+    assert_eq!(
+        complete["body"]["thread_ts"],
+        post_ts(&fake, &post),
+        "{complete}"
+    );
+    let files = complete["body"]["files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(files.len(), 2, "two charts: {complete}");
+    for f in &files {
+        let id = f["id"].as_str().unwrap_or_default();
+        let (announced, bytes) = fake.file(id).expect("the uploaded file");
+        assert_eq!(
+            announced["length"].as_u64(),
+            Some(bytes.len() as u64),
+            "{announced}"
+        );
+        assert!(
+            announced["alt_txt"].as_str().is_some_and(|a| !a.is_empty()),
+            "a text alternative: {announced}"
+        );
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let reader = decoder.read_info().expect("a PNG");
+        let info = reader.info();
+        assert_eq!((info.width, info.height), (960, 540), "{}", f["title"]);
+    }
     let next = bot.cli(&["digest", "next"]);
     assert!(
         next.contains("next digest: ") && next.contains("@yearly"),

@@ -814,3 +814,61 @@ fn verified_devices_only_refuses_reactions_and_unverified_replies_in_an_encrypte
     let pending = w.bot.requests();
     assert_eq!(pending["pending"][0]["id"], req.id.as_str(), "{pending}");
 }
+
+/// The digest asked for from the CLI reaches an encrypted Matrix room: the
+/// report as an HTML message and each chart as an encrypted `m.image` with
+/// its size and a caption that says what it shows.
+#[test]
+fn the_digest_reaches_an_encrypted_matrix_room_with_its_charts_as_encrypted_images() {
+    let py = need_synapse!();
+    let hs = Synapse::start(&py);
+    let peer = hs.peer();
+    let bot_user = peer.register("holdpoint", BOT_PASSWORD);
+    peer.user("alice", "alice-pw");
+    let room = peer.create_room("alice", true, &[&bot_user], json!({}));
+    let bot = BotOptions::new()
+        .env("HOLDPOINT_MATRIX_HOMESERVER", hs.url())
+        .env("HOLDPOINT_MATRIX_USER_ID", bot_user)
+        .env("HOLDPOINT_MATRIX_PASSWORD", BOT_PASSWORD)
+        .env("HOLDPOINT_MATRIX_ROOM", room.clone())
+        .env("HOLDPOINT_MATRIX_REVIEWERS", ALICE)
+        .env("HOLDPOINT_DIGEST_SCHEDULE", "@yearly")
+        .config(&format!("[digest]\nmatrix_rooms = [\"{room}\"]\n"))
+        .start();
+    bot.wait_log("Matrix: ready as", Duration::from_secs(90));
+    let out = bot.cli(&["digest", "--since", "1h", "--send"]);
+    assert!(out.contains("asked the running bot"), "{out}");
+    let report = peer.wait_event("alice", &room, "the digest message", WAIT, |e| {
+        content(e)["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("holdpoint digest"))
+    });
+    assert!(report["encrypted"].as_bool().unwrap_or(false), "{report}");
+    let html = content(&report)["formatted_body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(html.contains("<h2>Audit chain</h2>"), "{html}");
+    for name in ["requests-per-day.png", "time-to-decision.png"] {
+        let image = peer.wait_event("alice", &room, name, WAIT, |e| {
+            content(e)["msgtype"] == "m.image" && content(e)["filename"] == name
+        });
+        assert!(image["encrypted"].as_bool().unwrap_or(false), "{image}");
+        let c = content(&image);
+        assert_eq!(
+            (c["info"]["w"].as_u64(), c["info"]["h"].as_u64()),
+            (Some(960), Some(540)),
+            "{c}"
+        );
+        assert_eq!(c["info"]["mimetype"], "image/png", "{c}");
+        assert!(
+            c["file"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("mxc://")),
+            "the file itself is encrypted: {c}"
+        );
+        assert!(
+            c["body"].as_str().is_some_and(|b| !b.is_empty()),
+            "a caption: {c}"
+        );
+    }
+}

@@ -501,8 +501,21 @@ impl Matrix {
         client
             .send(&room_id, "m.room.message", &render::message(&text))
             .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        for chart in crate::chart::charts(report) {
+            let image = holdpoint_matrix::Image {
+                name: chart.name,
+                png: &chart.png,
+                width: chart.width,
+                height: chart.height,
+                alt: &chart.alt,
+            };
+            client
+                .send_image(&room_id, &image)
+                .await
+                .map_err(|e| format!("sending {}: {e}", chart.name))?;
+        }
+        Ok(())
     }
 
     /// Whether `user` may decide: listed, or with the power level asked for

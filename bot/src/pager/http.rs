@@ -1,4 +1,5 @@
-//! One JSON POST to a pager, and what its answer means for a retry.
+//! One POST (a JSON body to a pager, a file to an upload URL), and what
+//! its answer means for a retry.
 
 use super::PageError;
 use bytes::Bytes;
@@ -45,9 +46,26 @@ impl Http {
         headers: &[(&str, String)],
         body: &Value,
     ) -> Result<(), PageError> {
+        self.post(
+            url,
+            "application/json",
+            headers,
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
+    /// POSTs `body` of `content_type` to `url`, like [`Http::post_json`].
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(), PageError> {
         let retry = |why: String| PageError::Retry { after: None, why };
         let mut req = hyper::Request::post(url)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .header(hyper::header::ACCEPT, "application/json")
             .header(
                 hyper::header::USER_AGENT,
@@ -57,7 +75,7 @@ impl Http {
             req = req.header(*k, v.as_str());
         }
         let req = req
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(body))
             .map_err(|e| PageError::Refused(format!("cannot build the request: {e}")))?;
         let answer = match tokio::time::timeout(TIMEOUT, self.client.request(req)).await {
             Err(_) => return Err(retry(format!("no answer in {} s", TIMEOUT.as_secs()))),

@@ -16,7 +16,7 @@
 //! It must never decide anything, and never log a key: the integration
 //! keys are in headers and bodies, which are not logged.
 
-mod http;
+pub mod http;
 pub mod opsgenie;
 pub mod pagerduty;
 

@@ -184,7 +184,45 @@ impl Slack {
             "unfurl_links": false,
             "unfurl_media": false,
         });
-        self.call("chat.postMessage", &body).await.map(drop)
+        let posted = self.call("chat.postMessage", &body).await?;
+        // The charts, in the message's thread, through Slack's external
+        // upload flow: an upload URL per file, the bytes, then one call
+        // that shares them.
+        let http = crate::pager::http::Http::default();
+        let mut files = Vec::new();
+        for chart in crate::chart::charts(report) {
+            let length = chart.png.len().to_string();
+            let alt = crate::view::cut(&chart.alt, 1000);
+            let got = self
+                .api
+                .get(
+                    "files.getUploadURLExternal",
+                    &[
+                        ("filename", chart.name),
+                        ("length", &length),
+                        ("alt_txt", &alt),
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let (Some(url), Some(id)) = (got["upload_url"].as_str(), got["file_id"].as_str())
+            else {
+                return Err(format!(
+                    "files.getUploadURLExternal answered without an upload_url and file_id: {got}"
+                ));
+            };
+            http.post(url, "image/png", &[], chart.png.into())
+                .await
+                .map_err(|e| format!("uploading {}: {e}", chart.name))?;
+            files.push(json!({"id": id, "title": chart.title}));
+        }
+        let mut complete = json!({"files": files, "channel_id": channel});
+        if let Some(ts) = posted["ts"].as_str() {
+            complete["thread_ts"] = json!(ts);
+        }
+        self.call("files.completeUploadExternal", &complete)
+            .await
+            .map(drop)
     }
 
     /// A call to Slack that must report a result.

@@ -70,8 +70,58 @@ def normalise(v):
     return v
 
 
+# The external upload flow: file id -> what files.getUploadURLExternal
+# announced and the bytes uploaded.
+FILES = {}
+PORT = [0]
+
+
+def validate_upload_request(body):
+    errors = []
+    if not body.get("filename"):
+        errors.append("files.getUploadURLExternal: no filename")
+    try:
+        if int(body.get("length", "")) <= 0:
+            errors.append("files.getUploadURLExternal: length must be positive")
+    except ValueError:
+        errors.append(f"files.getUploadURLExternal: length {body.get('length')!r} is not a number")
+    if len(body.get("alt_txt", "")) > 1000:
+        errors.append("files.getUploadURLExternal: alt_txt over 1000 characters")
+    return errors
+
+
+def validate_complete(body):
+    errors = []
+    files = body.get("files")
+    if isinstance(files, str):
+        files = json.loads(files)
+    if not isinstance(files, list) or not files:
+        return ["files.completeUploadExternal: files must be a non-empty array"]
+    for f in files:
+        fid = f.get("id") if isinstance(f, dict) else None
+        if not fid:
+            errors.append(f"files.completeUploadExternal: a file without id: {f!r}")
+            continue
+        with LOCK:
+            known = FILES.get(fid)
+        if known is None:
+            errors.append(f"files.completeUploadExternal: unknown file {fid}")
+        elif known.get("bytes") is None:
+            errors.append(f"files.completeUploadExternal: {fid} was never uploaded")
+        extra = set(f) - {"id", "title"}
+        if extra:
+            errors.append(f"files.completeUploadExternal: unknown file fields {sorted(extra)}")
+    if not body.get("channel_id") and body.get("thread_ts"):
+        errors.append("files.completeUploadExternal: thread_ts without channel_id")
+    return errors
+
+
 def validate(method, body):
     errors = []
+    if method == "files.getUploadURLExternal":
+        errors += validate_upload_request(body)
+    if method == "files.completeUploadExternal":
+        errors += validate_complete(body)
     if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
         text = body.get("text")
         if not text and not body.get("blocks"):
@@ -125,6 +175,15 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/_calls":
             with LOCK:
                 return self.reply(200, CALLS)
+        if url.path.startswith("/_files/"):
+            with LOCK:
+                f = FILES.get(url.path[len("/_files/"):])
+            if f is None or f.get("bytes") is None:
+                return self.reply(404, {"ok": False})
+            return self.reply(200, dict(
+                {k: v for k, v in f.items() if k != "bytes"},
+                hex=f["bytes"].hex(),
+            ))
         if url.path.startswith("/api/"):
             params = dict(urllib.parse.parse_qsl(url.query))
             return self.api(url.path[5:], params)
@@ -160,6 +219,24 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, fut.result(timeout=15))
         if url.path == "/_socket/state":
             return self.reply(200, {"connects": SOCKET["connects"], "open": len(SOCKET["conns"])})
+        if url.path.startswith("/_upload/"):
+            fid = url.path[len("/_upload/"):]
+            with LOCK:
+                f = FILES.get(fid)
+                errors = []
+                if f is None:
+                    errors.append(f"upload to an unknown URL {fid}")
+                elif len(raw) != f["length"]:
+                    errors.append(f"{len(raw)} bytes uploaded, {f['length']} announced")
+                if f is not None:
+                    f["bytes"] = raw
+                CALLS.append({
+                    "method": "upload", "body": {"file_id": fid, "bytes": len(raw)},
+                    "auth": "", "errors": errors, "injected": None, "at": time.time(), "delayed": None,
+                })
+            if errors:
+                return self.reply(400, {"ok": False, "errors": errors})
+            return self.reply(200, {"ok": True})
         if url.path.startswith("/api/"):
             ctype = self.headers.get("Content-Type", "")
             if "json" in ctype and raw:
@@ -224,6 +301,22 @@ class Handler(BaseHTTPRequestHandler):
                 if g not in GROUPS:
                     return self.reply(200, {"ok": False, "error": "no_such_subteam"})
                 return self.reply(200, {"ok": True, "users": GROUPS[g]})
+        if method == "files.getUploadURLExternal":
+            with LOCK:
+                fid = f"F{len(FILES) + 1:08d}"
+                FILES[fid] = {
+                    "length": int(body["length"]),
+                    "filename": body["filename"],
+                    "alt_txt": body.get("alt_txt"),
+                }
+            return self.reply(200, {
+                "ok": True,
+                "upload_url": f"http://127.0.0.1:{PORT[0]}/_upload/{fid}",
+                "file_id": fid,
+            })
+        if method == "files.completeUploadExternal":
+            files = body["files"] if isinstance(body["files"], list) else json.loads(body["files"])
+            return self.reply(200, {"ok": True, "files": [{"id": f["id"], "title": f.get("title")} for f in files]})
         if method == "users.info":
             return self.reply(200, {"ok": True, "user": {"id": body.get("user"), "name": "someone"}})
         return self.reply(200, {"ok": False, "error": "unknown_method"})
@@ -297,6 +390,7 @@ if __name__ == "__main__":
     while not WS_PORT[0]:
         time.sleep(0.01)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    PORT[0] = httpd.server_address[1]
     print(f"READY {httpd.server_address[1]}", flush=True)
     # Stop when the test (our parent) closes stdin.
     threading.Thread(target=lambda: (sys.stdin.read(), httpd.shutdown()), daemon=True).start()
