@@ -264,7 +264,7 @@ pub enum Format {
     Json,
 }
 
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     // Quote everything that could be read as a formula by a spreadsheet too.
     let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let s = if risky {

@@ -749,3 +749,171 @@ impl Bot {
             .and_then(|d| Some((d.due_at, d.sent_at?, d.late))))
     }
 }
+
+/// What the web audit view searches for; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// When it happened, unix ms, half-open.
+    pub from: Option<i64>,
+    pub until: Option<i64>,
+    pub runner: Option<String>,
+    pub agent: Option<String>,
+    /// A rule that decided the verdict.
+    pub rule: Option<String>,
+    /// `allowed`, `held`, `refused` (verdicts), or `submitted`, `approved`,
+    /// `denied`, `expired`, `cancelled`, `escalated`, `voted` (requests).
+    pub outcome: Option<String>,
+    /// Who decided (`web:alice`).
+    pub reviewer: Option<String>,
+    /// Text in the command (the event's, or its request's).
+    pub q: Option<String>,
+}
+
+/// One row of the audit view: the audit row and what people look for in
+/// it, the command redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub runner: Option<String>,
+    pub request_id: Option<String>,
+    pub command: Option<String>,
+    pub decision: Option<String>,
+    pub rules: Vec<String>,
+    pub agent: Option<String>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Most rows one search answers.
+pub const MAX_FOUND: u64 = 10_000;
+
+impl Bot {
+    /// The audit rows that match `s`, newest first, older than `before`
+    /// (a `seq`) when given, at most `limit`.
+    pub async fn search_audit(
+        &self,
+        s: &Search,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Found>, DbErr> {
+        let b = self.db.get_database_backend();
+        let mut wh: Vec<String> = Vec::new();
+        let mut vals: Vec<Value> = Vec::new();
+        let param = |v: Value, vals: &mut Vec<Value>| -> String {
+            vals.push(v);
+            format!("${}", vals.len())
+        };
+        if let Some(f) = s.from {
+            wh.push(format!("a.at >= {}", param(f.into(), &mut vals)));
+        }
+        if let Some(u) = s.until {
+            wh.push(format!("a.at < {}", param(u.into(), &mut vals)));
+        }
+        if let Some(before) = before {
+            wh.push(format!("a.seq < {}", param(before.into(), &mut vals)));
+        }
+        if let Some(r) = s.runner.as_deref().filter(|r| !r.is_empty()) {
+            wh.push(format!("a.runner = {}", param(r.into(), &mut vals)));
+        }
+        if let Some(a) = s.agent.as_deref().filter(|a| !a.is_empty()) {
+            let p = param(a.into(), &mut vals);
+            wh.push(format!("{} = {p}", json_text(b, "agent")));
+        }
+        if let Some(rule) = s.rule.as_deref().filter(|r| !r.is_empty()) {
+            let p = param(rule.into(), &mut vals);
+            wh.push(match b {
+                DatabaseBackend::Postgres => format!(
+                    "EXISTS (SELECT 1 FROM jsonb_array_elements_text(a.body::jsonb -> 'rules') AS r(value) WHERE r.value = {p})"
+                ),
+                _ => format!(
+                    "EXISTS (SELECT 1 FROM json_each(a.body, '$.rules') r WHERE r.value = {p})"
+                ),
+            });
+        }
+        match s.outcome.as_deref().filter(|o| !o.is_empty()) {
+            None => {}
+            Some(o @ ("allowed" | "held" | "refused")) => {
+                let d = match o {
+                    "allowed" => "allow",
+                    "held" => "review",
+                    _ => "deny",
+                };
+                wh.push(format!(
+                    "a.kind = 'verdict' AND {} = '{d}'",
+                    json_text(b, "decision")
+                ));
+            }
+            Some(
+                o @ ("submitted" | "approved" | "denied" | "expired" | "cancelled" | "escalated"
+                | "voted"),
+            ) => wh.push(format!("a.kind = 'request.{o}'")),
+            Some(_) => wh.push("1 = 0".into()),
+        }
+        if let Some(r) = s.reviewer.as_deref().filter(|r| !r.is_empty()) {
+            let p = param(r.into(), &mut vals);
+            wh.push(format!("{} = {p}", json_text(b, "decided_by")));
+        }
+        if let Some(q) = s.q.as_deref().filter(|q| !q.is_empty()) {
+            let escaped: String = q
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            let p = param(format!("%{escaped}%").into(), &mut vals);
+            wh.push(format!(
+                "COALESCE({}, r.command) LIKE {p} ESCAPE '\\'",
+                json_text(b, "command")
+            ));
+        }
+        let limit = limit.clamp(1, MAX_FOUND);
+        let sql = format!(
+            "SELECT a.seq, a.at, a.kind, a.runner, a.request_id, a.body, r.command AS request_command \
+             FROM audit_log a LEFT JOIN requests r ON r.id = a.request_id {} \
+             ORDER BY a.seq DESC LIMIT {limit}",
+            if wh.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", wh.join(" AND "))
+            }
+        );
+        self.db
+            .query_all_raw(stmt(b, &sql, vals))
+            .await?
+            .iter()
+            .map(|r| {
+                let body: serde_json::Value =
+                    serde_json::from_str(&text(r, "body")?).unwrap_or_default();
+                let field = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                Ok(Found {
+                    seq: int(r, "seq")?,
+                    at: int(r, "at")?,
+                    kind: text(r, "kind")?,
+                    runner: r.try_get("", "runner")?,
+                    request_id: r.try_get("", "request_id")?,
+                    // The request's own command for the rows about it.
+                    command: field("command")
+                        .or(r.try_get::<Option<String>>("", "request_command")?)
+                        .map(|c| holdpoint_shared::redact::redact(&c)),
+                    decision: field("decision"),
+                    rules: body
+                        .get("rules")
+                        .and_then(|v| v.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| r.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    agent: field("agent"),
+                    decided_by: field("decided_by").or_else(|| field("by")),
+                    reason: field("reason"),
+                })
+            })
+            .collect()
+    }
+}

@@ -37,7 +37,10 @@ mod runners;
 mod sessions;
 mod throttle;
 
-pub use audit::{Format as ExportFormat, GENESIS, NewEvent, Verification, link_hash};
+pub use audit::{
+    Format as ExportFormat, GENESIS, NewEvent, Verification, csv_field as audit_csv_field,
+    link_hash,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{DbErr, OpenError, random_hex, sha256_hex};
 pub use deliveries::{Claim, Delivery, DeliveryState};

@@ -5,6 +5,7 @@
 use super::auth;
 use crate::config::Requirement;
 use crate::core::Session;
+use crate::core::digest::{MAX_FOUND, Period, Search};
 use crate::core::{Bot, Decided, Intent, LifecycleError, Refusal};
 use axum::Json;
 use axum::body::Bytes;
@@ -474,5 +475,181 @@ mod tests {
         );
         assert_eq!(authority("null"), None);
         assert_eq!(authority("http://"), None);
+    }
+}
+
+/// The query of `GET /api/audit`: a [`Search`] with paging and a format.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    from: Option<i64>,
+    until: Option<i64>,
+    runner: Option<String>,
+    agent: Option<String>,
+    rule: Option<String>,
+    outcome: Option<String>,
+    reviewer: Option<String>,
+    q: Option<String>,
+    /// Only rows older than this `seq` (the `next` of the previous page).
+    before: Option<i64>,
+    /// Rows per page (default 50, at most 10,000 for an export).
+    limit: Option<u64>,
+    /// `json` (default) or `csv`: an export of what the filters show.
+    format: Option<String>,
+}
+
+/// `GET /api/audit`: the audit log searched, newest first, a page at a
+/// time; `format=csv` or `format=json` with a `limit` exports it as a file.
+pub async fn audit(
+    State(bot): State<Arc<Bot>>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = require_session(&bot, &headers).await {
+        return res;
+    }
+    let limit = query.limit.unwrap_or(50);
+    let search = Search {
+        from: query.from,
+        until: query.until,
+        runner: query.runner,
+        agent: query.agent,
+        rule: query.rule,
+        outcome: query.outcome,
+        reviewer: query.reviewer,
+        q: query.q,
+    };
+    let rows = match bot.search_audit(&search, query.before, limit).await {
+        Ok(r) => r,
+        Err(e) => return database(e),
+    };
+    let next = (rows.len() as u64 == limit.clamp(1, MAX_FOUND))
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    match query.format.as_deref() {
+        None => Json(json!({ "rows": rows, "next": next })).into_response(),
+        Some("json") => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"holdpoint-audit.json\"",
+                ),
+            ],
+            serde_json::to_string_pretty(&rows).unwrap_or_default(),
+        )
+            .into_response(),
+        Some("csv") => {
+            let f = crate::core::audit_csv_field;
+            let mut out = String::from(
+                "seq,at,kind,runner,request_id,command,decision,rules,agent,decided_by,reason\n",
+            );
+            for r in &rows {
+                let o = |v: &Option<String>| f(v.as_deref().unwrap_or(""));
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{},{},{},{},{}\n",
+                    r.seq,
+                    f(&crate::time::rfc3339(r.at)),
+                    f(&r.kind),
+                    o(&r.runner),
+                    o(&r.request_id),
+                    o(&r.command),
+                    o(&r.decision),
+                    f(&r.rules.join(" ")),
+                    o(&r.agent),
+                    o(&r.decided_by),
+                    o(&r.reason),
+                ));
+            }
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"holdpoint-audit.csv\"",
+                    ),
+                ],
+                out,
+            )
+                .into_response()
+        }
+        Some(_) => error(StatusCode::BAD_REQUEST, "format is json or csv"),
+    }
+}
+
+/// The period of `GET /api/digest` (default: the last 7 days).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestQuery {
+    from: Option<i64>,
+    until: Option<i64>,
+}
+
+fn digest_period(bot: &Bot, q: &DigestQuery) -> Result<Period, Response> {
+    let until = q.until.unwrap_or_else(|| bot.now_ms());
+    let from = q.from.unwrap_or(until - 7 * 86_400_000);
+    if until <= from {
+        return Err(error(StatusCode::BAD_REQUEST, "until must come after from"));
+    }
+    Ok(Period { from, until })
+}
+
+/// `GET /api/digest?from=&until=`: the digest of any period, as JSON.
+pub async fn digest(
+    State(bot): State<Arc<Bot>>,
+    Query(q): Query<DigestQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = require_session(&bot, &headers).await {
+        return res;
+    }
+    let period = match digest_period(&bot, &q) {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    match bot.digest(period).await {
+        Ok(r) => {
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("title".into(), crate::digest::title(period).into());
+                o.insert(
+                    "charts".into(),
+                    crate::chart::charts(&r)
+                        .iter()
+                        .map(|c| json!({"name": c.name, "title": c.title, "alt": c.alt}))
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+            }
+            Json(v).into_response()
+        }
+        Err(e) => database(e),
+    }
+}
+
+/// `GET /api/digest/charts/{name}?from=&until=`: one of its charts, PNG.
+pub async fn digest_chart(
+    State(bot): State<Arc<Bot>>,
+    Path(name): Path<String>,
+    Query(q): Query<DigestQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(res) = require_session(&bot, &headers).await {
+        return res;
+    }
+    let period = match digest_period(&bot, &q) {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let report = match bot.digest(period).await {
+        Ok(r) => r,
+        Err(e) => return database(e),
+    };
+    match crate::chart::charts(&report)
+        .into_iter()
+        .find(|c| c.name == name)
+    {
+        Some(c) => ([(header::CONTENT_TYPE, "image/png")], c.png).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such chart"),
     }
 }

@@ -51,6 +51,11 @@ pub fn router() -> Router<Arc<Bot>> {
         .route("/api/requests/{id}/deny", post(api::deny))
         .route("/api/events", get(events::stream))
         .route("/api/logout", post(auth::logout))
+        .route("/audit", get(pages::audit))
+        .route("/assets/audit.js", get(pages::audit_script))
+        .route("/api/audit", get(api::audit))
+        .route("/api/digest", get(api::digest))
+        .route("/api/digest/charts/{name}", get(api::digest_chart))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(pages::security_headers))
 }

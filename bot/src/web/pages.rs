@@ -20,6 +20,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const APP_CSS: &str = include_str!("../../assets/app.css");
+const AUDIT_HTML: &str = include_str!("../../assets/audit.html");
+const AUDIT_JS: &str = include_str!("../../assets/audit.js");
 
 /// Adds the security headers; answers that set no cache policy are not
 /// stored.
@@ -56,6 +58,8 @@ pub async fn security_headers(mut res: Response) -> Response {
 pub enum Html {
     /// The queue (the script fills it in).
     Queue,
+    /// The audit view (its script fills it in).
+    Audit,
     /// Logged in; moves on to the queue.
     LoggedIn,
     /// No session: how to get a login link.
@@ -66,6 +70,7 @@ pub enum Html {
 pub fn html(status: StatusCode, which: Html) -> Response {
     let body = match which {
         Html::Queue => INDEX_HTML.to_string(),
+        Html::Audit => AUDIT_HTML.to_string(),
         Html::LoggedIn => document(
             "Logged in",
             r#"<meta http-equiv="refresh" content="0; url=/">"#,
@@ -155,8 +160,17 @@ fn escape(s: &str) -> String {
 
 /// `GET /`: the queue with a session, otherwise how to log in.
 pub async fn index(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response {
-    match auth::session(&bot, &headers).await {
-        Ok(Some(_)) => html(StatusCode::OK, Html::Queue),
+    page(&bot, &headers, Html::Queue).await
+}
+
+/// `GET /audit`: the audit view, for a logged-in reviewer.
+pub async fn audit(State(bot): State<Arc<Bot>>, headers: HeaderMap) -> Response {
+    page(&bot, &headers, Html::Audit).await
+}
+
+async fn page(bot: &Bot, headers: &HeaderMap, which: Html) -> Response {
+    match auth::session(bot, headers).await {
+        Ok(Some(_)) => html(StatusCode::OK, which),
         Ok(None) => html(StatusCode::UNAUTHORIZED, Html::LoginNeeded),
         Err(e) => {
             tracing::error!("web queue: database error: {e}");
@@ -194,6 +208,11 @@ fn asset(headers: &HeaderMap, content_type: &'static str, body: &'static str) ->
 /// `GET /assets/app.js`. Served without a session: it holds no data.
 pub async fn script(headers: HeaderMap) -> Response {
     asset(&headers, "text/javascript; charset=utf-8", APP_JS)
+}
+
+/// `GET /assets/audit.js`.
+pub async fn audit_script(headers: HeaderMap) -> Response {
+    asset(&headers, "text/javascript; charset=utf-8", AUDIT_JS)
 }
 
 /// `GET /assets/app.css`.

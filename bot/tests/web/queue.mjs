@@ -279,6 +279,49 @@ try {
   if (process.env.HOLDPOINT_SCREENSHOT) {
     await page.screenshot({ path: process.env.HOLDPOINT_SCREENSHOT.replace(/(\.png)?$/, '-after.png'), fullPage: true });
   }
+
+  // 12. The audit view: search, filter, page, export, the digest and its
+  // charts; the hostile command is inert text there too.
+  await page.goto(cfg.base + '/audit');
+  await page.locator('#rows tr').first().waitFor();
+  await page.selectOption('select[name=outcome]', 'denied');
+  await page.locator('#search button[type=submit]').click();
+  const deniedRow = page.locator(`#rows tr`, { hasText: 'not today' });
+  await deniedRow.first().waitFor();
+  const kinds = await page.locator('#rows td.kind').allTextContents();
+  check(kinds.length === 2 && kinds.every((k) => k === 'denied'), 'only the two denials are listed: ' + kinds.join(', '));
+  await page.fill('input[name=q]', 'onerror=alert(1)');
+  await page.locator('#search button[type=submit]').click();
+  await page.waitForFunction(() => document.querySelectorAll('#rows tr').length === 1);
+  const hostileCell = await page.locator('#rows tr td.cmd').first().textContent();
+  check(hostileCell.includes("'<img src=x onerror=alert(1)>'"), 'the hostile command shows as text');
+  check((await page.locator('img:not(.chart)').count()) === 0, 'no <img> element from the log');
+  check((await page.locator('#rows b, #rows script').count()) === 0, 'no markup from the log');
+  const csvHref = await page.locator('#export-csv').getAttribute('href');
+  check(csvHref.includes('outcome=denied') && csvHref.includes('format=csv'), 'the export link carries the filters: ' + csvHref);
+  const csv = await context.request.get(cfg.base + csvHref);
+  check(csv.status() === 200 && /attachment/.test(csv.headers()['content-disposition'] || ''), 'the CSV export downloads');
+  const csvText = await csv.text();
+  check(csvText.startsWith('seq,at,kind') && csvText.includes(cfg.hostile.id), 'the CSV has the filtered row');
+  check(!csvText.includes(lateId), 'and not the denial the filters leave out');
+  const json = await context.request.get(cfg.base + (await page.locator('#export-json').getAttribute('href')));
+  const exported = await json.json();
+  check(Array.isArray(exported) && exported.length === 1 && exported[0].request_id === cfg.hostile.id, 'the JSON export has the filtered row');
+  // Pages through the log, newest first.
+  const first = await (await context.request.get(cfg.base + '/api/audit?limit=2')).json();
+  check(first.rows.length === 2 && first.next !== null, 'a first page of two and a next');
+  const older = await (await context.request.get(cfg.base + '/api/audit?limit=2&before=' + first.next)).json();
+  check(older.rows.length > 0 && older.rows.every((r) => r.seq < first.next), 'the next page is older');
+  // The digest of the period, with its charts drawn.
+  await page.locator('#digest .digest-counts').waitFor();
+  check((await page.locator('#digest').innerText()).includes('denied: 2'), 'the digest counts the denials: ' + (await page.locator('#digest').innerText()));
+  const charts = page.locator('#charts img.chart');
+  await page.waitForFunction(() => [...document.querySelectorAll('#charts img.chart')].every((i) => i.complete && i.naturalWidth > 0));
+  check((await charts.count()) === 2, 'two charts');
+  const widths = await charts.evaluateAll((imgs) => imgs.map((i) => i.naturalWidth));
+  check(widths.every((w) => w === 960), 'the charts are drawn: ' + widths);
+  check((await charts.first().getAttribute('alt')).length > 10, 'with a text alternative');
+  log('audit view searched, filtered, paged and exported');
   check(dialogs.length === 0, 'no dialog opened: ' + dialogs.join('; '));
   check(pageErrors.length === 0, 'no script errors: ' + pageErrors.join('; '));
   check(cspViolations.length === 0, 'no CSP violations: ' + cspViolations.join('; '));
