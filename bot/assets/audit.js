@@ -16,6 +16,11 @@
   const iso = (ms) => (num(ms) === null ? '' : new Date(ms).toISOString().replace('T', ' ').slice(0, 19) + 'Z');
 
   let next = null;
+  // Rows per page: `/audit?limit=N` (1 to 500), else 50.
+  const perPage = (() => {
+    const n = Number(new URLSearchParams(location.search).get('limit'));
+    return Number.isInteger(n) && n >= 1 && n <= 500 ? n : 50;
+  })();
 
   // The filters as query parameters; the dates in the reviewer's zone.
   function params() {
@@ -71,7 +76,7 @@
     $('export-csv').href = '/api/audit?' + p.toString() + '&format=csv&limit=10000';
     $('export-json').href = '/api/audit?' + p.toString() + '&format=json&limit=10000';
     if (more && next !== null) p.set('before', String(next));
-    p.set('limit', '50');
+    p.set('limit', String(perPage));
     let data;
     try {
       data = await get('/api/audit?' + p.toString());

@@ -261,6 +261,17 @@ fn a_page_approved_after_429_and_503_opens_one_incident_and_is_resolved_with_the
     let triggers = pager.of("pagerduty", "trigger");
     assert_eq!(triggers.len(), 1, "{triggers:#?}");
     assert_eq!(pager.of("opsgenie", "create").len(), 1);
+    // The digest counts one incident and one alert, none refused.
+    let digest = digest_json(&bot);
+    assert_eq!(
+        (
+            digest["current"]["pages_sent"].as_u64(),
+            digest["current"]["pages_failed"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{}",
+        digest["current"]
+    );
 }
 
 #[test]
@@ -317,6 +328,29 @@ fn a_page_the_pager_refuses_is_counted_shown_and_never_sent_again() {
         pager.of("pagerduty", "resolve").is_empty(),
         "nothing to resolve"
     );
+    // The digest counts the page opened and the one refused.
+    let digest = digest_json(&bot);
+    assert_eq!(
+        (
+            digest["current"]["pages_sent"].as_u64(),
+            digest["current"]["pages_failed"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{}",
+        digest["current"]
+    );
+    assert_eq!(
+        digest["current"]["escalations"]["page"], 1,
+        "{}",
+        digest["current"]
+    );
+    assert_eq!(digest["current"]["expired"], 1, "{}", digest["current"]);
+}
+
+/// The digest of the last hour, as the CLI prints it.
+fn digest_json(bot: &Bot) -> Value {
+    serde_json::from_str(&bot.cli(&["digest", "--since", "1h", "--format", "json"]))
+        .expect("digest --format json")
 }
 
 /// Two replicas on one database, and a restart of one between the

@@ -585,13 +585,11 @@ pub struct DigestQuery {
     until: Option<i64>,
 }
 
-fn digest_period(bot: &Bot, q: &DigestQuery) -> Result<Period, Response> {
+/// The period asked for; `None` when `until` does not come after `from`.
+fn digest_period(bot: &Bot, q: &DigestQuery) -> Option<Period> {
     let until = q.until.unwrap_or_else(|| bot.now_ms());
     let from = q.from.unwrap_or(until - 7 * 86_400_000);
-    if until <= from {
-        return Err(error(StatusCode::BAD_REQUEST, "until must come after from"));
-    }
-    Ok(Period { from, until })
+    (until > from).then_some(Period { from, until })
 }
 
 /// `GET /api/digest?from=&until=`: the digest of any period, as JSON.
@@ -603,9 +601,8 @@ pub async fn digest(
     if let Err(res) = require_session(&bot, &headers).await {
         return res;
     }
-    let period = match digest_period(&bot, &q) {
-        Ok(p) => p,
-        Err(res) => return res,
+    let Some(period) = digest_period(&bot, &q) else {
+        return error(StatusCode::BAD_REQUEST, "until must come after from");
     };
     match bot.digest(period).await {
         Ok(r) => {
@@ -637,9 +634,8 @@ pub async fn digest_chart(
     if let Err(res) = require_session(&bot, &headers).await {
         return res;
     }
-    let period = match digest_period(&bot, &q) {
-        Ok(p) => p,
-        Err(res) => return res,
+    let Some(period) = digest_period(&bot, &q) else {
+        return error(StatusCode::BAD_REQUEST, "until must come after from");
     };
     let report = match bot.digest(period).await {
         Ok(r) => r,

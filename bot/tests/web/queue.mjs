@@ -307,7 +307,15 @@ try {
   const json = await context.request.get(cfg.base + (await page.locator('#export-json').getAttribute('href')));
   const exported = await json.json();
   check(Array.isArray(exported) && exported.length === 1 && exported[0].request_id === cfg.hostile.id, 'the JSON export has the filtered row');
-  // Pages through the log, newest first.
+  // Pages through the log, newest first: on the page with its Older
+  // button, and through the API.
+  await page.goto(cfg.base + '/audit?limit=2');
+  await page.waitForFunction(() => document.querySelectorAll('#rows tr').length === 2);
+  const firstSeqs = await page.locator('#rows tr').evaluateAll((trs) => trs.map((t) => Number(t.dataset.seq)));
+  await page.locator('#older').click();
+  await page.waitForFunction(() => document.querySelectorAll('#rows tr').length === 4);
+  const allSeqs = await page.locator('#rows tr').evaluateAll((trs) => trs.map((t) => Number(t.dataset.seq)));
+  check(allSeqs.slice(2).every((s) => s < Math.min(...firstSeqs)), 'Older adds older rows below: ' + allSeqs);
   const first = await (await context.request.get(cfg.base + '/api/audit?limit=2')).json();
   check(first.rows.length === 2 && first.next !== null, 'a first page of two and a next');
   const older = await (await context.request.get(cfg.base + '/api/audit?limit=2&before=' + first.next)).json();
