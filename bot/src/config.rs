@@ -347,9 +347,12 @@ impl Quorum {
     pub fn for_request(&self, runner: &str, agent: Option<&str>, risk: Risk) -> Requirement {
         let base = self.for_risk(risk);
         match self.rules.iter().find(|r| {
-            r.runner.as_deref().is_none_or(|p| name_matches(p, runner))
-                && r.agent.as_deref().is_none_or(|a| agent == Some(a))
-                && r.min_risk.is_none_or(|m| risk >= m)
+            applies(
+                r.runner.as_deref(),
+                r.agent.as_deref(),
+                r.min_risk,
+                (runner, agent, risk),
+            )
         }) {
             Some(rule) => Requirement {
                 approvals: rule.needs.approvals.max(base),
@@ -441,11 +444,7 @@ fn load_quorum_rules(
         if out.iter().any(|q| q.name == name) {
             return Err(format!("{at}.name = {name:?} is used by an earlier rule"));
         }
-        for (key, v) in [("runner", &r.runner), ("agent", &r.agent)] {
-            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(format!("{at}.{key} is empty: leave it out to match any"));
-            }
-        }
+        check_route_keys(&at, &r.runner, &r.agent)?;
         for (g, n) in &r.from {
             if !groups.contains_key(g) {
                 return Err(format!(
@@ -573,11 +572,12 @@ pub struct EscalationPolicy {
 
 impl EscalationPolicy {
     fn matches(&self, runner: &str, agent: Option<&str>, risk: Risk) -> bool {
-        self.runner
-            .as_deref()
-            .is_none_or(|p| name_matches(p, runner))
-            && self.agent.as_deref().is_none_or(|a| agent == Some(a))
-            && self.min_risk.is_none_or(|m| risk >= m)
+        applies(
+            self.runner.as_deref(),
+            self.agent.as_deref(),
+            self.min_risk,
+            (runner, agent, risk),
+        )
     }
 }
 
@@ -662,11 +662,7 @@ fn load_escalation(file: EscalationFile) -> Result<Escalation, String> {
         if policies.iter().any(|q| q.name == name) {
             return Err(format!("{at}.name = {name:?} is used by an earlier policy"));
         }
-        for (key, v) in [("runner", &p.runner), ("agent", &p.agent)] {
-            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(format!("{at}.{key} is empty: leave it out to match any"));
-            }
-        }
+        check_route_keys(&at, &p.runner, &p.agent)?;
         let mut steps: Vec<Step> = Vec::new();
         for (j, s) in p.steps.into_iter().enumerate() {
             let at = format!("{at}.steps[{j}]");
@@ -845,8 +841,35 @@ impl SlackRoute {
 /// Whether a route for `pattern` (a runner name; a trailing `*` matches
 /// any suffix) and `min_risk` takes a request from `runner` with `risk`.
 fn route_matches(pattern: Option<&str>, min_risk: Option<Risk>, runner: &str, risk: Risk) -> bool {
-    let runner_ok = pattern.is_none_or(|p| name_matches(p, runner));
-    runner_ok && min_risk.is_none_or(|m| risk >= m)
+    applies(pattern, None, min_risk, (runner, None, risk))
+}
+
+/// Whether a route's conditions (a runner name pattern with a trailing
+/// `*` as a prefix, an agent, a lowest risk; each absent matches any) hold
+/// for a request from `runner`, reporting `agent`, of `risk`.
+fn applies(
+    runner_pattern: Option<&str>,
+    agent_pattern: Option<&str>,
+    min_risk: Option<Risk>,
+    (runner, agent, risk): (&str, Option<&str>, Risk),
+) -> bool {
+    runner_pattern.is_none_or(|p| name_matches(p, runner))
+        && agent_pattern.is_none_or(|a| agent == Some(a))
+        && min_risk.is_none_or(|m| risk >= m)
+}
+
+/// A route's `runner` and `agent` keys, if given, must say something.
+fn check_route_keys(
+    at: &str,
+    runner: &Option<String>,
+    agent: &Option<String>,
+) -> Result<(), String> {
+    for (key, v) in [("runner", runner), ("agent", agent)] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(format!("{at}.{key} is empty: leave it out to match any"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]

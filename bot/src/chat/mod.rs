@@ -59,6 +59,20 @@ pub enum News {
     Escalated,
 }
 
+/// The request's requester, when they are a person of `realm` whose id
+/// `valid` accepts (for [`Adapter::tell_requester`]).
+pub fn requester_in(
+    req: &StoredRequest,
+    realm: crate::core::Realm,
+    valid: impl Fn(&str) -> bool,
+) -> Option<crate::core::Reviewer> {
+    req.request
+        .requested_by
+        .as_deref()
+        .and_then(crate::core::Reviewer::parse)
+        .filter(|r| r.realm == realm && valid(&r.id))
+}
+
 /// One chat.
 pub trait Adapter: Send + Sync + 'static {
     /// The adapter's name in the deliveries table, metrics and logs.

@@ -666,13 +666,7 @@ impl chat::Adapter for Matrix {
         view: &ReviewView,
         news: chat::News,
     ) -> Result<bool, String> {
-        let Some(user) = req
-            .request
-            .requested_by
-            .as_deref()
-            .and_then(Reviewer::parse)
-            .filter(|r| r.realm == Realm::Matrix && Client::is_user_id(&r.id))
-        else {
+        let Some(user) = chat::requester_in(req, Realm::Matrix, Client::is_user_id) else {
             return Ok(false);
         };
         let client = self.client()?;

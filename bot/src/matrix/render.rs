@@ -311,8 +311,11 @@ pub fn plain(s: &str) -> Text {
 
 /// The thread reply once a request ended.
 pub fn outcome_reply(v: &ReviewView) -> Text {
-    let line = outcome_line(v.outcome.as_ref());
-    let mut t = plain(&line);
+    with_reason(plain(&outcome_line(v.outcome.as_ref())), v)
+}
+
+/// `t` followed by the outcome's reason, when there is one.
+fn with_reason(mut t: Text, v: &ReviewView) -> Text {
     if let Some(reason) = v
         .outcome
         .as_ref()
@@ -372,23 +375,14 @@ pub fn pager_text(v: &ReviewView) -> Text {
 
 /// The direct message that tells a requester how their request ended.
 pub fn requester_outcome(v: &ReviewView) -> Text {
-    let mut t = plain(&format!(
-        "Your agent's request: {}\n{}",
-        visible(&cut(&v.summary, 300), true),
-        outcome_line(v.outcome.as_ref())
-    ));
-    if let Some(reason) = v
-        .outcome
-        .as_ref()
-        .and_then(|o| o.reason.as_deref())
-        .filter(|s| !s.trim().is_empty())
-    {
-        let reason = cut(reason, 2000);
-        t.body
-            .push_str(&format!("\nReason: {}", visible(&reason, true)));
-        t.html
-            .push_str(&format!("<br>Reason: {}", escape_lines(&reason)));
-    }
+    let mut t = with_reason(
+        plain(&format!(
+            "Your agent's request: {}\n{}",
+            visible(&cut(&v.summary, 300), true),
+            outcome_line(v.outcome.as_ref())
+        )),
+        v,
+    );
     t.body.push_str(&format!("\nWeb queue: {}", v.link));
     t.html.push_str(&format!(
         "<br><a href=\"{}\">web queue</a>",

@@ -17,7 +17,7 @@ pub mod socket;
 
 use crate::chat::{self, Posted};
 use crate::config::SlackConfig;
-use crate::core::{Bot, Delivery, Directory, Realm, Refusal, Reviewer, StoredRequest};
+use crate::core::{Bot, Delivery, Directory, Realm, Refusal, StoredRequest};
 use crate::view::ReviewView;
 use api::{Api, ApiError};
 use axum::Router;
@@ -319,13 +319,7 @@ impl chat::Adapter for Slack {
         view: &ReviewView,
         news: chat::News,
     ) -> Result<bool, String> {
-        let Some(user) = req
-            .request
-            .requested_by
-            .as_deref()
-            .and_then(Reviewer::parse)
-            .filter(|r| r.realm == Realm::Slack && render::is_slack_id(&r.id))
-        else {
+        let Some(user) = chat::requester_in(req, Realm::Slack, render::is_slack_id) else {
             return Ok(false);
         };
         let text = match news {

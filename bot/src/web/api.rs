@@ -585,11 +585,22 @@ pub struct DigestQuery {
     until: Option<i64>,
 }
 
-/// The period asked for; `None` when `until` does not come after `from`.
-fn digest_period(bot: &Bot, q: &DigestQuery) -> Option<Period> {
+/// The digest of the period asked for (default: the last 7 days), for a
+/// logged-in reviewer.
+async fn digest_asked(
+    bot: &Bot,
+    headers: &HeaderMap,
+    q: &DigestQuery,
+) -> Result<(Period, crate::core::digest::Report), Response> {
+    require_session(bot, headers).await?;
     let until = q.until.unwrap_or_else(|| bot.now_ms());
     let from = q.from.unwrap_or(until - 7 * 86_400_000);
-    (until > from).then_some(Period { from, until })
+    if until <= from {
+        return Err(error(StatusCode::BAD_REQUEST, "until must come after from"));
+    }
+    let period = Period { from, until };
+    let report = bot.digest(period).await.map_err(database)?;
+    Ok((period, report))
 }
 
 /// `GET /api/digest?from=&until=`: the digest of any period, as JSON.
@@ -598,30 +609,23 @@ pub async fn digest(
     Query(q): Query<DigestQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(res) = require_session(&bot, &headers).await {
-        return res;
-    }
-    let Some(period) = digest_period(&bot, &q) else {
-        return error(StatusCode::BAD_REQUEST, "until must come after from");
+    let (period, r) = match digest_asked(&bot, &headers, &q).await {
+        Ok(d) => d,
+        Err(res) => return res,
     };
-    match bot.digest(period).await {
-        Ok(r) => {
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("title".into(), crate::digest::title(period).into());
-                o.insert(
-                    "charts".into(),
-                    crate::chart::charts(&r)
-                        .iter()
-                        .map(|c| json!({"name": c.name, "title": c.title, "alt": c.alt}))
-                        .collect::<Vec<_>>()
-                        .into(),
-                );
-            }
-            Json(v).into_response()
-        }
-        Err(e) => database(e),
+    let mut v = serde_json::to_value(&r).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("title".into(), crate::digest::title(period).into());
+        o.insert(
+            "charts".into(),
+            crate::chart::charts(&r)
+                .iter()
+                .map(|c| json!({"name": c.name, "title": c.title, "alt": c.alt}))
+                .collect::<Vec<_>>()
+                .into(),
+        );
     }
+    Json(v).into_response()
 }
 
 /// `GET /api/digest/charts/{name}?from=&until=`: one of its charts, PNG.
@@ -631,15 +635,9 @@ pub async fn digest_chart(
     Query(q): Query<DigestQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(res) = require_session(&bot, &headers).await {
-        return res;
-    }
-    let Some(period) = digest_period(&bot, &q) else {
-        return error(StatusCode::BAD_REQUEST, "until must come after from");
-    };
-    let report = match bot.digest(period).await {
-        Ok(r) => r,
-        Err(e) => return database(e),
+    let (_, report) = match digest_asked(&bot, &headers, &q).await {
+        Ok(d) => d,
+        Err(res) => return res,
     };
     match crate::chart::charts(&report)
         .into_iter()
