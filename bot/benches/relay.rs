@@ -10,6 +10,16 @@
 //!   each as soon as it is pending; requests completed (decision received
 //!   and acknowledged) per second, and a check that none was lost (goal:
 //!   200/s, none lost).
+//! - Phase I, audit ingestion: runners flush their spools at once, each
+//!   sending batches of 256 verdict events (the protocol's largest) and
+//!   waiting for the ack before the next, as `holdpoint spool flush` does;
+//!   events stored per second, then a check that every event sent is in the
+//!   chain exactly once (one batch is sent twice) and that the chain
+//!   verifies (goal: 10,000 events/s on PostgreSQL).
+//! - Phases A to C and I run on SQLite, or with `--database postgres` on a
+//!   fresh PostgreSQL database (`HOLDPOINT_E2E_POSTGRES_URL`, default the
+//!   local server); the throughput goal is 500 requests/s on SQLite and
+//!   1,000 on PostgreSQL.
 //! - Phase S, Slack relay latency: a second bot, with Slack configured in
 //!   HTTP mode against a fake Web API inside this bench, and 1,000 runners
 //!   connected. For each request the bench waits until the bot has posted
@@ -33,6 +43,7 @@
 //! cargo bench -p holdpoint-bot --bench relay --profile dev -- --quick
 //! cargo bench -p holdpoint-bot --bench relay -- --only slack
 //! cargo bench -p holdpoint-bot --bench relay -- --only matrix
+//! cargo bench -p holdpoint-bot --bench relay -- --only web --database postgres
 //! ```
 //!
 //! Options: `--runners N` (phase A's largest step, default 10000),
@@ -45,7 +56,10 @@
 //! `--approve api|cli|auto` (default auto: the web API, or the
 //! `holdpoint-bot approve` command if the API is missing),
 //! `--slack-relays N` (phase S, default 300), `--matrix-relays N` (phase
-//! M, default 100), `--only web|slack|matrix` (only phases A to C, only
+//! M, default 100), `--ingest-seconds S` (phase I, default 5; 0 skips
+//! it), `--ingest-senders N` (runners flushing at once, default 32),
+//! `--database sqlite|postgres` (phases A to C and I; default sqlite),
+//! `--only web|slack|matrix` (only phases A to C and I, only
 //! phase S, or only phase M), `--quick` (every phase, smaller),
 //! `--keep` (keep the data directory). `HOLDPOINT_BOT_BIN` runs another
 //! build of the bot; `HOLDPOINT_LOG` sets its log level (default `warn`).
@@ -53,12 +67,12 @@
 use holdpoint_shared::protocol::{ReviewRequest, Status};
 use holdpoint_shared::{Context, Decision, Policy, Verdict};
 use holdpoint_testkit::load::fleet::{
-    PING_EVERY, Runner, Shared, close_runners, connect_many, connected, submit,
+    PING_EVERY, Runner, Shared, close_runners, connect_many, connected, send_audit, submit,
 };
 use holdpoint_testkit::load::http::{Http, log_in};
 use holdpoint_testkit::load::slack_api::FakeWebApi;
 use holdpoint_testkit::slack::{self, CHANNEL, REVIEWER, SECRET};
-use holdpoint_testkit::{Bot, BotOptions, Cli, review};
+use holdpoint_testkit::{Bot, BotOptions, Cli, Database, PgDatabase, review};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,7 +89,9 @@ const GOAL_IDLE_RUNNERS: usize = 10_000;
 const GOAL_RSS_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
 const GOAL_RELAY_RUNNERS: usize = 1_000;
 const GOAL_P99: Duration = Duration::from_millis(10);
-const GOAL_RPS: f64 = 200.0;
+const GOAL_RPS_SQLITE: f64 = 500.0;
+const GOAL_RPS_POSTGRES: f64 = 1000.0;
+const GOAL_EVENTS_PER_SECOND: f64 = 10_000.0;
 const COMMAND: &str = "git push --force origin main";
 
 // ---------------------------------------------------------------- options
@@ -115,6 +131,9 @@ struct Opts {
     only: Only,
     keep: bool,
     quick: bool,
+    ingest_seconds: f64,
+    ingest_senders: usize,
+    postgres: bool,
 }
 
 fn parse_opts() -> Result<Opts> {
@@ -136,6 +155,9 @@ fn parse_opts() -> Result<Opts> {
             only: Only::All,
             keep: false,
             quick,
+            ingest_seconds: if quick { 2.0 } else { 5.0 },
+            ingest_senders: if quick { 8 } else { 32 },
+            postgres: false,
         }
     } else {
         Opts {
@@ -153,6 +175,9 @@ fn parse_opts() -> Result<Opts> {
             only: Only::All,
             keep: false,
             quick,
+            ingest_seconds: if quick { 2.0 } else { 5.0 },
+            ingest_senders: if quick { 8 } else { 32 },
+            postgres: false,
         }
     };
     let mut it = args.iter();
@@ -185,6 +210,23 @@ fn parse_opts() -> Result<Opts> {
                     "matrix" => Only::Matrix,
                     other => {
                         return Err(format!("--only {other}: use web, slack or matrix").into());
+                    }
+                }
+            }
+            "--ingest-senders" => o.ingest_senders = num(value(a)?, a)?,
+            "--ingest-seconds" => {
+                let v = value(a)?;
+                o.ingest_seconds =
+                    v.parse::<f64>().ok().filter(|s| *s >= 0.0).ok_or_else(|| {
+                        format!("--ingest-seconds: {v:?} is not a number of seconds")
+                    })?;
+            }
+            "--database" => {
+                o.postgres = match value(a)?.as_str() {
+                    "sqlite" => false,
+                    "postgres" | "postgresql" => true,
+                    other => {
+                        return Err(format!("--database {other}: use sqlite or postgres").into());
                     }
                 }
             }
@@ -272,10 +314,11 @@ fn bot_binary() -> Result<(PathBuf, String)> {
 
 /// Starts `holdpoint-bot serve` with `extra` in its environment, its
 /// open-file limit raised to the hard limit.
-fn start_bot(bin: &Path, keep: bool, extra: &[(&str, String)]) -> Result<Bot> {
+fn start_bot(bin: &Path, keep: bool, database: Database, extra: &[(&str, String)]) -> Result<Bot> {
     let log = std::env::var("HOLDPOINT_LOG").unwrap_or_else(|_| "warn".into());
     let mut options = BotOptions::new()
         .bin(bin)
+        .database(database)
         .keep(keep)
         .user("bench-reviewer")
         .log(&log)
@@ -730,6 +773,140 @@ async fn phase_c(
     })
 }
 
+struct IngestResult {
+    /// Events the bot acknowledged (each sent once, but for the re-sent batch).
+    acked: usize,
+    took: f64,
+    batches: Dist,
+    /// Of the acked events, how many rows the chain holds, and how many ids
+    /// it holds twice.
+    stored: usize,
+    twice: usize,
+    resent_acked: bool,
+    errors: Vec<String>,
+}
+
+/// A runner's spooled verdict of an allowed command.
+fn spooled_event(i: usize) -> holdpoint_shared::protocol::AuditEvent {
+    holdpoint_shared::protocol::AuditEvent {
+        id: holdpoint_testkit::random_hex(16),
+        at: holdpoint_testkit::now(),
+        command: format!("git status --short # {i}"),
+        decision: Decision::Allow,
+        risk: holdpoint_shared::Risk::Low,
+        rules: vec![],
+        host: "bench".into(),
+        cwd: "/home/dev/project".into(),
+        agent: Some("bench".into()),
+        front_end: "sh".into(),
+        action: "ran".into(),
+        request_id: None,
+    }
+}
+
+/// Phase I: `senders` runners flush full batches for `seconds`.
+async fn phase_i(
+    bot: &Bot,
+    runners: Arc<Vec<Runner>>,
+    senders: usize,
+    seconds: f64,
+) -> Result<IngestResult> {
+    let batch = holdpoint_shared::protocol::MAX_AUDIT_BATCH;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for w in 0..senders {
+        let runners = runners.clone();
+        tasks.push(tokio::spawn(async move {
+            let runner = &runners[w];
+            let mut sent = Vec::new();
+            let mut lat = Vec::new();
+            let mut errors = Vec::new();
+            let mut first_batch: Option<Vec<holdpoint_shared::protocol::AuditEvent>> = None;
+            while Instant::now() < deadline {
+                let events: Vec<_> = (0..batch).map(|i| spooled_event(sent.len() + i)).collect();
+                let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+                if first_batch.is_none() {
+                    first_batch = Some(events.clone());
+                }
+                let t = Instant::now();
+                match send_audit(runner, events).await {
+                    Ok(acked) if acked == ids => {
+                        lat.push(t.elapsed());
+                        sent.extend(ids);
+                    }
+                    Ok(acked) => errors.push(format!("{} of {} acked", acked.len(), ids.len())),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            let end = Instant::now();
+            // The first sender sends its first batch again, as a runner
+            // whose ack was lost does.
+            let resent = match (w, first_batch) {
+                (0, Some(events)) => {
+                    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+                    Some(send_audit(runner, events).await.is_ok_and(|a| a == ids))
+                }
+                _ => None,
+            };
+            (sent, lat, errors, end, resent)
+        }));
+    }
+    let mut sent = Vec::new();
+    let mut lat = Vec::new();
+    let mut errors = Vec::new();
+    let mut end = start;
+    let mut resent_acked = false;
+    for t in tasks {
+        let (s, l, e, at, resent) = t.await?;
+        sent.extend(s);
+        lat.extend(l);
+        errors.extend(e);
+        end = end.max(at);
+        if let Some(r) = resent {
+            resent_acked = r;
+        }
+    }
+    let took = end.saturating_duration_since(start).as_secs_f64().max(1e-9);
+    let (stored, twice) = stored_events(&bot.database_url, &sent).await?;
+    Ok(IngestResult {
+        acked: sent.len(),
+        took,
+        batches: dist(lat),
+        stored,
+        twice,
+        resent_acked,
+        errors,
+    })
+}
+
+/// Of these runner event ids, how many the audit log holds, and how many
+/// of them it holds more than once. (Only phase I sends runner events to
+/// this bot, stored as `RUNNER_ID:ID`.)
+async fn stored_events(database_url: &str, ids: &[String]) -> Result<(usize, usize)> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(database_url).await?;
+    let sql = "SELECT event_id FROM audit_log WHERE kind = 'verdict'";
+    let mut rows: HashMap<String, usize> = HashMap::new();
+    for row in db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await?
+    {
+        let id: String = row.try_get("", "event_id")?;
+        let own = id
+            .split_once(':')
+            .map_or(id.as_str(), |(_, e)| e)
+            .to_string();
+        *rows.entry(own).or_default() += 1;
+    }
+    let stored = ids.iter().filter(|id| rows.contains_key(*id)).count();
+    let twice = ids
+        .iter()
+        .filter(|id| rows.get(*id).is_some_and(|n| *n > 1))
+        .count();
+    Ok((stored, twice))
+}
+
 /// What the database holds of the submitted requests, once every ack is
 /// recorded (or 5 s have passed): (missing, not approved, ack not
 /// recorded). Plain SQL on the bot's database URL.
@@ -994,7 +1171,25 @@ async fn web_phases(
     opts: &Opts,
     summary: &mut Summary,
 ) -> Result<()> {
-    let bot = tokio::task::block_in_place(|| start_bot(bin, opts.keep, &[]))?;
+    let database = if opts.postgres {
+        Database::Postgres(
+            PgDatabase::create().ok_or("--database postgres: no PostgreSQL server is reachable")?,
+        )
+    } else {
+        Database::Sqlite
+    };
+    let backend = if opts.postgres {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let goal_rps = if opts.postgres {
+        GOAL_RPS_POSTGRES
+    } else {
+        GOAL_RPS_SQLITE
+    };
+    println!("  database:   {backend}");
+    let bot = tokio::task::block_in_place(|| start_bot(bin, opts.keep, database, &[]))?;
     println!(
         "  bot pid {} on http://{} (data {})",
         bot.pid(),
@@ -1230,6 +1425,36 @@ async fn web_phases(
         println!("  {} ERRORS; first: {}", thr.errors.len(), thr.errors[0]);
     }
 
+    // ---- Phase I: audit ingestion.
+    let ingest = if opts.ingest_seconds > 0.0 {
+        let senders = opts.ingest_senders.min(runners.len());
+        println!(
+            "\nPhase I: audit ingestion for {:.0} s, {senders} runners flushing batches of {} events",
+            opts.ingest_seconds,
+            holdpoint_shared::protocol::MAX_AUDIT_BATCH
+        );
+        let r = phase_i(&bot, runners.clone(), senders, opts.ingest_seconds).await?;
+        println!(
+            "  {} events stored in {:.1} s: {:.0} events/s ({} batches; ack p50 {} p99 {})",
+            r.acked,
+            r.took,
+            r.acked as f64 / r.took,
+            r.batches.n,
+            ms(r.batches.p50),
+            ms(r.batches.p99)
+        );
+        println!(
+            "  in the chain: {} of {} sent, {} twice; the batch sent again was acked: {}",
+            r.stored, r.acked, r.twice, r.resent_acked
+        );
+        if !r.errors.is_empty() {
+            println!("  {} ERRORS; first: {}", r.errors.len(), r.errors[0]);
+        }
+        Some(r)
+    } else {
+        None
+    };
+
     let audit = cli(&bot, &["audit", "verify"])
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| e.to_string());
@@ -1282,12 +1507,12 @@ async fn web_phases(
         && thr.errors.is_empty();
     summary.row(
         &format!(
-            "≥ 200 requests/s end to end{}",
+            "≥ {goal_rps:.0} requests/s end to end on {backend}{}",
             if approver.is_api() { "" } else { " [CLI]" }
         ),
         format!("{rps:.1} requests/s"),
-        format!("{:.2}× goal", rps / GOAL_RPS),
-        rps >= GOAL_RPS,
+        format!("{:.2}× goal", rps / goal_rps),
+        rps >= goal_rps,
     );
     summary.row(
         "none lost",
@@ -1295,6 +1520,21 @@ async fn web_phases(
         String::new(),
         none_lost,
     );
+    if let Some(r) = &ingest {
+        let eps = r.acked as f64 / r.took;
+        summary.row(
+            &format!("≥ 10,000 audit events/s ingested on {backend}"),
+            format!("{eps:.0} events/s"),
+            format!("{:.2}× goal", eps / GOAL_EVENTS_PER_SECOND),
+            eps >= GOAL_EVENTS_PER_SECOND,
+        );
+        summary.row(
+            "every event in the chain exactly once",
+            format!("{} of {} stored, {} twice", r.stored, r.acked, r.twice),
+            String::new(),
+            r.stored == r.acked && r.twice == 0 && r.resent_acked && r.errors.is_empty(),
+        );
+    }
     summary.after.push(format!(
         "bot after phases A to C: RSS {}  HWM {}  threads {}",
         mib(after.rss as f64),
@@ -1353,7 +1593,7 @@ async fn slack_phase(
     let mut env = slack::bot_env(&fake.api_url(), slack::Mode::Http);
     // One reviewer, named directly: no group to resolve on a click.
     env.push(("HOLDPOINT_SLACK_REVIEWERS", REVIEWER.to_string()));
-    let bot = tokio::task::block_in_place(|| start_bot(bin, opts.keep, &env))?;
+    let bot = tokio::task::block_in_place(|| start_bot(bin, opts.keep, Database::Sqlite, &env))?;
     println!(
         "\nPhase S: Slack relay latency with {} runners, {} relays after {} warm-up",
         opts.relay_runners, opts.slack_relays, opts.warmup

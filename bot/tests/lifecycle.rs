@@ -881,3 +881,108 @@ async fn no_transition_happens_or_is_relayed_without_its_audit_and_change_rows()
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_submissions_from_one_runner_stops_exactly_at_its_pending_limit() {
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+    let config = config_with(
+        &dir,
+        Duration::from_secs(600),
+        "[limits]\npending_per_runner = 10\nsubmissions_per_second = 100000\n",
+    );
+    let bot = Arc::new(Bot::open(config).await.expect("database"));
+    // Submitted at once, so the core's writer commits many of them in one
+    // transaction: each must still see the ones before it.
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let bot = bot.clone();
+        tasks.push(tokio::spawn(async move {
+            bot.submit(&runner("busy"), &request(None)).await
+        }));
+    }
+    let (mut pending, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(Submitted::Pending { .. }) => pending += 1,
+            Err(holdpoint_bot::core::LifecycleError::Limit(_)) => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((pending, refused), (10, 50));
+    assert_eq!(bot.pending_count_of("busy").await.expect("count"), 10);
+    // Another runner is not held by this one's limit.
+    assert!(matches!(
+        bot.submit(&runner("quiet"), &request(None)).await,
+        Ok(Submitted::Pending { .. })
+    ));
+    let v = bot.verify_audit().await.expect("verify");
+    assert_eq!(v.broken, None);
+    assert_eq!(
+        v.rows, 11,
+        "one audit row per stored request, none for a refused one"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_concurrent_submissions_and_decisions_all_commit_and_keep_the_chain() {
+    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
+    let config = config_with(
+        &dir,
+        Duration::from_secs(600),
+        "[limits]\npending_per_runner = 5000\nsubmissions_per_second = 100000\n",
+    );
+    let bot = Arc::new(Bot::open(config).await.expect("database"));
+    let mut feed = bot.subscribe();
+    tokio::spawn(bot.clone().run_feed());
+    let reqs: Vec<ReviewRequest> = (0..300).map(|_| request(None)).collect();
+    let mut tasks = Vec::new();
+    for (i, req) in reqs.iter().cloned().enumerate() {
+        let bot = bot.clone();
+        tasks.push(tokio::spawn(async move {
+            bot.submit(&runner(&format!("r{}", i % 7)), &req).await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(
+            t.await.expect("task"),
+            Ok(Submitted::Pending { .. })
+        ));
+    }
+    let mut tasks = Vec::new();
+    for (i, req) in reqs.iter().enumerate() {
+        let (bot, id) = (bot.clone(), req.id.clone());
+        tasks.push(tokio::spawn(async move {
+            decide(&bot, &id, i % 3 != 0, &reviewer("web:alice"), None, None).await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.expect("task"), Ok(Decided::Won(_))));
+    }
+    for req in &reqs {
+        let stored = bot.get(&req.id).await.expect("get").expect("stored");
+        assert!(matches!(stored.status, Status::Approved | Status::Denied));
+    }
+    let v = bot.verify_audit().await.expect("verify");
+    assert_eq!(v.broken, None);
+    assert_eq!(v.rows, 600, "a pending and a decision row for each request");
+    // Every transition is in the feed once, in commit order.
+    let mut seen = std::collections::HashMap::<String, Vec<Status>>::new();
+    let mut last = feed.position();
+    for _ in 0..600 {
+        let c = tokio::time::timeout(Duration::from_secs(30), feed.next(&bot))
+            .await
+            .expect("changes arrive")
+            .expect("feed");
+        assert!(c.seq > last, "in order");
+        last = c.seq;
+        seen.entry(c.request_id).or_default().push(c.status);
+    }
+    assert_eq!(seen.len(), 300);
+    assert!(
+        seen.values()
+            .all(|s| s.len() == 2 && s[0] == Status::Pending && s[1].is_final()),
+        "each request pending, then decided"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -14,12 +14,12 @@ use super::db::random_hex;
 use super::entity::audit_log;
 use crate::time::rfc3339;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::io::Write;
 
 /// The hash before the first row.
@@ -100,20 +100,30 @@ pub(super) async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTrans
 
 /// Runs `attempt` until it succeeds, retrying (with a short backoff) when
 /// another process's writer got in the way; gives up after 20 tries.
-pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, DbErr>
+pub(super) async fn retrying<T, F, Fut>(attempt: F) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, DbErr>>,
 {
-    let mut tries = 0u32;
+    retrying_up_to(20, attempt).await
+}
+
+/// [`retrying`], giving up after `tries` tries.
+pub(super) async fn retrying_up_to<T, F, Fut>(tries: u32, mut attempt: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut tried = 1u32;
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if tries < 20 => {
+            Err(e) if tried < tries => {
                 super::db::note_write_error(&e);
-                tries += 1;
+                tried += 1;
                 tracing::debug!("a write was retried after a conflict: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tries))).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5 * u64::from(tried - 1)))
+                    .await;
             }
             Err(e) => {
                 super::db::note_write_error(&e);
@@ -123,56 +133,91 @@ where
     }
 }
 
-/// Appends events in order, in a transaction of their own; returns, for
-/// each, whether it was new (false: an event with that id was already
-/// stored). The caller holds the core's write lock.
-pub(super) async fn append(
-    db: &DatabaseConnection,
-    events: &[NewEvent],
-    recorded_at: i64,
-) -> Result<Vec<bool>, DbErr> {
-    if events.is_empty() {
-        return Ok(vec![]);
-    }
-    retrying(|| async {
-        let txn = begin_write(db).await?;
-        let fresh = append_in(&txn, events, recorded_at).await?;
-        txn.commit().await?;
-        Ok(fresh)
-    })
-    .await
-}
-
 /// Appends events inside `txn`, which [`begin_write`] started.
 pub(super) async fn append_in(
     txn: &DatabaseTransaction,
     events: &[NewEvent],
     recorded_at: i64,
 ) -> Result<Vec<bool>, DbErr> {
-    let last = audit_log::Entity::find()
-        .order_by_desc(audit_log::Column::Seq)
-        .limit(1)
-        .one(txn)
-        .await?;
-    let mut prev = last.map(|r| r.hash).unwrap_or_else(|| GENESIS.to_string());
-    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    let existing: std::collections::HashSet<String> = audit_log::Entity::find()
-        .filter(audit_log::Column::EventId.is_in(ids))
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|r| r.event_id)
-        .collect();
-    let mut fresh = Vec::with_capacity(events.len());
-    let mut seen = std::collections::HashSet::new();
-    for e in events {
-        if existing.contains(&e.event_id) || !seen.insert(e.event_id.clone()) {
-            fresh.push(false);
-            continue;
+    let mut chain = Chain::head(txn).await?;
+    let fresh = chain.fresh(txn, events).await?;
+    for (e, new) in events.iter().zip(&fresh) {
+        if *new {
+            chain.push(e, recorded_at)?;
         }
+    }
+    chain.flush(txn).await?;
+    Ok(fresh)
+}
+
+/// Rows on their way to the end of the chain inside one transaction: the
+/// head is read once, every row is linked to the one before it in memory,
+/// and all of them are inserted together, in order, by [`Chain::flush`].
+/// Many events cost one read, one lock and one commit.
+pub(super) struct Chain {
+    prev: String,
+    rows: Vec<audit_log::ActiveModel>,
+    /// Event ids linked in this transaction.
+    ids: HashSet<String>,
+}
+
+/// Rows per insert statement (ten parameters each; well below every
+/// backend's limit on parameters).
+const ROWS_PER_INSERT: usize = 500;
+
+impl Chain {
+    /// The chain as the transaction sees it; the caller holds the writer
+    /// lock, so nobody else appends until it commits.
+    pub(super) async fn head(txn: &DatabaseTransaction) -> Result<Chain, DbErr> {
+        let last = audit_log::Entity::find()
+            .order_by_desc(audit_log::Column::Seq)
+            .limit(1)
+            .one(txn)
+            .await?;
+        Ok(Chain {
+            prev: last.map(|r| r.hash).unwrap_or_else(|| GENESIS.to_string()),
+            rows: Vec::new(),
+            ids: HashSet::new(),
+        })
+    }
+
+    /// For each event, whether it is new: not stored yet, not linked in
+    /// this transaction and not repeated earlier in `events`.
+    pub(super) async fn fresh(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[NewEvent],
+    ) -> Result<Vec<bool>, DbErr> {
+        let mut stored: HashSet<String> = HashSet::new();
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        for chunk in ids.chunks(ROWS_PER_INSERT) {
+            stored.extend(
+                audit_log::Entity::find()
+                    .filter(audit_log::Column::EventId.is_in(chunk.iter().copied()))
+                    .select_only()
+                    .column(audit_log::Column::EventId)
+                    .into_tuple::<String>()
+                    .all(txn)
+                    .await?,
+            );
+        }
+        let mut seen = HashSet::new();
+        Ok(events
+            .iter()
+            .map(|e| {
+                !stored.contains(&e.event_id)
+                    && !self.ids.contains(&e.event_id)
+                    && seen.insert(e.event_id.as_str())
+            })
+            .collect())
+    }
+
+    /// Links `e` after the last row. The caller knows it is new: checked
+    /// by [`Chain::fresh`], or an id the bot has just made.
+    pub(super) fn push(&mut self, e: &NewEvent, recorded_at: i64) -> Result<(), DbErr> {
         let body = serde_json::to_string(&e.body).map_err(|x| DbErr::Custom(x.to_string()))?;
         let hash = link_hash(
-            &prev,
+            &self.prev,
             &e.event_id,
             e.at,
             &e.kind,
@@ -180,7 +225,7 @@ pub(super) async fn append_in(
             e.request_id.as_deref(),
             &body,
         );
-        audit_log::ActiveModel {
+        self.rows.push(audit_log::ActiveModel {
             event_id: Set(e.event_id.clone()),
             at: Set(e.at),
             recorded_at: Set(recorded_at),
@@ -188,16 +233,26 @@ pub(super) async fn append_in(
             runner: Set(e.runner.clone()),
             request_id: Set(e.request_id.clone()),
             body: Set(body),
-            prev_hash: Set(prev.clone()),
-            hash: Set(hash.clone()),
+            prev_hash: Set(std::mem::replace(&mut self.prev, hash.clone())),
+            hash: Set(hash),
             ..Default::default()
-        }
-        .insert(txn)
-        .await?;
-        prev = hash;
-        fresh.push(true);
+        });
+        self.ids.insert(e.event_id.clone());
+        Ok(())
     }
-    Ok(fresh)
+
+    /// Inserts the linked rows, in order.
+    pub(super) async fn flush(&mut self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        let rows = std::mem::take(&mut self.rows);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+            audit_log::Entity::insert_many(chunk)
+                .exec_without_returning(txn)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`verify`] found.

@@ -17,6 +17,7 @@
 use super::audit::{self, NewEvent};
 use super::entity::{request, vote};
 use super::reviewer::{Intent, Refusal, Reviewer};
+use super::writer::{Move, NewRequest, Stored, Write, Written};
 use super::{Bot, RunnerId, feed};
 use crate::config::{Quorum, Requirement};
 use holdpoint_shared::Verdict;
@@ -24,8 +25,7 @@ use holdpoint_shared::annotation::Annotation;
 use holdpoint_shared::protocol::{DecisionMessage, ReviewRequest, Status};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -202,17 +202,6 @@ fn kind(s: Status) -> &'static str {
     }
 }
 
-/// What became of a new submission's insert.
-enum Stored {
-    New,
-    /// The id was there already: a re-submission.
-    Again,
-    /// The runner is at its pending limit.
-    Full,
-    /// The runner's identity was revoked.
-    Revoked,
-}
-
 /// Submissions per runner, as token buckets on the core's clock.
 #[derive(Default)]
 pub(super) struct Rate {
@@ -264,6 +253,48 @@ impl<'a> Subject<'a> {
 }
 
 /// A reason as stored: trimmed, at most 2,000 characters, none if empty.
+/// The decision a guarded move pending → `to` makes, and the write that
+/// makes it, with its audit row.
+fn planned_move(
+    s: &Subject<'_>,
+    to: Status,
+    by: &Reviewer,
+    reason: Option<&str>,
+    at: i64,
+    before_deadline: bool,
+) -> (DecisionMessage, Move) {
+    let d = DecisionMessage {
+        request_id: s.id.to_string(),
+        command_hash: s.command_hash.to_string(),
+        status: to,
+        decided_by: by.to_string(),
+        reason: reason.map(str::to_string),
+        decided_at: at,
+    };
+    let event = NewEvent::at(
+        at,
+        kind(to),
+        Some(s.runner),
+        Some(s.id),
+        json!({
+            "decided_by": d.decided_by,
+            "reason": d.reason,
+            "command_hash": d.command_hash,
+            "waited_ms": at.saturating_sub(s.created_at),
+        }),
+    );
+    let m = Move {
+        id: s.id.to_string(),
+        to,
+        at,
+        decided_by: d.decided_by.clone(),
+        reason: d.reason.clone(),
+        before_deadline,
+        event,
+    };
+    (d, m)
+}
+
 fn clean_reason(r: Option<&str>) -> Option<String> {
     r.map(|r| r.trim().chars().take(2000).collect::<String>())
         .filter(|r| !r.is_empty())
@@ -280,8 +311,11 @@ impl Bot {
         else {
             return Ok(None);
         };
-        let mut votes = self.votes_of(std::slice::from_ref(&r.request.id)).await?;
-        r.votes = votes.remove(&r.request.id).unwrap_or_default();
+        // Votes are stored only for a request that counts them.
+        if r.quorum.counts_votes() {
+            let mut votes = self.votes_of(std::slice::from_ref(&r.request.id)).await?;
+            r.votes = votes.remove(&r.request.id).unwrap_or_default();
+        }
         r.missing = r.quorum.missing(&self.voter_groups(&r.votes));
         Ok(Some(r))
     }
@@ -506,6 +540,16 @@ impl Bot {
         if let Some(answer) = self.resubmitted(runner, req).await? {
             return Ok(answer);
         }
+        self.store(runner, req).await
+    }
+
+    /// Stores a request this runner has not submitted before (as far as
+    /// the caller has seen).
+    async fn store(
+        &self,
+        runner: &RunnerId,
+        req: &ReviewRequest,
+    ) -> Result<Submitted, LifecycleError> {
         let requested_by = self.requester(runner, req)?;
         let now = self.now_ms();
         if !self
@@ -590,49 +634,23 @@ impl Bot {
                 "quorum": quorum,
             }),
         );
-        let stored = {
-            let _w = self.write_lock.lock().await;
-            audit::retrying(|| async {
-                let txn = audit::begin_write(&self.db).await?;
-                // Another connection (or replica) of this runner stored the
-                // same id first: answer as a re-submission.
-                if request::Entity::find_by_id(req.id.clone())
-                    .one(&txn)
-                    .await?
-                    .is_some()
-                {
-                    txn.rollback().await?;
-                    return Ok(Stored::Again);
-                }
-                // Checked in the transaction of the insert: a revocation
-                // that committed first is seen here, and one that commits
-                // after cancels this request with the runner's others.
-                let revoked = super::entity::runner::Entity::find_by_id(runner.id)
-                    .filter(super::entity::runner::Column::RevokedAt.is_not_null())
-                    .count(&txn)
-                    .await?;
-                if revoked > 0 {
-                    txn.rollback().await?;
-                    return Ok(Stored::Revoked);
-                }
-                // Counted under the write lock: the cap holds exactly.
-                let pending = request::Entity::find()
-                    .filter(request::Column::RunnerId.eq(runner.id))
-                    .filter(request::Column::Status.eq(Status::Pending.as_str()))
-                    .count(&txn)
-                    .await?;
-                if pending >= pending_cap {
-                    txn.rollback().await?;
-                    return Ok(Stored::Full);
-                }
-                model.clone().insert(&txn).await?;
-                super::escalation::plan(&txn, &req.id, now, &steps).await?;
-                audit::append_in(&txn, std::slice::from_ref(&event), now).await?;
-                feed::record(&txn, &req.id, Status::Pending, now).await?;
-                txn.commit().await?;
-                Ok(Stored::New)
-            })
-            .await?
+        let written = self
+            .writer
+            .write(Write::Submit(Box::new(NewRequest {
+                id: req.id.clone(),
+                model,
+                runner_id: runner.id,
+                pending_cap,
+                steps,
+                event,
+                now,
+            })))
+            .await?;
+        let Written::Submit(stored) = written else {
+            return Err(LifecycleError::Corrupt(
+                req.id.clone(),
+                "not a submission".into(),
+            ));
         };
         match stored {
             Stored::New => {}
@@ -669,9 +687,12 @@ impl Bot {
         req: &ReviewRequest,
     ) -> Result<Submitted, LifecycleError> {
         req.validate()?;
-        self.resubmitted(runner, req).await?;
+        let known = self.resubmitted(runner, req).await?;
         let previous = self.hub.wait(&req.id, conn);
-        let answer = self.submit(runner, req).await;
+        let answer = match known {
+            Some(answer) => Ok(answer),
+            None => self.store(runner, req).await,
+        };
         if answer.is_err() {
             self.hub.restore(&req.id, previous);
         }
@@ -837,62 +858,22 @@ impl Bot {
         at: i64,
         before_deadline: bool,
     ) -> Result<Option<DecisionMessage>, LifecycleError> {
-        let d = DecisionMessage {
-            request_id: s.id.to_string(),
-            command_hash: s.command_hash.to_string(),
-            status: to,
-            decided_by: by.to_string(),
-            reason: reason.map(str::to_string),
-            decided_at: at,
-        };
-        let waited = at.saturating_sub(s.created_at);
-        let event = NewEvent::at(
-            at,
-            kind(to),
-            Some(s.runner),
-            Some(s.id),
-            json!({
-                "decided_by": d.decided_by,
-                "reason": d.reason,
-                "command_hash": d.command_hash,
-                "waited_ms": waited,
-            }),
+        let (d, m) = planned_move(s, to, by, reason, at, before_deadline);
+        let won = matches!(
+            self.writer.write(Write::Move(Box::new(m))).await?,
+            Written::Move(true)
         );
-        let won = {
-            let _w = self.write_lock.lock().await;
-            audit::retrying(|| async {
-                let txn = audit::begin_write(&self.db).await?;
-                let mut q = request::Entity::update_many()
-                    .col_expr(request::Column::Status, Expr::value(to.as_str()))
-                    .col_expr(request::Column::DecidedAt, Expr::value(at))
-                    .col_expr(
-                        request::Column::DecidedBy,
-                        Expr::value(d.decided_by.as_str()),
-                    )
-                    .col_expr(request::Column::Reason, Expr::value(d.reason.clone()))
-                    .filter(request::Column::Id.eq(s.id))
-                    .filter(request::Column::Status.eq(Status::Pending.as_str()));
-                if before_deadline {
-                    q = q.filter(request::Column::ExpiresAt.gt(at));
-                }
-                if q.exec(&txn).await?.rows_affected != 1 {
-                    txn.rollback().await?;
-                    return Ok(false);
-                }
-                audit::append_in(&txn, std::slice::from_ref(&event), at).await?;
-                feed::record(&txn, s.id, to, at).await?;
-                txn.commit().await?;
-                Ok(true)
-            })
-            .await?
-        };
-        if !won {
-            return Ok(None);
-        }
+        Ok(won.then(|| self.moved(d, s.created_at)))
+    }
+
+    /// After a move committed: relays the decision to the runner waiting
+    /// here and wakes the feed.
+    fn moved(&self, d: DecisionMessage, created_at: i64) -> DecisionMessage {
         self.hub.deliver(&d);
         self.feed.wake();
-        self.metrics.ended(to, waited);
-        Ok(Some(d))
+        self.metrics
+            .ended(d.status, d.decided_at.saturating_sub(created_at));
+        d
     }
 
     /// The runner that submitted a request gives up on it.
@@ -968,24 +949,41 @@ impl Bot {
         reason: impl Fn(&request::Model) -> String,
     ) -> Result<usize, LifecycleError> {
         let now = self.now_ms();
-        let mut n = 0;
-        for row in rows {
+        let mut decisions = Vec::with_capacity(rows.len());
+        let mut writes = Vec::with_capacity(rows.len());
+        for row in &rows {
             let subject = Subject {
                 id: &row.id,
                 runner: &row.runner,
                 command_hash: &row.command_hash,
                 created_at: row.created_at,
             };
-            let why = reason(&row);
-            if self
-                .commit_move(&subject, to, &Reviewer::system(), Some(&why), now, false)
-                .await?
-                .is_some()
-            {
-                n += 1;
+            let why = reason(row);
+            let (d, m) = planned_move(&subject, to, &Reviewer::system(), Some(&why), now, false);
+            decisions.push((d, row.created_at));
+            writes.push(Write::Move(Box::new(m)));
+        }
+        // Queued together, so they commit in as few transactions as the
+        // writer takes.
+        let mut n = 0;
+        let mut failed = None;
+        for ((d, created_at), done) in decisions
+            .into_iter()
+            .zip(self.writer.write_all(writes).await)
+        {
+            match done {
+                Ok(Written::Move(true)) => {
+                    self.moved(d, created_at);
+                    n += 1;
+                }
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
             }
         }
-        Ok(n)
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(n),
+        }
     }
 
     /// Which of `ids` name requests another runner submitted. (Ids no
@@ -1025,12 +1023,12 @@ impl Bot {
         id: &str,
     ) -> Result<(), LifecycleError> {
         self.hub.acked(id, conn);
-        request::Entity::update_many()
-            .col_expr(request::Column::RelayedAt, Expr::value(self.now_ms()))
-            .filter(request::Column::Id.eq(id))
-            .filter(request::Column::RunnerId.eq(runner.id))
-            .filter(request::Column::RelayedAt.is_null())
-            .exec(&self.db)
+        self.writer
+            .write(Write::Ack {
+                id: id.to_string(),
+                runner_id: runner.id,
+                at: self.now_ms(),
+            })
             .await?;
         Ok(())
     }

@@ -36,6 +36,7 @@ pub mod reviewer;
 mod runners;
 mod sessions;
 mod throttle;
+mod writer;
 
 pub use audit::{
     Format as ExportFormat, GENESIS, NewEvent, Verification, csv_field as audit_csv_field,
@@ -69,7 +70,9 @@ pub struct Bot {
     metrics: Metrics,
     clock: Arc<dyn Clock>,
     /// Serialises transitions and audit appends within this process.
-    write_lock: Mutex<()>,
+    write_lock: Arc<Mutex<()>>,
+    /// Commits the lifecycle's writes and audit appends, many at a time.
+    writer: writer::Writer,
     feed: feed::Feed,
     rate: lifecycle::Rate,
     throttle: throttle::Throttle,
@@ -85,13 +88,15 @@ impl Bot {
     /// Opens the configured database, with a clock of the caller's.
     pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Bot, OpenError> {
         let db = db::open_and_migrate(&config.database_url).await?;
+        let write_lock = Arc::new(Mutex::new(()));
         Ok(Bot {
+            writer: writer::Writer::start(db.clone(), write_lock.clone()),
+            write_lock,
             db,
             config,
             hub: hub::Hub::default(),
             metrics: Metrics::default(),
             clock,
-            write_lock: Mutex::new(()),
             feed: feed::Feed::new(),
             rate: lifecycle::Rate::default(),
             throttle: throttle::Throttle::default(),
@@ -156,8 +161,20 @@ impl Bot {
     /// Appends events the bot did not make itself (runners' verdicts) to the
     /// audit log; returns, for each, whether it was new.
     pub async fn audit(&self, events: &[NewEvent]) -> Result<Vec<bool>, DbErr> {
-        let _w = self.write_lock.lock().await;
-        audit::append(&self.db, events, self.now_ms()).await
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
+        match self
+            .writer
+            .write(writer::Write::Append {
+                events: events.to_vec(),
+                at: self.now_ms(),
+            })
+            .await?
+        {
+            writer::Written::Append(fresh) => Ok(fresh),
+            _ => Err(DbErr::Custom("an audit append had no result".into())),
+        }
     }
 
     /// Walks the audit chain.

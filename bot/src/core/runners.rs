@@ -132,13 +132,25 @@ impl Bot {
         else {
             return Err(RunnerError::NotFound(name.to_string()));
         };
-        let res = runner::Entity::update_many()
-            .col_expr(runner::Column::RevokedAt, Expr::value(self.now_ms()))
-            .filter(runner::Column::Id.eq(row.id))
-            .filter(runner::Column::RevokedAt.is_null())
-            .exec(&self.db)
-            .await?;
-        if res.rows_affected == 0 {
+        // Under the writer lock, as submissions are: a submission either
+        // committed before this (and is cancelled below) or sees the
+        // revocation in its own transaction.
+        let revoked = {
+            let _w = self.write_lock.lock().await;
+            super::audit::retrying(|| async {
+                let txn = super::audit::begin_write(&self.db).await?;
+                let res = runner::Entity::update_many()
+                    .col_expr(runner::Column::RevokedAt, Expr::value(self.now_ms()))
+                    .filter(runner::Column::Id.eq(row.id))
+                    .filter(runner::Column::RevokedAt.is_null())
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await?;
+                Ok(res.rows_affected)
+            })
+            .await?
+        };
+        if revoked == 0 {
             return Err(RunnerError::NotFound(name.to_string()));
         }
         let who = RunnerId::new(row.id, row.name);

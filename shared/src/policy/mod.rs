@@ -384,7 +384,9 @@ struct Rule {
     /// Where the rule came from (`built-in` or a file path).
     origin: Cow<'static, str>,
     source: RuleSource,
-    compiled: OnceLock<Result<(RuleSpec, Matcher), String>>,
+    /// Boxed, so the table of rules a process starts with is small: only
+    /// the rules a command needs are ever allocated and touched.
+    compiled: OnceLock<Result<Box<(RuleSpec, Matcher)>, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -413,7 +415,7 @@ impl Rule {
                 .into(),
             origin: Cow::Owned(origin.to_string()),
             source: RuleSource::Spec,
-            compiled: OnceLock::from(Ok((spec, matcher))),
+            compiled: OnceLock::from(Ok(Box::new((spec, matcher)))),
         })
     }
 
@@ -438,11 +440,12 @@ impl Rule {
                 RuleSource::Json(json) => {
                     let spec: RuleSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
                     let matcher = Matcher::compile(&spec.when, spec.decision != Decision::Allow)?;
-                    Ok((spec, matcher))
+                    Ok(Box::new((spec, matcher)))
                 }
                 RuleSource::Spec => Err("rule was not compiled".to_string()),
             })
             .as_ref()
+            .map(|b| &**b)
             .map_err(String::as_str)
     }
 }
@@ -451,7 +454,7 @@ impl Rule {
 #[derive(Debug, Clone)]
 struct Program {
     json: Option<&'static str>,
-    spec: OnceLock<ProgramSpec>,
+    spec: OnceLock<Box<ProgramSpec>>,
 }
 
 impl Program {
@@ -459,9 +462,11 @@ impl Program {
         self.spec.get_or_init(|| {
             // The build script checked the TOML; a spec that does not parse
             // falls back to no value options, which only makes matching stricter.
-            self.json
-                .and_then(|j| serde_json::from_str(j).ok())
-                .unwrap_or_default()
+            Box::new(
+                self.json
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_default(),
+            )
         })
     }
 }
@@ -472,7 +477,7 @@ impl Program {
 /// compiled when the policy loads.
 #[derive(Debug, Clone)]
 struct Toolbox {
-    builtin: Box<[OnceLock<Result<Tool, String>>]>,
+    builtin: Box<[OnceLock<Result<Box<Tool>, String>>]>,
     user: HashMap<String, (ToolSpec, Tool), Fnv>,
 }
 
@@ -487,9 +492,10 @@ impl Toolbox {
             cell.get_or_init(|| {
                 let (key, json) = BUILTIN_TOOLS[i];
                 let spec: ToolSpec = serde_json::from_str(json).map_err(|e| e.to_string())?;
-                Tool::compile(&spec, Some(key))
+                Tool::compile(&spec, Some(key)).map(Box::new)
             })
             .as_ref()
+            .map(|b| &**b)
             .map_err(String::as_str),
         )
     }
@@ -706,7 +712,7 @@ impl Policy {
                     Cow::Owned(name),
                     Program {
                         json: None,
-                        spec: OnceLock::from(spec),
+                        spec: OnceLock::from(Box::new(spec)),
                     },
                 );
             }

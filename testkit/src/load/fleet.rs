@@ -7,7 +7,8 @@
 use super::http::Http;
 use futures_util::{SinkExt, StreamExt, stream};
 use holdpoint_shared::protocol::{
-    BotMessage, DecisionMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage, WS_PATH,
+    AuditEvent, BotMessage, DecisionMessage, PROTOCOL_VERSION, ReviewRequest, RunnerMessage,
+    WS_PATH,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -42,6 +43,11 @@ enum Cmd {
         request: Box<ReviewRequest>,
         pending: oneshot::Sender<Result<Instant, String>>,
         decided: oneshot::Sender<Got>,
+    },
+    /// A batch of spooled audit events, answered by the ids the bot acked.
+    Audit {
+        events: Vec<AuditEvent>,
+        acked: oneshot::Sender<Vec<String>>,
     },
 }
 
@@ -116,6 +122,8 @@ async fn runner_task(mut ws: Ws, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: A
     let mut nonce = 0u64;
     let mut waiting: Waiting = HashMap::new();
     let mut decided: HashSet<String> = HashSet::new();
+    // Audit batches sent, by their first event's id.
+    let mut audits: HashMap<String, oneshot::Sender<Vec<String>>> = HashMap::new();
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
@@ -127,6 +135,17 @@ async fn runner_task(mut ws: Ws, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: A
                         return;
                     }
                     waiting.insert(id, (Some(pending), Some(decided)));
+                }
+                Some(Cmd::Audit { events, acked }) => {
+                    let Some(first) = events.first().map(|e| e.id.clone()) else {
+                        let _ = acked.send(Vec::new());
+                        continue;
+                    };
+                    let frame = RunnerMessage::Audit { events }.encode();
+                    if ws.send(Message::text(frame)).await.is_err() {
+                        return;
+                    }
+                    audits.insert(first, acked);
                 }
                 None => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -198,6 +217,16 @@ async fn runner_task(mut ws: Ws, mut rx: mpsc::UnboundedReceiver<Cmd>, shared: A
                         }
                     }
                     Ok(BotMessage::Pong { .. }) => {}
+                    Ok(BotMessage::AuditAck { ids }) => {
+                        match ids.first().and_then(|id| audits.remove(id)) {
+                            Some(acked) => {
+                                let _ = acked.send(ids);
+                            }
+                            None => {
+                                shared.unexpected.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                     Ok(_) | Err(_) => {
                         shared.unexpected.fetch_add(1, Ordering::Relaxed);
                     }
@@ -234,6 +263,20 @@ pub async fn submit(
         .map_err(|_| "no pending within 30 s")?
         .map_err(|_| "the runner's connection closed before pending")??;
     Ok((at, drx))
+}
+
+/// Sends a batch of audit events, as a runner flushing its spool does;
+/// returns the ids the bot acknowledged (stored, or stored before).
+pub async fn send_audit(runner: &Runner, events: Vec<AuditEvent>) -> Result<Vec<String>> {
+    let (tx, rx) = oneshot::channel();
+    runner
+        .tx
+        .send(Cmd::Audit { events, acked: tx })
+        .map_err(|_| "the runner's connection is gone")?;
+    Ok(tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .map_err(|_| "no audit ack within 30 s")?
+        .map_err(|_| "the runner's connection closed before the ack")?)
 }
 
 /// Connects `count` runners (64 handshakes at a time), spreading them over
