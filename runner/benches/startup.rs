@@ -4,7 +4,9 @@
 //! temporary directory). The commands are alternated in the same run so all
 //! see the same machine; the goals are ratios to the minimal exec.
 //!
-//! `cargo bench -p holdpoint-runner --bench startup`
+//! `cargo bench -p holdpoint-runner --bench startup`; to compare other
+//! builds in the same run, name them:
+//! `HOLDPOINT_STARTUP_ALSO=dist=target/dist/holdpoint cargo bench -p holdpoint-runner --bench startup`
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -89,53 +91,75 @@ fn main() {
             .env("HOLDPOINT_SPOOL_DIR", &spool);
         c
     };
-    let gate_argv = [bin, "sh", "-c", "true"];
+    // This build, and any others named in HOLDPOINT_STARTUP_ALSO
+    // (`NAME=PATH,NAME=PATH`, e.g. the `dist` profile's runner), all
+    // alternated in the same run.
+    let mut builds: Vec<(String, String)> = vec![("this build".into(), bin.to_string())];
+    if let Ok(also) = std::env::var("HOLDPOINT_STARTUP_ALSO") {
+        for item in also.split(',').filter(|s| !s.is_empty()) {
+            let (name, path) = item
+                .split_once('=')
+                .unwrap_or_else(|| panic!("HOLDPOINT_STARTUP_ALSO: {item:?} is not NAME=PATH"));
+            assert!(
+                Path::new(path).is_file(),
+                "HOLDPOINT_STARTUP_ALSO: {path} does not exist"
+            );
+            builds.push((name.to_string(), path.to_string()));
+        }
+    }
     let bare_argv = ["/bin/sh", "-c", "true"];
-    let (mut gate, mut bare, mut audited, mut minimal) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // Warm the page cache.
-    for _ in 0..20 {
-        time(&mut mk(&gate_argv));
-        time(&mut mk(&bare_argv));
-        time(&mut mk_audited(&gate_argv));
-        time(&mut mk(&[hello]));
+    let (mut bare, mut minimal) = (Vec::new(), Vec::new());
+    let mut gate: Vec<Vec<Duration>> = vec![Vec::new(); builds.len()];
+    let mut audited: Vec<Vec<Duration>> = vec![Vec::new(); builds.len()];
+    for round in 0..(20 + RUNS) {
+        // The first 20 rounds warm the page cache.
+        let keep = round >= 20;
+        let b = time(&mut mk(&bare_argv));
+        let m = time(&mut mk(&[hello]));
+        if keep {
+            bare.push(b);
+            minimal.push(m);
+        }
+        for (i, (_, path)) in builds.iter().enumerate() {
+            let argv = [path.as_str(), "sh", "-c", "true"];
+            let g = time(&mut mk(&argv));
+            let a = time(&mut mk_audited(&argv));
+            if keep {
+                gate[i].push(g);
+                audited[i].push(a);
+            }
+        }
     }
-    for _ in 0..RUNS {
-        gate.push(time(&mut mk(&gate_argv)));
-        bare.push(time(&mut mk(&bare_argv)));
-        audited.push(time(&mut mk_audited(&gate_argv)));
-        minimal.push(time(&mut mk(&[hello])));
-    }
-    let (mg, mb, ma, mm) = (
-        median(gate.clone()),
-        median(bare.clone()),
-        median(audited.clone()),
-        median(minimal.clone()),
-    );
-    let added = ms(mg) - ms(mb);
-    let added_bot = ms(ma) - ms(mb);
+    let (mb, mm) = (median(bare.clone()), median(minimal.clone()));
     let verdict = |ratio: f64, goal: f64| if ratio <= goal { "met" } else { "MISSED" };
     println!("runs: {RUNS} each, alternated");
     let row = |name: &str, m: Duration, v: Vec<Duration>| {
         println!(
-            "{name:<28} median {:>7.3} ms  p90 {:>7.3} ms",
+            "{name:<32} median {:>7.3} ms  p90 {:>7.3} ms",
             ms(m),
             ms(pct(v, 0.9))
         );
     };
     row("sh -c true", mb, bare);
     row("minimal exec (hello, -O)", mm, minimal);
-    row("holdpoint sh -c true", mg, gate);
-    row("  with a bot (spooled)", ma, audited);
-    let r = added / ms(mm);
-    println!(
-        "added by the gate           {added:>7.3} ms = {r:.2} minimal execs (goal <= {GOAL_NO_BOT}: {})",
-        verdict(r, GOAL_NO_BOT)
-    );
-    let rb = added_bot / ms(mm);
-    println!(
-        "  with a bot configured     {added_bot:>7.3} ms = {rb:.2} minimal execs (goal <= {GOAL_WITH_BOT}: {})",
-        verdict(rb, GOAL_WITH_BOT)
-    );
+    for (i, (name, path)) in builds.iter().enumerate() {
+        let (mg, ma) = (median(gate[i].clone()), median(audited[i].clone()));
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        println!("\n{name}: {path} ({:.1} MB)", size as f64 / 1e6);
+        row("holdpoint sh -c true", mg, gate[i].clone());
+        row("  with a bot (spooled)", ma, audited[i].clone());
+        let added = ms(mg) - ms(mb);
+        let added_bot = ms(ma) - ms(mb);
+        let r = added / ms(mm);
+        println!(
+            "added by the gate               {added:>7.3} ms = {r:.2} minimal execs (goal <= {GOAL_NO_BOT}: {})",
+            verdict(r, GOAL_NO_BOT)
+        );
+        let rb = added_bot / ms(mm);
+        println!(
+            "  with a bot configured         {added_bot:>7.3} ms = {rb:.2} minimal execs (goal <= {GOAL_WITH_BOT}: {})",
+            verdict(rb, GOAL_WITH_BOT)
+        );
+    }
     let _ = std::fs::remove_dir_all(&home);
 }

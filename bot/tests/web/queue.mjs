@@ -286,6 +286,11 @@ try {
   await page.locator('#rows tr').first().waitFor();
   await page.selectOption('select[name=outcome]', 'denied');
   await page.locator('#search button[type=submit]').click();
+  // The unfiltered list shows the denial too: wait for the filtered one.
+  await page.waitForFunction(() => {
+    const k = [...document.querySelectorAll('#rows td.kind')].map((x) => x.textContent);
+    return k.length > 0 && k.every((x) => x === 'denied');
+  }, null, { timeout: 8000 }).catch(() => {});
   const deniedRow = page.locator(`#rows tr`, { hasText: 'not today' });
   await deniedRow.first().waitFor();
   const kinds = await page.locator('#rows td.kind').allTextContents();
