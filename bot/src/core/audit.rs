@@ -152,7 +152,9 @@ pub(super) async fn append_in(
 
 /// Rows on their way to the end of the chain inside one transaction: the
 /// head is read once, every row is linked to the one before it in memory,
-/// and all of them are inserted together, in order, by [`Chain::flush`].
+/// and all of them are inserted together, in order, by [`Chain::flush`]
+/// (256 rows a statement at most: ten parameters each, well below every
+/// backend's limit).
 /// Many events cost one read, one lock and one commit.
 pub(super) struct Chain {
     prev: String,
@@ -160,10 +162,6 @@ pub(super) struct Chain {
     /// Event ids linked in this transaction.
     ids: HashSet<String>,
 }
-
-/// Rows per insert statement (ten parameters each; well below every
-/// backend's limit on parameters).
-const ROWS_PER_INSERT: usize = 500;
 
 impl Chain {
     /// The chain as the transaction sees it; the caller holds the writer
@@ -189,11 +187,12 @@ impl Chain {
         events: &[NewEvent],
     ) -> Result<Vec<bool>, DbErr> {
         let mut stored: HashSet<String> = HashSet::new();
-        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-        for chunk in ids.chunks(ROWS_PER_INSERT) {
+        let mut ids = events.iter().map(|e| e.event_id.as_str());
+        for n in super::writer::pieces(events.len()) {
+            let chunk: Vec<&str> = ids.by_ref().take(n).collect();
             stored.extend(
                 audit_log::Entity::find()
-                    .filter(audit_log::Column::EventId.is_in(chunk.iter().copied()))
+                    .filter(audit_log::Column::EventId.is_in(chunk))
                     .select_only()
                     .column(audit_log::Column::EventId)
                     .into_tuple::<String>()
@@ -243,15 +242,7 @@ impl Chain {
 
     /// Inserts the linked rows, in order.
     pub(super) async fn flush(&mut self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
-        let rows = std::mem::take(&mut self.rows);
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(ROWS_PER_INSERT).collect();
-            audit_log::Entity::insert_many(chunk)
-                .exec_without_returning(txn)
-                .await?;
-        }
-        Ok(())
+        super::writer::insert_all::<audit_log::Entity, _>(txn, std::mem::take(&mut self.rows)).await
     }
 }
 

@@ -24,8 +24,7 @@ use crate::config::{Step, StepAction};
 use holdpoint_shared::protocol::Status;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -125,26 +124,23 @@ fn of(adapter: &str, id: &str, step: i32) -> Condition {
         .add(send::Column::Step.eq(step))
 }
 
-/// Stores the steps of a new request, in its submission's transaction.
-pub(super) async fn plan<C: ConnectionTrait>(
-    txn: &C,
-    id: &str,
-    created_at: i64,
-    steps: &[Step],
-) -> Result<(), DbErr> {
-    for (i, s) in steps.iter().enumerate() {
-        let after = i64::try_from(s.after.as_millis()).unwrap_or(i64::MAX);
-        step::ActiveModel {
-            request_id: Set(id.to_string()),
-            step: Set(i32::try_from(i).unwrap_or(i32::MAX)),
-            action: Set(s.action.as_str().to_string()),
-            due_at: Set(created_at.saturating_add(after)),
-            fired_at: Set(None),
-        }
-        .insert(txn)
-        .await?;
-    }
-    Ok(())
+/// The rows of a new request's escalation steps, inserted in the
+/// submission's transaction.
+pub(super) fn planned(id: &str, created_at: i64, steps: &[Step]) -> Vec<step::ActiveModel> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let after = i64::try_from(s.after.as_millis()).unwrap_or(i64::MAX);
+            step::ActiveModel {
+                request_id: Set(id.to_string()),
+                step: Set(i32::try_from(i).unwrap_or(i32::MAX)),
+                action: Set(s.action.as_str().to_string()),
+                due_at: Set(created_at.saturating_add(after)),
+                fired_at: Set(None),
+            }
+        })
+        .collect()
 }
 
 impl Bot {

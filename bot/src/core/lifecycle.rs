@@ -236,6 +236,7 @@ impl Rate {
 /// What a transition needs to know about the request it moves.
 struct Subject<'a> {
     id: &'a str,
+    runner_id: Option<i64>,
     runner: &'a str,
     command_hash: &'a str,
     created_at: i64,
@@ -245,6 +246,7 @@ impl<'a> Subject<'a> {
     fn of(r: &'a StoredRequest) -> Subject<'a> {
         Subject {
             id: &r.request.id,
+            runner_id: r.runner_id,
             runner: &r.runner,
             command_hash: &r.request.command_hash,
             created_at: r.created_at,
@@ -285,6 +287,7 @@ fn planned_move(
     );
     let m = Move {
         id: s.id.to_string(),
+        runner_id: s.runner_id,
         to,
         at,
         decided_by: d.decided_by.clone(),
@@ -954,6 +957,7 @@ impl Bot {
         for row in &rows {
             let subject = Subject {
                 id: &row.id,
+                runner_id: row.runner_id,
                 runner: &row.runner,
                 command_hash: &row.command_hash,
                 created_at: row.created_at,

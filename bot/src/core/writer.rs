@@ -6,8 +6,10 @@
 //! takes whatever is queued (up to [`BATCH`] writes), applies it in order in
 //! one transaction under the writer lock (the advisory lock on PostgreSQL,
 //! the single writer of SQLite), links every audit row of the batch to the
-//! chain in memory, inserts the audit and change rows with one statement
-//! each, commits once, and only then answers each caller. Each write sees
+//! chain in memory, inserts the batch's audit, change and escalation rows
+//! and records its acks a few statements at a time, commits once, and only
+//! then answers each caller. A submission costs one insert of its own; a
+//! decision one guarded update. Each write sees
 //! the ones before it in its batch, so a batch means exactly what the same
 //! writes one transaction each would mean; under load the cost of a commit
 //! (and PostgreSQL's flush to disk) is shared by every write in it.
@@ -18,14 +20,15 @@
 //! relayed, and no command runs, on a write that did not commit.
 
 use super::audit::{self, Chain, NewEvent};
-use super::entity::{change, request, runner};
+use super::entity::{change, escalation_step, request, runner};
 use crate::config::Step;
 use holdpoint_shared::protocol::Status;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, Set,
 };
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -50,6 +53,8 @@ pub(super) struct NewRequest {
 /// A guarded move pending → `to`.
 pub(super) struct Move {
     pub id: String,
+    /// The identity that submitted it (`None` for rows from before m0005).
+    pub runner_id: Option<i64>,
     pub to: Status,
     pub at: i64,
     pub decided_by: String,
@@ -166,7 +171,14 @@ async fn run(db: DatabaseConnection, lock: Arc<Mutex<()>>, mut rx: mpsc::Unbound
         let _w = lock.lock().await;
         let writes: Vec<&Write> = jobs.iter().map(|j| &j.write).collect();
         let tries = if jobs.len() > 1 { BATCH_TRIES } else { 20 };
-        match audit::retrying_up_to(tries, || apply(&db, &writes)).await {
+        let started = std::time::Instant::now();
+        let result = audit::retrying_up_to(tries, || apply(&db, &writes)).await;
+        tracing::trace!(
+            writes = jobs.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "a batch of writes committed"
+        );
+        match result {
             Ok(done) => {
                 for (job, d) in jobs.into_iter().zip(done) {
                     // A caller that stopped waiting is fine.
@@ -198,45 +210,166 @@ async fn run(db: DatabaseConnection, lock: Arc<Mutex<()>>, mut rx: mpsc::Unbound
     }
 }
 
-/// Applies `writes` in order in one transaction and commits it.
+/// What one transaction gathers before it commits: rows that are inserted
+/// together at its end, and what its submissions are checked against.
+struct Batch {
+    chain: Chain,
+    changes: Vec<change::ActiveModel>,
+    steps: Vec<escalation_step::ActiveModel>,
+    /// Acks: (request id, runner identity, when).
+    acks: Vec<(String, i64, i64)>,
+    /// Of each runner that submits in this batch: whether it was revoked,
+    /// and how many requests it has pending (kept current through the
+    /// batch's own submissions and moves).
+    runners: HashMap<i64, (bool, u64)>,
+}
+
+/// Applies `writes` in order in one transaction and commits it. Each write
+/// sees the ones before it: a submission is checked against the pending
+/// count its runner has after the earlier writes of the batch.
 async fn apply(db: &DatabaseConnection, writes: &[&Write]) -> Result<Vec<Written>, DbErr> {
     let txn = audit::begin_write(db).await?;
-    let mut chain = Chain::head(&txn).await?;
-    let mut changes: Vec<change::ActiveModel> = Vec::new();
+    let mut b = Batch {
+        chain: Chain::head(&txn).await?,
+        changes: Vec::new(),
+        steps: Vec::new(),
+        acks: Vec::new(),
+        runners: runner_states(&txn, writes).await?,
+    };
     let mut done = Vec::with_capacity(writes.len());
     for w in writes {
         done.push(match w {
-            Write::Submit(r) => Written::Submit(submit(&txn, r, &mut chain, &mut changes).await?),
-            Write::Move(m) => Written::Move(move_to(&txn, m, &mut chain, &mut changes).await?),
+            Write::Submit(r) => Written::Submit(submit(&txn, r, &mut b).await?),
+            Write::Move(m) => Written::Move(move_to(&txn, m, &mut b).await?),
             Write::Append { events, at } => {
-                let fresh = chain.fresh(&txn, events).await?;
+                let fresh = b.chain.fresh(&txn, events).await?;
                 for (e, new) in events.iter().zip(&fresh) {
                     if *new {
-                        chain.push(e, *at)?;
+                        b.chain.push(e, *at)?;
                     }
                 }
                 Written::Append(fresh)
             }
             Write::Ack { id, runner_id, at } => {
-                request::Entity::update_many()
-                    .col_expr(request::Column::RelayedAt, Expr::value(*at))
-                    .filter(request::Column::Id.eq(id.as_str()))
-                    .filter(request::Column::RunnerId.eq(*runner_id))
-                    .filter(request::Column::RelayedAt.is_null())
-                    .exec(&txn)
-                    .await?;
+                b.acks.push((id.clone(), *runner_id, *at));
                 Written::Ack
             }
         });
     }
-    chain.flush(&txn).await?;
-    if !changes.is_empty() {
-        change::Entity::insert_many(changes)
-            .exec_without_returning(&txn)
+    b.chain.flush(&txn).await?;
+    insert_all::<change::Entity, _>(&txn, b.changes).await?;
+    insert_all::<escalation_step::Entity, _>(&txn, b.steps).await?;
+    let mut acks = b.acks.into_iter().peekable();
+    for n in pieces(acks.len()) {
+        let chunk: Vec<_> = acks.by_ref().take(n).collect();
+        let at = chunk.iter().map(|(_, _, at)| *at).max().unwrap_or_default();
+        let mut which = Condition::any();
+        for (id, runner_id, _) in &chunk {
+            which = which.add(
+                Condition::all()
+                    .add(request::Column::Id.eq(id.as_str()))
+                    .add(request::Column::RunnerId.eq(*runner_id)),
+            );
+        }
+        request::Entity::update_many()
+            .col_expr(request::Column::RelayedAt, Expr::value(at))
+            .filter(request::Column::RelayedAt.is_null())
+            .filter(which)
+            .exec(&txn)
             .await?;
     }
     txn.commit().await?;
     Ok(done)
+}
+
+/// The most rows (or ids) one statement carries.
+pub(super) const MOST_PER_STATEMENT: usize = 256;
+
+/// How to cut `n` rows into statements: as many full ones as fit, then
+/// powers of two, so every statement has one of a few shapes and the
+/// database's prepared statements are reused rather than parsed again.
+pub(super) fn pieces(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let take = if n >= MOST_PER_STATEMENT {
+            MOST_PER_STATEMENT
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        out.push(take);
+        n -= take;
+    }
+    out
+}
+
+/// Inserts `rows` in order, a few statements of fixed shapes.
+pub(super) async fn insert_all<E, A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+    A: ActiveModelTrait<Entity = E>,
+{
+    let sizes = pieces(rows.len());
+    let mut rows = rows.into_iter();
+    for n in sizes {
+        E::insert_many(rows.by_ref().take(n).collect::<Vec<_>>())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether each runner that submits in `writes` was revoked, and how many
+/// requests it has pending: two reads for the whole batch, under the
+/// writer lock, so both hold exactly.
+async fn runner_states(
+    txn: &DatabaseTransaction,
+    writes: &[&Write],
+) -> Result<HashMap<i64, (bool, u64)>, DbErr> {
+    let ids: Vec<i64> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Submit(r) => Some(r.runner_id),
+            _ => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out: HashMap<i64, (bool, u64)> = ids.iter().map(|id| (*id, (false, 0))).collect();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    // Checked in the transaction of the insert: a revocation that
+    // committed first is seen here, and one that commits after (it takes
+    // the writer lock) cancels these requests with the runner's others.
+    let revoked: Vec<i64> = runner::Entity::find()
+        .filter(runner::Column::Id.is_in(ids.iter().copied()))
+        .filter(runner::Column::RevokedAt.is_not_null())
+        .select_only()
+        .column(runner::Column::Id)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    for id in revoked {
+        if let Some(s) = out.get_mut(&id) {
+            s.0 = true;
+        }
+    }
+    let pending: Vec<(Option<i64>, i64)> = request::Entity::find()
+        .filter(request::Column::RunnerId.is_in(ids.iter().copied()))
+        .filter(request::Column::Status.eq(Status::Pending.as_str()))
+        .select_only()
+        .column(request::Column::RunnerId)
+        .column_as(Expr::cust("COUNT(*)"), "n")
+        .group_by(request::Column::RunnerId)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    for (id, n) in pending {
+        if let Some(s) = id.and_then(|id| out.get_mut(&id)) {
+            s.1 = u64::try_from(n).unwrap_or(0);
+        }
+    }
+    Ok(out)
 }
 
 fn change_row(request_id: &str, status: Status, at: i64) -> change::ActiveModel {
@@ -248,44 +381,14 @@ fn change_row(request_id: &str, status: Status, at: i64) -> change::ActiveModel 
     }
 }
 
-/// The insert of a new request: one read (was the runner revoked, how many
-/// does it have pending; counted under the writer lock, so both hold
-/// exactly) and one insert that does nothing when the id is taken.
-async fn submit(
-    txn: &DatabaseTransaction,
-    r: &NewRequest,
-    chain: &mut Chain,
-    changes: &mut Vec<change::ActiveModel>,
-) -> Result<Stored, DbErr> {
-    let revoked = Query::select()
-        .expr(Expr::cust("COUNT(*)"))
-        .from(runner::Entity)
-        .and_where(runner::Column::Id.eq(r.runner_id))
-        .and_where(runner::Column::RevokedAt.is_not_null())
-        .to_owned();
-    let pending = Query::select()
-        .expr(Expr::cust("COUNT(*)"))
-        .from(request::Entity)
-        .and_where(request::Column::RunnerId.eq(r.runner_id))
-        .and_where(request::Column::Status.eq(Status::Pending.as_str()))
-        .to_owned();
-    let check = Query::select()
-        .expr_as(Expr::SubQuery(None, Box::new(revoked.into())), "revoked")
-        .expr_as(Expr::SubQuery(None, Box::new(pending.into())), "pending")
-        .to_owned();
-    let row = txn
-        .query_one(&check)
-        .await?
-        .ok_or_else(|| DbErr::Custom("the submission check returned nothing".into()))?;
-    let revoked: i64 = row.try_get("", "revoked")?;
-    let pending: i64 = row.try_get("", "pending")?;
-    // Checked in the transaction of the insert: a revocation that
-    // committed first is seen here, and one that commits after (it takes
-    // the writer lock) cancels this request with the runner's others.
-    if revoked > 0 {
+/// The insert of a new request, checked against its runner's state in the
+/// batch: one statement, which does nothing when the id is taken.
+async fn submit(txn: &DatabaseTransaction, r: &NewRequest, b: &mut Batch) -> Result<Stored, DbErr> {
+    let (revoked, pending) = b.runners.get(&r.runner_id).copied().unwrap_or((false, 0));
+    if revoked {
         return Ok(Stored::Revoked);
     }
-    if u64::try_from(pending).unwrap_or(0) >= r.pending_cap {
+    if pending >= r.pending_cap {
         return Ok(Stored::Full);
     }
     let inserted = request::Entity::insert(r.model.clone())
@@ -301,19 +404,19 @@ async fn submit(
         // id first: answered as a re-submission.
         return Ok(Stored::Again);
     }
-    super::escalation::plan(txn, &r.id, r.now, &r.steps).await?;
-    chain.push(&r.event, r.now)?;
-    changes.push(change_row(&r.id, Status::Pending, r.now));
+    if let Some(s) = b.runners.get_mut(&r.runner_id) {
+        s.1 += 1;
+    }
+    b.steps
+        .extend(super::escalation::planned(&r.id, r.now, &r.steps));
+    b.chain.push(&r.event, r.now)?;
+    b.changes.push(change_row(&r.id, Status::Pending, r.now));
     Ok(Stored::New)
 }
 
-/// The guarded move: one update, its audit row and its change row.
-async fn move_to(
-    txn: &DatabaseTransaction,
-    m: &Move,
-    chain: &mut Chain,
-    changes: &mut Vec<change::ActiveModel>,
-) -> Result<bool, DbErr> {
+/// The guarded move: one update; its audit row and change row go with the
+/// batch's.
+async fn move_to(txn: &DatabaseTransaction, m: &Move, b: &mut Batch) -> Result<bool, DbErr> {
     let mut q = request::Entity::update_many()
         .col_expr(request::Column::Status, Expr::value(m.to.as_str()))
         .col_expr(request::Column::DecidedAt, Expr::value(m.at))
@@ -330,8 +433,12 @@ async fn move_to(
     if q.exec(txn).await?.rows_affected != 1 {
         return Ok(false);
     }
-    chain.push(&m.event, m.at)?;
-    changes.push(change_row(&m.id, m.to, m.at));
+    // One fewer pending for a runner that submits later in this batch.
+    if let Some(s) = m.runner_id.and_then(|id| b.runners.get_mut(&id)) {
+        s.1 = s.1.saturating_sub(1);
+    }
+    b.chain.push(&m.event, m.at)?;
+    b.changes.push(change_row(&m.id, m.to, m.at));
     Ok(true)
 }
 
@@ -408,6 +515,130 @@ mod tests {
             "every good event once, nothing of the broken write"
         );
         assert_eq!(v.broken, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn statements_come_in_a_few_fixed_sizes_that_add_up() {
+        assert_eq!(pieces(0), Vec::<usize>::new());
+        assert_eq!(pieces(1), vec![1]);
+        assert_eq!(pieces(13), vec![8, 4, 1]);
+        assert_eq!(pieces(600), vec![256, 256, 64, 16, 8]);
+        for n in 0..2000 {
+            let p = pieces(n);
+            assert_eq!(p.iter().sum::<usize>(), n);
+            assert!(
+                p.iter()
+                    .all(|k| k.is_power_of_two() && *k <= MOST_PER_STATEMENT)
+            );
+        }
+    }
+
+    fn new_request(runner_id: i64, cap: u64, now: i64) -> NewRequest {
+        let id = random_hex(16);
+        NewRequest {
+            id: id.clone(),
+            model: request::ActiveModel {
+                id: Set(id.clone()),
+                runner: Set("r".into()),
+                runner_id: Set(Some(runner_id)),
+                command: Set("git push --force origin main".into()),
+                command_hash: Set(random_hex(32)),
+                risk: Set("high".into()),
+                verdict: Set("{}".into()),
+                annotations: Set("[]".into()),
+                host: Set("h".into()),
+                cwd: Set("/".into()),
+                agent: Set(None),
+                session: Set(None),
+                front_end: Set("sh".into()),
+                requested_by: Set(None),
+                status: Set(Status::Pending.as_str().into()),
+                created_at: Set(now),
+                expires_at: Set(now + 60_000),
+                decided_at: Set(None),
+                decided_by: Set(None),
+                reason: Set(None),
+                relayed_at: Set(None),
+                quorum: Set(None),
+            },
+            runner_id,
+            pending_cap: cap,
+            steps: vec![],
+            event: NewEvent::at(
+                now,
+                "request.pending",
+                Some("r"),
+                Some(&id),
+                serde_json::json!({}),
+            ),
+            now,
+        }
+    }
+
+    fn deny(id: &str, runner_id: i64, at: i64) -> Move {
+        Move {
+            id: id.to_string(),
+            runner_id: Some(runner_id),
+            to: Status::Denied,
+            at,
+            decided_by: "web:alice".into(),
+            reason: None,
+            before_deadline: true,
+            event: NewEvent::at(
+                at,
+                "request.denied",
+                Some("r"),
+                Some(id),
+                serde_json::json!({}),
+            ),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_one_batch_a_decision_frees_its_runners_place_for_a_later_submission() {
+        let (dir, db) = database().await;
+        let writer = Writer::start(db.clone(), Arc::new(Mutex::new(())));
+        // The runner is at its limit of two.
+        let (a, b) = (new_request(7, 2, 10), new_request(7, 2, 11));
+        let (a_id, b_id) = (a.id.clone(), b.id.clone());
+        let done = writer
+            .write_all(vec![Write::Submit(Box::new(a)), Write::Submit(Box::new(b))])
+            .await;
+        assert!(
+            done.iter()
+                .all(|d| matches!(d, Ok(Written::Submit(Stored::New))))
+        );
+        // Applied as one transaction, in this order: a third is refused,
+        // a decision frees a place, the fourth takes it, the fifth is refused.
+        let batch = [
+            Write::Submit(Box::new(new_request(7, 2, 20))),
+            Write::Move(Box::new(deny(&a_id, 7, 21))),
+            Write::Submit(Box::new(new_request(7, 2, 22))),
+            Write::Submit(Box::new(new_request(7, 2, 23))),
+            Write::Move(Box::new(deny(&a_id, 7, 24))),
+        ];
+        let batch: Vec<&Write> = batch.iter().collect();
+        let done = apply(&db, &batch).await.expect("one transaction");
+        assert_eq!(
+            done,
+            vec![
+                Written::Submit(Stored::Full),
+                Written::Move(true),
+                Written::Submit(Stored::New),
+                Written::Submit(Stored::Full),
+                Written::Move(false),
+            ]
+        );
+        let pending = request::Entity::find()
+            .filter(request::Column::Status.eq(Status::Pending.as_str()))
+            .all(&db)
+            .await
+            .expect("rows");
+        assert_eq!(pending.len(), 2);
+        assert!(pending.iter().any(|r| r.id == b_id));
+        let v = audit::verify(&db).await.expect("verify");
+        assert_eq!((v.rows, v.broken), (4, None), "two, one decision, one more");
         let _ = std::fs::remove_dir_all(dir);
     }
 
