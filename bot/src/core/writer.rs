@@ -23,10 +23,10 @@ use super::audit::{self, Chain, NewEvent};
 use super::entity::{change, escalation_step, request, runner};
 use crate::config::Step;
 use holdpoint_shared::protocol::Status;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query, UnionType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, Set,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -285,24 +285,19 @@ async fn apply(db: &DatabaseConnection, writes: &[&Write]) -> Result<Vec<Written
 /// The most rows (or ids) one statement carries.
 pub(super) const MOST_PER_STATEMENT: usize = 256;
 
-/// How to cut `n` rows into statements: as many full ones as fit, then
-/// powers of two, so every statement has one of a few shapes and the
-/// database's prepared statements are reused rather than parsed again.
-pub(super) fn pieces(mut n: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    while n > 0 {
-        let take = if n >= MOST_PER_STATEMENT {
-            MOST_PER_STATEMENT
-        } else {
-            1 << (usize::BITS - 1 - n.leading_zeros())
-        };
-        out.push(take);
-        n -= take;
+/// How to cut `n` rows into statements: full ones of [`MOST_PER_STATEMENT`]
+/// (the same statement every time, so the database's prepared statement is
+/// reused), then one of the rest. A small batch is one statement: a round
+/// trip costs more than parsing a new shape.
+pub(super) fn pieces(n: usize) -> Vec<usize> {
+    let mut out = vec![MOST_PER_STATEMENT; n / MOST_PER_STATEMENT];
+    if n % MOST_PER_STATEMENT > 0 {
+        out.push(n % MOST_PER_STATEMENT);
     }
     out
 }
 
-/// Inserts `rows` in order, a few statements of fixed shapes.
+/// Inserts `rows` in order, in as few statements as [`pieces`] allows.
 pub(super) async fn insert_all<E, A>(txn: &DatabaseTransaction, rows: Vec<A>) -> Result<(), DbErr>
 where
     E: EntityTrait,
@@ -319,8 +314,8 @@ where
 }
 
 /// Whether each runner that submits in `writes` was revoked, and how many
-/// requests it has pending: two reads for the whole batch, under the
-/// writer lock, so both hold exactly.
+/// requests it has pending: one read for the whole batch, under the writer
+/// lock, so both hold exactly.
 async fn runner_states(
     txn: &DatabaseTransaction,
     writes: &[&Write],
@@ -341,32 +336,32 @@ async fn runner_states(
     // Checked in the transaction of the insert: a revocation that
     // committed first is seen here, and one that commits after (it takes
     // the writer lock) cancels these requests with the runner's others.
-    let revoked: Vec<i64> = runner::Entity::find()
-        .filter(runner::Column::Id.is_in(ids.iter().copied()))
-        .filter(runner::Column::RevokedAt.is_not_null())
-        .select_only()
-        .column(runner::Column::Id)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    for id in revoked {
-        if let Some(s) = out.get_mut(&id) {
-            s.0 = true;
-        }
-    }
-    let pending: Vec<(Option<i64>, i64)> = request::Entity::find()
-        .filter(request::Column::RunnerId.is_in(ids.iter().copied()))
-        .filter(request::Column::Status.eq(Status::Pending.as_str()))
-        .select_only()
+    // One read: each runner's pending count, and (as -1) each revoked one.
+    let mut both = Query::select()
         .column(request::Column::RunnerId)
-        .column_as(Expr::cust("COUNT(*)"), "n")
-        .group_by(request::Column::RunnerId)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    for (id, n) in pending {
+        .expr_as(Expr::cust("COUNT(*)"), "n")
+        .from(request::Entity)
+        .and_where(request::Column::RunnerId.is_in(ids.iter().copied()))
+        .and_where(request::Column::Status.eq(Status::Pending.as_str()))
+        .group_by_col(request::Column::RunnerId)
+        .to_owned();
+    let revoked = Query::select()
+        .expr_as(Expr::col(runner::Column::Id), "runner_id")
+        .expr_as(Expr::cust("-1"), "n")
+        .from(runner::Entity)
+        .and_where(runner::Column::Id.is_in(ids.iter().copied()))
+        .and_where(runner::Column::RevokedAt.is_not_null())
+        .to_owned();
+    both.union(UnionType::All, revoked);
+    for row in txn.query_all(&both).await? {
+        let id: Option<i64> = row.try_get("", "runner_id")?;
+        let n: i64 = row.try_get("", "n")?;
         if let Some(s) = id.and_then(|id| out.get_mut(&id)) {
-            s.1 = u64::try_from(n).unwrap_or(0);
+            if n < 0 {
+                s.0 = true;
+            } else {
+                s.1 = u64::try_from(n).unwrap_or(0);
+            }
         }
     }
     Ok(out)
@@ -519,18 +514,16 @@ mod tests {
     }
 
     #[test]
-    fn statements_come_in_a_few_fixed_sizes_that_add_up() {
+    fn rows_go_in_full_statements_then_one_of_the_rest() {
         assert_eq!(pieces(0), Vec::<usize>::new());
-        assert_eq!(pieces(1), vec![1]);
-        assert_eq!(pieces(13), vec![8, 4, 1]);
-        assert_eq!(pieces(600), vec![256, 256, 64, 16, 8]);
+        assert_eq!(pieces(13), vec![13]);
+        assert_eq!(pieces(256), vec![256]);
+        assert_eq!(pieces(600), vec![256, 256, 88]);
         for n in 0..2000 {
             let p = pieces(n);
             assert_eq!(p.iter().sum::<usize>(), n);
-            assert!(
-                p.iter()
-                    .all(|k| k.is_power_of_two() && *k <= MOST_PER_STATEMENT)
-            );
+            assert!(p.iter().all(|k| *k > 0 && *k <= MOST_PER_STATEMENT));
+            assert!(p.iter().rev().skip(1).all(|k| *k == MOST_PER_STATEMENT));
         }
     }
 
