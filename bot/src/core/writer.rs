@@ -291,7 +291,7 @@ pub(super) const MOST_PER_STATEMENT: usize = 256;
 /// trip costs more than parsing a new shape.
 pub(super) fn pieces(n: usize) -> Vec<usize> {
     let mut out = vec![MOST_PER_STATEMENT; n / MOST_PER_STATEMENT];
-    if n % MOST_PER_STATEMENT > 0 {
+    if !n.is_multiple_of(MOST_PER_STATEMENT) {
         out.push(n % MOST_PER_STATEMENT);
     }
     out

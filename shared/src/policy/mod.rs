@@ -471,13 +471,17 @@ impl Program {
     }
 }
 
+/// A built-in toolbox entry, compiled on first use (boxed, so the table a
+/// process starts with stays small).
+type ToolCell = OnceLock<Result<Box<Tool>, String>>;
+
 /// The toolbox of a policy: the built-in entries, each compiled level by
 /// level on first use (a runner process compiles only what its command
 /// names), and the user's entries, layered over the built-in ones and
 /// compiled when the policy loads.
 #[derive(Debug, Clone)]
 struct Toolbox {
-    builtin: Box<[OnceLock<Result<Box<Tool>, String>>]>,
+    builtin: Box<[ToolCell]>,
     user: HashMap<String, (ToolSpec, Tool), Fnv>,
 }
 
