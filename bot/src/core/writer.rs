@@ -176,7 +176,8 @@ async fn run(db: DatabaseConnection, lock: Arc<Mutex<()>>, mut rx: mpsc::Unbound
         tracing::trace!(
             writes = jobs.len(),
             micros = started.elapsed().as_micros() as u64,
-            "a batch of writes committed"
+            committed = result.is_ok(),
+            "a batch of writes"
         );
         match result {
             Ok(done) => {
@@ -195,14 +196,22 @@ async fn run(db: DatabaseConnection, lock: Arc<Mutex<()>>, mut rx: mpsc::Unbound
                     "a batch of {} writes failed ({e}); each is tried alone",
                     jobs.len()
                 );
+                // A write that still fails alone says the database is
+                // the trouble (down, read-only, full): the rest get few
+                // tries, so a long queue is refused in moments, not in a
+                // second per write.
+                let mut tries = 20;
                 for job in jobs {
                     let one = [&job.write];
-                    let alone = audit::retrying(|| apply(&db, &one))
+                    let alone = audit::retrying_up_to(tries, || apply(&db, &one))
                         .await
                         .and_then(|mut d| {
                             d.pop()
                                 .ok_or_else(|| DbErr::Custom("a write had no result".into()))
                         });
+                    if alone.is_err() {
+                        tries = BATCH_TRIES;
+                    }
                     let _ = job.reply.send(alone);
                 }
             }
