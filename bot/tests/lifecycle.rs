@@ -882,15 +882,21 @@ async fn no_transition_happens_or_is_relayed_without_its_audit_and_change_rows()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_submissions_from_one_runner_stops_exactly_at_its_pending_limit() {
+/// A bot whose runners may keep `pending` requests waiting and submit
+/// without a rate limit.
+async fn bot_with_limit(pending: u32) -> (Arc<Bot>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
     let config = config_with(
         &dir,
         Duration::from_secs(600),
-        "[limits]\npending_per_runner = 10\nsubmissions_per_second = 100000\n",
+        &format!("[limits]\npending_per_runner = {pending}\nsubmissions_per_second = 100000\n"),
     );
-    let bot = Arc::new(Bot::open(config).await.expect("database"));
+    (Arc::new(Bot::open(config).await.expect("database")), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_submissions_from_one_runner_stops_exactly_at_its_pending_limit() {
+    let (bot, dir) = bot_with_limit(10).await;
     // Submitted at once, so the core's writer commits many of them in one
     // transaction: each must still see the ones before it.
     let mut tasks = Vec::new();
@@ -926,13 +932,7 @@ async fn a_burst_of_submissions_from_one_runner_stops_exactly_at_its_pending_lim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_concurrent_submissions_and_decisions_all_commit_and_keep_the_chain() {
-    let dir = std::env::temp_dir().join(format!("holdpoint-lifecycle-{}", random_hex(6)));
-    let config = config_with(
-        &dir,
-        Duration::from_secs(600),
-        "[limits]\npending_per_runner = 5000\nsubmissions_per_second = 100000\n",
-    );
-    let bot = Arc::new(Bot::open(config).await.expect("database"));
+    let (bot, dir) = bot_with_limit(5000).await;
     let mut feed = bot.subscribe();
     tokio::spawn(bot.clone().run_feed());
     let reqs: Vec<ReviewRequest> = (0..300).map(|_| request(None)).collect();

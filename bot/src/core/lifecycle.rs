@@ -254,7 +254,6 @@ impl<'a> Subject<'a> {
     }
 }
 
-/// A reason as stored: trimmed, at most 2,000 characters, none if empty.
 /// The decision a guarded move pending → `to` makes, and the write that
 /// makes it, with its audit row.
 fn planned_move(
@@ -298,6 +297,7 @@ fn planned_move(
     (d, m)
 }
 
+/// A reason as stored: trimmed, at most 2,000 characters, none if empty.
 fn clean_reason(r: Option<&str>) -> Option<String> {
     r.map(|r| r.trim().chars().take(2000).collect::<String>())
         .filter(|r| !r.is_empty())
